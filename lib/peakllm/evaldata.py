@@ -1,0 +1,57 @@
+"""Evaluation texts by name, with the preprocessing of the GPTQ / SparseGPT evaluation code.
+
+* ``shakespeare`` -- shipped, offline: a split of the embedded corpus (held-out plays);
+* ``wikitext2`` -- WikiText-2 raw test split, lines joined with "\\n\\n";
+* ``ptb``       -- Penn Treebank test split, sentences joined with " ";
+* ``c4``        -- the first validation shard of C4 (English), the first 1,100 documents
+  joined with " ", truncated after tokenization to 256 windows of ``seqlen``.
+
+The last three come from the Hugging Face Hub through ``datasets``; without the Hub they fail
+fast with one message.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import corpus
+from .checks import choice
+
+EVAL_DATASETS = ("shakespeare", "wikitext2", "ptb", "c4")
+HUB_DATASETS = {  # name -> (load_dataset args, split, text field, join string)
+    "wikitext2": (dict(path="Salesforce/wikitext", name="wikitext-2-raw-v1"), "test", "text", "\n\n"),
+    "ptb": (dict(path="ptb-text-only/ptb_text_only", name="penn_treebank"), "test", "sentence", " "),
+    "c4": (dict(path="allenai/c4", data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"}),
+           "validation", "text", " "),
+}
+C4_DOCS, C4_WINDOWS = 1100, 256
+
+
+def check(name: str) -> None:
+    choice("dataset", name, EVAL_DATASETS)
+
+
+def eval_text(name: str = "shakespeare", split: str = "test") -> str:
+    """The evaluation text as one string, joined the way the papers join it."""
+    check(name)
+    if name == "shakespeare":
+        return corpus.load_split(split)
+    from .models import HubUnavailable, _hub_reachable
+
+    if not _hub_reachable():
+        raise HubUnavailable(f"dataset={name!r} comes from the Hugging Face Hub, which cannot be "
+                             "reached from here; use dataset='shakespeare' (shipped) offline")
+    import datasets
+
+    args, hub_split, field, join = HUB_DATASETS[name]
+    data = datasets.load_dataset(**args, split=hub_split)
+    if name == "c4":
+        data = data.select(range(C4_DOCS))
+    return join.join(data[field])
+
+
+def eval_ids(name: str, tokenizer, seqlen: int | None = None, split: str = "test") -> torch.Tensor:
+    """Token ids of the evaluation text, tokenized once: a (1, N) LongTensor."""
+    ids = torch.tensor(tokenizer(eval_text(name, split))["input_ids"], dtype=torch.long)[None]
+    if name == "c4" and seqlen:
+        ids = ids[:, : C4_WINDOWS * seqlen]
+    return ids

@@ -1,0 +1,153 @@
+"""Exact memory accounting of training: where the bytes go (the ZeRO paper's "model states"
+plus activations; Rajbhandari et al. 2020, section 3).
+
+Training memory has four parts:
+
+* weights      -- the parameters (and buffers) themselves;
+* gradients    -- one tensor per trainable parameter after ``backward()``;
+* optimizer    -- the optimizer's state (AdamW: two moments, 8 bytes per fp32 parameter);
+* activations  -- tensors autograd saves in the forward pass for the backward pass.
+
+The first three are counted from the tensors themselves; activations are counted with
+``torch.autograd.graph.saved_tensors_hooks``, which sees every tensor autograd saves. Each
+storage is counted once (views share storage) and storages of parameters are left out (a
+weight saved for backward is not a new allocation). These counts are exact and identical on
+every device; CUDA's allocator peak and the process's peak RSS are reported beside them.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+
+PARTS = ("weights", "gradients", "optimizer", "activations")
+
+
+def nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Parameters and buffers, each storage once (tied weights count once)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def gradient_bytes(model: torch.nn.Module) -> int:
+    return sum(nbytes(p.grad) for p in model.parameters() if p.grad is not None)
+
+
+def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Every tensor in the optimizer's per-parameter state (moments, quantization scales...)."""
+    total = 0
+    for state in optimizer.state.values():
+        for v in state.values():
+            if torch.is_tensor(v):
+                total += nbytes(v)
+            elif hasattr(v, "__dict__"):  # e.g. bitsandbytes quantization state objects
+                total += sum(nbytes(x) for x in vars(v).values() if torch.is_tensor(x))
+    return total
+
+
+class SavedActivations:
+    """Context manager: bytes of the tensors autograd saves for backward inside it.
+
+    >>> with SavedActivations(model) as saved:
+    ...     loss = model(x).loss
+    >>> saved.bytes
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None):
+        self.exclude = set()
+        if model is not None:
+            self.exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.storages: dict[int, int] = {}
+
+    def _pack(self, t: torch.Tensor):
+        s = t.untyped_storage()
+        key = s.data_ptr()
+        if key not in self.exclude and key != 0:
+            self.storages[key] = max(self.storages.get(key, 0), s.nbytes())
+        return t
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process so far, in bytes (Linux: KiB; macOS: bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def reset_peak(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def device_peak(device) -> dict:
+    """What the system saw: CUDA allocator peak on a GPU, process peak RSS on the CPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return {"cuda_peak": torch.cuda.max_memory_allocated(dev)}
+    return {"peak_rss": peak_rss()}
+
+
+def training_step_anatomy(model, optimizer, batch: dict, loss_fn=None) -> dict:
+    """Run one training step and count each part's bytes at its high point.
+
+    Activations are counted during the forward pass (all saved tensors are alive then);
+    gradients and optimizer state after ``optimizer.step()``.
+    """
+    model.train()
+    reset_peak(next(model.parameters()).device)
+    with SavedActivations(model) as saved:
+        out = model(**batch)
+        loss = out.loss if loss_fn is None else loss_fn(out, batch)
+    loss.backward()
+    optimizer.step()
+    parts = {"weights": weight_bytes(model), "gradients": gradient_bytes(model),
+             "optimizer": optimizer_bytes(optimizer), "activations": saved.bytes}
+    optimizer.zero_grad(set_to_none=True)
+    parts["total"] = sum(parts[p] for p in PARTS)
+    parts |= device_peak(next(model.parameters()).device)
+    return parts
+
+
+def human(n: float) -> str:
+    """Bytes for people: 1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def plot_anatomy(anatomies: dict, ax=None, title: str = "training memory by part"):
+    """Stacked bars, one per setting: ``{label: {"weights": bytes, ...}}`` in MiB."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 1.2 * len(anatomies), 3.5))
+    labels, bottom = list(anatomies), [0.0] * len(anatomies)
+    for part in PARTS:
+        vals = [anatomies[k].get(part, 0) / 2**20 for k in labels]
+        ax.bar(labels, vals, bottom=bottom, label=part)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set(ylabel="MiB", title=title)
+    ax.legend(fontsize=8)
+    return ax

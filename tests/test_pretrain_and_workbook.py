@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from peakllm import models, workbook
+from peakllm.pretrain import PretrainConfig, flops_per_token, lr_at, pretrain
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = PretrainConfig(steps=100, warmup=10, lr=1.0, min_lr_frac=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_bad_config_fails_before_training():
+    with pytest.raises(ValueError, match="model_name='tiny-gpt'"):
+        pretrain(PretrainConfig(model_name="tiny-gpt"))
+    with pytest.raises(ValueError, match="seq_len=512 exceeds"):
+        pretrain(PretrainConfig(seq_len=512))
+
+
+def test_refuses_to_overwrite_a_checkpoint():
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        pretrain(PretrainConfig(steps=1), out_dir=models.MODELS / "tiny-opt")
+
+
+def test_short_run_learns_and_is_reproducible():
+    cfg = PretrainConfig(steps=8, batch_size=4, seq_len=64, warmup=2, eval_every=8, eval_windows=4)
+    a, b = pretrain(cfg, progress=False), pretrain(cfg, progress=False)
+    assert [r["train_loss"] for r in a["log"]] == [r["train_loss"] for r in b["log"]]
+    assert a["log"][-1]["train_loss"] < a["log"][0]["train_loss"]
+    assert a["train_flops"] == a["flops_per_token"] * 8 * 4 * 64
+
+
+def test_moe_flops_count_only_active_experts():
+    dense, moe = models.new_tiny("tiny-opt"), models.new_tiny("tiny-moe")
+    n_moe = sum(p.numel() for p in moe.parameters())
+    experts = models.count_params(moe)["experts"]
+    emb = moe.get_input_embeddings().weight.numel()
+    assert flops_per_token(moe) == int(6 * (n_moe - experts * 6 / 8 + emb))
+    assert flops_per_token(dense) > 6 * sum(p.numel() for p in dense.parameters())
+
+
+def test_shipped_recipes_are_recorded():
+    for name in models.SHORT_NAMES:
+        meta = json.loads((models.MODELS / name / "pretrain.json").read_text())
+        assert meta["config"]["model_name"] == name and meta["seconds"] < 30 * 60
+        assert (models.MODELS / name / "train_log.csv").exists()
+        assert (models.MODELS / name / "loss_curve.png").exists()
+
+
+def test_workbook_lists_notebooks_and_rejects_unknown():
+    stems = [p.stem for p in workbook.notebooks()]
+    assert stems[:2] == ["00_orientation", "01_pretraining_the_tiny_models"]
+    with pytest.raises(ValueError, match="notebooks=\\['99_nope'\\]"):
+        workbook.notebooks(["99_nope"])
