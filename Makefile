@@ -10,7 +10,6 @@ STAMP  := $(VENV)/.peakllm-installed
 REQS   ?= requirements/test.txt
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-export MPLBACKEND ?= Agg
 
 .PHONY: workbook test setup interactive clean
 

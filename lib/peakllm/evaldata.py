@@ -55,3 +55,39 @@ def eval_ids(name: str, tokenizer, seqlen: int | None = None, split: str = "test
     if name == "c4" and seqlen:
         ids = ids[:, : C4_WINDOWS * seqlen]
     return ids
+
+
+def calibration(name: str, tokenizer, nsamples: int = 128, seqlen: int = 256, seed: int = 0) -> torch.Tensor:
+    """``nsamples`` random windows of ``seqlen`` tokens from a *training* text: (nsamples, seqlen).
+
+    ``shakespeare``: the shipped train split (never the evaluation plays). ``c4``: as in the
+    SparseGPT/GPTQ code, random documents of the first C4 train shard longer than ``seqlen``,
+    one random window from each.
+    """
+    from .checks import choice, positive_int
+
+    choice("calibration dataset", name, ("shakespeare", "c4"))
+    positive_int("nsamples", nsamples)
+    positive_int("seqlen", seqlen)
+    gen = torch.Generator().manual_seed(seed)
+    if name == "shakespeare":
+        ids = torch.tensor(tokenizer(corpus.load_split("train"))["input_ids"], dtype=torch.long)
+        starts = torch.randint(0, len(ids) - seqlen, (nsamples,), generator=gen)
+        return torch.stack([ids[s: s + seqlen] for s in starts.tolist()])
+    from .models import HubUnavailable, _hub_reachable
+
+    if not _hub_reachable():
+        raise HubUnavailable("calibration dataset 'c4' comes from the Hugging Face Hub, which cannot "
+                             "be reached from here; use 'shakespeare' (shipped) offline")
+    import datasets
+
+    docs = datasets.load_dataset("allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"},
+                                 split="train")
+    out = []
+    while len(out) < nsamples:
+        doc = docs[int(torch.randint(0, len(docs), (1,), generator=gen))]["text"]
+        ids = tokenizer(doc, return_tensors="pt")["input_ids"][0]
+        if len(ids) > seqlen:
+            s = int(torch.randint(0, len(ids) - seqlen, (1,), generator=gen))
+            out.append(ids[s: s + seqlen])
+    return torch.stack(out)

@@ -52,7 +52,7 @@ def nll(model, ids: torch.Tensor, seqlen: int | None = None, batch_size: int = 8
     total, count = 0.0, 0
     for batch in tqdm(W.split(batch_size), desc="perplexity", disable=not progress):
         batch = batch.to(device)
-        logits = model(input_ids=batch).logits  # (b, seqlen, vocab)
+        logits = model(input_ids=batch, use_cache=False).logits  # (b, seqlen, vocab)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                                batch[:, 1:].reshape(-1), reduction="sum")
         total += loss.item()

@@ -84,7 +84,7 @@ def val_loss(model, val_ids: torch.Tensor, cfg: PretrainConfig, device) -> float
     losses = []
     for chunk in windows.split(cfg.batch_size):
         chunk = chunk.to(device)
-        logits = model(input_ids=chunk).logits[:, :-1]
+        logits = model(input_ids=chunk, use_cache=False).logits[:, :-1]
         losses.append(torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(), chunk[:, 1:].reshape(-1), reduction="sum"))
     model.train()

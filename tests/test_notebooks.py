@@ -1,0 +1,61 @@
+"""Notebook conventions (every notebook, now and later) and the papermill path of make workbook."""
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from peakllm import workbook
+
+NOTEBOOKS = workbook.notebooks()
+MACHINE_PATH = re.compile(r"(/root/|/tmp/|/home/\w+/|/work/|/Users/)")
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_is_first_and_plain(path):
+    nb = nbformat.read(path, as_version=4)
+    first = code_cells(nb)[0]
+    assert "parameters" in first.metadata.get("tags", [])
+    names = []
+    for line in first.source.splitlines():
+        m = re.match(r"^(\w+): (str|int|float|bool) = (.+?)  # (.+)$", line)
+        assert m, f"{path.name}: parameter line without a literal, type or help: {line!r}"
+        ast.literal_eval(m.group(3))  # plain literals only
+        names.append(m.group(1))
+    assert {"model_name", "device", "seed", "results_path"} <= set(names)
+    inferred = papermill.inspect_notebook(str(path))
+    assert list(inferred) == names
+    assert all(p["help"] for p in inferred.values())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_are_complete_and_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    counts = [c.execution_count for c in code_cells(nb)]
+    assert None not in counts and counts == sorted(counts), "run the notebook top to bottom"
+    assert "rec.save(results_path)" in code_cells(nb)[-1].source, "the last cell records the results"
+    for c in code_cells(nb):
+        for o in c.outputs:
+            assert o.output_type != "error"
+            assert not MACHINE_PATH.search(json.dumps(o)), f"machine path in {path.name}: {c.source[:60]}"
+    header = nb.cells[0].source
+    assert "**Goal.**" in header and "**Prerequisites.**" in header and "Runtime on the default" in header
+
+
+def test_workbook_runs_a_notebook_with_parameters_and_gathers_records(tmp_path):
+    records = workbook.run(tmp_path, only=["00_orientation"], parameters={"model_name": "tiny-moe"})
+    assert (tmp_path / "00_orientation.ipynb").exists()
+    assert json.loads((tmp_path / "results.json").read_text()) == records
+    by = {(r["metric"], r.get("part"), r.get("method")): r for r in records}
+    assert by[("perplexity", None, "dense")]["dataset"] == "shakespeare"
+    assert by[("perplexity", None, "dense")]["params"]["model_name"] == "tiny-moe"
+    for part in ("weights", "gradients", "optimizer", "activations", "total"):
+        assert by[("bytes", part, None)]["value"] > 0
+    assert by[("bytes", "optimizer", None)]["value"] >= 2 * by[("bytes", "weights", None)]["value"] * 0.9
