@@ -45,3 +45,11 @@ def test_tokenizer_round_trips_text(name):
     s = "Enter HAMLET.\n\nHam. To be, or not to be: that is the question -- 1603, é!"
     assert tok.decode(tok(s)["input_ids"]) == s
     assert len(tok) == 4096
+
+
+def test_chunked_encoding_gives_the_ids_of_the_whole_text():
+    from peakllm.tokenizer import encode
+
+    tok = load_tokenizer("tiny-opt")
+    text = corpus.load_split("validation")
+    assert encode(tok, text, chunk_chars=2000) == tok(text)["input_ids"]

@@ -9,6 +9,12 @@ Models" (Rostam et al. 2024) and of the papers behind its two case studies:
 """
 __version__ = "0.1.0"
 
+import warnings as _warnings
+
+# Without ipywidgets tqdm.auto falls back to text bars; its warning about that (which names a
+# file of this machine) adds nothing for the reader.
+_warnings.filterwarnings("ignore", message="IProgress not found")
+
 
 def seed_everything(seed: int = 0) -> None:
     """Python, NumPy and torch generators; deterministic algorithms where torch has them."""

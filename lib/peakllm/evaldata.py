@@ -15,6 +15,7 @@ import torch
 
 from . import corpus
 from .checks import choice
+from .tokenizer import encode
 
 EVAL_DATASETS = ("shakespeare", "wikitext2", "ptb", "c4")
 HUB_DATASETS = {  # name -> (load_dataset args, split, text field, join string)
@@ -51,7 +52,7 @@ def eval_text(name: str = "shakespeare", split: str = "test") -> str:
 
 def eval_ids(name: str, tokenizer, seqlen: int | None = None, split: str = "test") -> torch.Tensor:
     """Token ids of the evaluation text, tokenized once: a (1, N) LongTensor."""
-    ids = torch.tensor(tokenizer(eval_text(name, split))["input_ids"], dtype=torch.long)[None]
+    ids = torch.tensor(encode(tokenizer, eval_text(name, split)), dtype=torch.long)[None]
     if name == "c4" and seqlen:
         ids = ids[:, : C4_WINDOWS * seqlen]
     return ids
@@ -71,7 +72,7 @@ def calibration(name: str, tokenizer, nsamples: int = 128, seqlen: int = 256, se
     positive_int("seqlen", seqlen)
     gen = torch.Generator().manual_seed(seed)
     if name == "shakespeare":
-        ids = torch.tensor(tokenizer(corpus.load_split("train"))["input_ids"], dtype=torch.long)
+        ids = torch.tensor(encode(tokenizer, corpus.load_split("train")), dtype=torch.long)
         starts = torch.randint(0, len(ids) - seqlen, (nsamples,), generator=gen)
         return torch.stack([ids[s: s + seqlen] for s in starts.tolist()])
     from .models import HubUnavailable, _hub_reachable

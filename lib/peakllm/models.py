@@ -112,6 +112,10 @@ def load_model(model_name: str, device: str = "auto", dtype: str = "float32"):
     dev = resolve_device(device)
     where, kwargs = _source(model_name)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers.utils import logging
+
+    if Path(where).is_dir():
+        logging.disable_progress_bar()  # a bar for loading 17 MB from disk is noise
 
     config = AutoConfig.from_pretrained(where, **kwargs)
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM

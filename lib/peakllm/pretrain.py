@@ -24,6 +24,7 @@ from . import corpus, models
 from .checks import choice, positive_int
 from .device import resolve_device
 from .paths import atomic_write_text
+from .tokenizer import encode
 
 
 @dataclass
@@ -54,7 +55,7 @@ class PretrainConfig:
 
 def token_ids(split: str, tokenizer) -> torch.Tensor:
     """The whole split tokenized once, as one 1-D LongTensor."""
-    return torch.tensor(tokenizer(corpus.load_split(split))["input_ids"], dtype=torch.long)
+    return torch.tensor(encode(tokenizer, corpus.load_split(split)), dtype=torch.long)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:

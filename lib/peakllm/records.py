@@ -32,12 +32,11 @@ class Recorder:
         self.notebook, self.params, self.device = notebook, dict(params), str(device)
         self.records: list[dict] = []
 
-    def add(self, metric: str, value, unit: str, **fields) -> dict:
+    def add(self, metric: str, value, unit: str, **fields) -> None:
         rec = {"notebook": self.notebook, "metric": metric, "value": _plain(value), "unit": unit}
         rec |= {k: _plain(v) for k, v in fields.items()}
         rec |= {"device": self.device, "params": self.params}
         self.records.append(rec)
-        return rec
 
     def table(self):
         return to_frame(self.records)

@@ -6,6 +6,7 @@ split, so no input is ever out of vocabulary. The result loads with
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .paths import DATA
@@ -32,3 +33,28 @@ def train(text: str, out: Path = TOKENIZER_DIR, vocab_size: int = VOCAB_SIZE):
                                    unk_token=EOS, pad_token=PAD, model_max_length=1 << 40)
     fast.save_pretrained(out)
     return fast
+
+
+_SAFE_SPLIT = re.compile(r"(?<=\S)\n(?=\S)")
+
+
+def encode(tokenizer, text: str, chunk_chars: int = 1 << 16) -> list[int]:
+    """``tokenizer(text)["input_ids"]``, in chunks: the same ids in a fraction of the memory.
+
+    A fast tokenizer keeps offsets and token strings for every token it returns (about 0.5 KB
+    a token: 800 MB for the 1.5 M-token train split). Cutting the text right after a single
+    newline between two non-space characters never moves a pre-token boundary of byte-level
+    BPE, so the chunks' ids join to exactly the ids of the whole text. Special tokens the
+    tokenizer adds (OPT's leading ``</s>``, T5's trailing ``</s>``) are added once.
+    """
+    probe_in = tokenizer("a", add_special_tokens=False)["input_ids"]
+    probe = tokenizer("a")["input_ids"]
+    at = next(i for i in range(len(probe)) if probe[i:i + len(probe_in)] == probe_in)
+    prefix, suffix = probe[:at], probe[at + len(probe_in):]
+    ids, start = list(prefix), 0
+    while start < len(text):
+        m = _SAFE_SPLIT.search(text, start + chunk_chars) if start + chunk_chars < len(text) else None
+        end = m.end() if m else len(text)
+        ids += tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
+        start = end
+    return ids + suffix
