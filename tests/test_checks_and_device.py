@@ -58,3 +58,11 @@ def test_roofline_attainable_and_ridge():
 def test_format_report_lines_have_units():
     text = device.format_report(device.report("cpu"))
     assert "GFLOP/s" in text and "GB/s" in text and "bf16 native" in text
+
+
+def test_list_parameters_accept_papermill_strings():
+    assert checks.as_list("eval_datasets", '["wikitext2","ptb","c4"]') == ["wikitext2", "ptb", "c4"]
+    assert checks.as_list("methods", "wanda, sparsegpt") == ["wanda", "sparsegpt"]
+    assert checks.as_list("sweep", [0.5]) == [0.5]
+    with pytest.raises(ValueError, match="sweep=5"):
+        checks.as_list("sweep", 5)

@@ -25,7 +25,7 @@ def test_parameters_cell_is_first_and_plain(path):
     assert "parameters" in first.metadata.get("tags", [])
     names = []
     for line in first.source.splitlines():
-        m = re.match(r"^(\w+): (str|int|float|bool) = (.+?)  # (.+)$", line)
+        m = re.match(r"^(\w+): (str|int|float|bool|list) = (.+?)  # (.+)$", line)
         assert m, f"{path.name}: parameter line without a literal, type or help: {line!r}"
         ast.literal_eval(m.group(3))  # plain literals only
         names.append(m.group(1))

@@ -26,3 +26,21 @@ def in_range(param: str, value, low, high, *, high_inclusive: bool = False) -> N
 def positive_int(param: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{param}={value!r} must be a positive integer")
+
+
+def as_list(param: str, value) -> list:
+    """A list parameter as given in a notebook, or as papermill's ``-p`` passes it (a string):
+    '["a", "b"]' (JSON) or 'a,b' both give ["a", "b"]."""
+    import json
+
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return list(json.loads(text))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{param}={value!r} is not a valid JSON list: {e}") from None
+        return [v.strip() for v in text.split(",") if v.strip()]
+    raise ValueError(f"{param}={value!r} must be a list (or a JSON list as a string)")
