@@ -126,6 +126,13 @@ def test_bad_arguments_fail_before_pruning(bad, match, tiny_random_opt):
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_random_opt.parameters()))
 
 
+def test_calibration_longer_than_the_context_fails_before_pruning(tiny_random_opt):
+    before = [p.clone() for p in tiny_random_opt.parameters()]
+    with pytest.raises(ValueError, match="exceed the model's context of 32"):
+        pruning.prune(tiny_random_opt, torch.zeros(2, 64, dtype=torch.long))
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_random_opt.parameters()))
+
+
 def tiny(family):
     import transformers as tf
 
@@ -136,6 +143,11 @@ def tiny(family):
     if family == "llama":
         return tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32))
+    if family == "mixtral":  # experts as fused 3-D parameters (transformers 5.x)
+        return tf.MixtralForCausalLM(tf.MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
+                                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                      num_local_experts=4, num_experts_per_tok=2,
+                                                      max_position_embeddings=32))
     if family == "bert":
         return tf.BertForMaskedLM(tf.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                 intermediate_size=64, max_position_embeddings=32))
@@ -149,7 +161,8 @@ def tiny(family):
     raise ValueError(family)
 
 
-@pytest.mark.parametrize("family,stacks", [("opt", 1), ("llama", 1), ("bert", 1), ("t5", 2), ("switch", 2)])
+@pytest.mark.parametrize("family,stacks", [("opt", 1), ("llama", 1), ("mixtral", 1), ("bert", 1), ("t5", 2),
+                                           ("switch", 2)])
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_driver_runs_on_model_families(family, stacks, method):
     model = tiny(family).eval()
@@ -164,3 +177,17 @@ def test_driver_runs_on_model_families(family, stacks, method):
     kw = {"decoder_input_ids": calib} if model.config.is_encoder_decoder else {}
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=calib, **kw).logits).all()
+
+
+def test_fused_experts_are_pruned_each_on_its_own_tokens():
+    from peakllm.experts import ExpertMatrix
+
+    model = tiny("mixtral").eval()
+    calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    report = {r["layer"]: r for r in pruning.prune(model, calib, method="sparsegpt", blocksize=16, progress=False)}
+    experts = {n: l for n, l in all_linear_layers(model).items() if isinstance(l, ExpertMatrix)}
+    assert len(experts) == 2 * 4 * 2  # layers x experts x (gate_up, down)
+    fused = model.model.layers[0].mlp.experts
+    assert (fused.gate_up_proj == 0).float().mean() >= 0.5 and (fused.down_proj == 0).float().mean() >= 0.5
+    tokens = [report[n]["tokens"] for n in experts if ".gate_up_proj." in n and n.startswith("model.layers.0")]
+    assert sum(tokens) == 4 * 16 * 2  # top-2: every token reaches two experts

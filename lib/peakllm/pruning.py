@@ -127,6 +127,15 @@ def prune(model, calib: torch.Tensor | None = None, method: str = "sparsegpt", s
         return report
     if calib is None:
         raise ValueError(f"method={method!r} needs calibration windows (calib)")
+    from .models import context_length
+
+    try:
+        ctx = context_length(model)
+    except ValueError:
+        ctx = None  # no fixed context (e.g. relative positions only)
+    if ctx is not None and calib.shape[-1] > ctx:
+        raise ValueError(f"calibration windows of {calib.shape[-1]} tokens exceed the model's context "
+                         f"of {ctx}; use calib_seqlen <= {ctx}")
 
     def apply(name, c):
         if c.n == 0:

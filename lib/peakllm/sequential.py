@@ -14,8 +14,9 @@ memory at a time. Nothing here knows a model family:
 * block by block, hooks feed every linear layer's inputs to its compressor, the layers are
   compressed, and the block runs again to produce the next block's inputs.
 
-Router layers of mixtures of experts (``router``, ``gate``) are left dense: they are tiny and
-decide where every token goes.
+Experts stored as fused 3-D parameters (transformers 5.x Mixtral) are compressed matrix by
+matrix, each on the tokens the router sent to it (``peakllm.experts``). Router layers
+(``router``, ``gate``) are left dense: they are tiny and decide where every token goes.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import time
 
 import torch
 from tqdm.auto import tqdm
+
+from .experts import expert_matrices, fused_modules, hook_routed_inputs
 
 _ROUTER = re.compile(r"(^|\.)(router|gate)(\.|$)")
 
@@ -47,10 +50,13 @@ def find_stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]
     return stacks
 
 
-def linear_layers(block: torch.nn.Module) -> dict[str, torch.nn.Linear]:
-    """The block's linear layers by name, routers excluded."""
-    return {n: m for n, m in block.named_modules()
-            if isinstance(m, torch.nn.Linear) and not _ROUTER.search(n)}
+def linear_layers(block: torch.nn.Module) -> dict:
+    """The block's linear layers by name, routers excluded, and its fused experts' matrices."""
+    layers = {n: m for n, m in block.named_modules()
+              if isinstance(m, torch.nn.Linear) and not _ROUTER.search(n)}
+    for name, module in fused_modules(block).items():
+        layers |= expert_matrices(name, module)
+    return layers
 
 
 def all_linear_layers(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
@@ -132,7 +138,8 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
             collectors = {n: make(layer) for n, layer in layers.items()}
             hooks = [layer.register_forward_hook(
                 lambda m, inp, out, c=collectors[n]: c.add_batch(inp[0].detach()))
-                for n, layer in layers.items()]
+                for n, layer in layers.items() if isinstance(layer, torch.nn.Module)]
+            hooks += [hook_routed_inputs(module, name, collectors) for name, module in fused_modules(block).items()]
             try:
                 _run_block(block, hidden, calls[i])
             finally:

@@ -92,5 +92,5 @@ class SparseGPT(Hessian):
             mask[:, i1:i2] = mask1
             W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]              # lazy update of the rest
 
-        self.layer.weight.data = W.to(W0.dtype)
+        W0.copy_(W)  # in place: also right for an expert's slice of a fused parameter
         return mask
