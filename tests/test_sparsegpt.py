@@ -191,3 +191,15 @@ def test_fused_experts_are_pruned_each_on_its_own_tokens():
     assert (fused.gate_up_proj == 0).float().mean() >= 0.5 and (fused.down_proj == 0).float().mean() >= 0.5
     tokens = [report[n]["tokens"] for n in experts if ".gate_up_proj." in n and n.startswith("model.layers.0")]
     assert sum(tokens) == 4 * 16 * 2  # top-2: every token reaches two experts
+
+
+def test_calibrate_layer_sees_the_layer_inputs(tiny_random_opt):
+    from peakllm.obs import Hessian
+    from peakllm.sequential import calibrate_layer
+
+    calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    name = "model.decoder.layers.0.fc2"
+    h = calibrate_layer(tiny_random_opt, calib, name, lambda layer: Hessian(layer.weight.shape[1]))
+    assert h.n == 4 * 16 and h.H.shape == (32, 32)
+    with pytest.raises(ValueError, match="name='fc9'"):
+        calibrate_layer(tiny_random_opt, calib, "fc9", Hessian)

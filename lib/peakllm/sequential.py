@@ -153,3 +153,21 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
             del collectors
             hidden = _run_block(block, hidden, calls[i])  # inputs of the next block, from the compressed one
     return report
+
+
+@torch.no_grad()
+def calibrate_layer(model, calib: torch.Tensor, name: str, make, batch_size: int = 8):
+    """One layer under the microscope: ``make(layer)`` filled with the inputs the layer ``name``
+    (a key of ``all_linear_layers``) sees when the dense model runs on the calibration windows."""
+    layers = all_linear_layers(model)
+    if name not in layers or not isinstance(layers[name], torch.nn.Module):
+        raise ValueError(f"name={name!r} is not a linear layer of this model; e.g. {list(layers)[:3]}")
+    collector = make(layers[name])
+    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(inp[0]))
+    device = next(model.parameters()).device
+    try:
+        for batch in calib.split(batch_size):
+            model(**model_inputs(model, batch.to(device)))
+    finally:
+        hook.remove()
+    return collector
