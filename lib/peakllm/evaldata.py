@@ -36,9 +36,9 @@ def eval_text(name: str = "shakespeare", split: str = "test") -> str:
     check(name)
     if name == "shakespeare":
         return corpus.load_split(split)
-    from .models import HubUnavailable, _hub_reachable
+    from .models import HubUnavailable, hub_reachable
 
-    if not _hub_reachable():
+    if not hub_reachable():
         raise HubUnavailable(f"dataset={name!r} comes from the Hugging Face Hub, which cannot be "
                              "reached from here; use dataset='shakespeare' (shipped) offline")
     import datasets
@@ -75,9 +75,9 @@ def calibration(name: str, tokenizer, nsamples: int = 128, seqlen: int = 256, se
         ids = torch.tensor(encode(tokenizer, corpus.load_split("train")), dtype=torch.long)
         starts = torch.randint(0, len(ids) - seqlen, (nsamples,), generator=gen)
         return torch.stack([ids[s: s + seqlen] for s in starts.tolist()])
-    from .models import HubUnavailable, _hub_reachable
+    from .models import HubUnavailable, hub_reachable
 
-    if not _hub_reachable():
+    if not hub_reachable():
         raise HubUnavailable("calibration dataset 'c4' comes from the Hugging Face Hub, which cannot "
                              "be reached from here; use 'shakespeare' (shipped) offline")
     import datasets

@@ -67,7 +67,7 @@ def resolve(model_name: str) -> tuple[str, str]:
                      "an existing local directory, nor a Hugging Face Hub id like 'facebook/opt-125m'")
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
@@ -86,7 +86,7 @@ def _source(model_name: str) -> tuple[str, dict]:
     kwargs = {"trust_remote_code": False}
     if kind != "hub":
         return where, kwargs | {"local_files_only": True}
-    if _hub_reachable():
+    if hub_reachable():
         return where, kwargs
     from huggingface_hub import try_to_load_from_cache
 

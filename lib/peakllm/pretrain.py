@@ -24,6 +24,7 @@ from . import corpus, models
 from .checks import choice, positive_int
 from .device import resolve_device
 from .paths import atomic_write_text
+from .perplexity import nll
 from .tokenizer import encode
 
 
@@ -77,19 +78,13 @@ def flops_per_token(model) -> int:
     return int(6 * n)
 
 
-@torch.no_grad()
-def val_loss(model, val_ids: torch.Tensor, cfg: PretrainConfig, device) -> float:
+def val_loss(model, val_ids: torch.Tensor, cfg: PretrainConfig) -> float:
+    """Mean next-token cross-entropy on the first ``eval_windows`` validation windows."""
     model.eval()
     n = min(cfg.eval_windows, len(val_ids) // cfg.seq_len)
-    windows = val_ids[: n * cfg.seq_len].view(n, cfg.seq_len)
-    losses = []
-    for chunk in windows.split(cfg.batch_size):
-        chunk = chunk.to(device)
-        logits = model(input_ids=chunk, use_cache=False).logits[:, :-1]
-        losses.append(torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(), chunk[:, 1:].reshape(-1), reduction="sum"))
+    total, count = nll(model, val_ids[: n * cfg.seq_len], cfg.seq_len, cfg.batch_size, progress=False)
     model.train()
-    return (torch.stack(losses).sum() / (n * (cfg.seq_len - 1))).item()
+    return total / count
 
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: bool = False,
@@ -128,7 +123,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
                "train_loss": round(out_.loss.item(), 4), "val_loss": None,
                "seconds": round(time.perf_counter() - t0, 1)}
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row["val_loss"] = round(val_loss(model, val_ids, cfg, device), 4)
+            row["val_loss"] = round(val_loss(model, val_ids, cfg), 4)
             bar.set_postfix(val_loss=row["val_loss"])
         log.append(row)
     result = {"config": asdict(cfg), "log": log, "seconds": time.perf_counter() - t0,

@@ -15,6 +15,12 @@ import re
 
 import torch
 
+from .checks import choice
+from .models import context_length
+from .quant import Quantizer, check_bits
+from .sequential import all_linear_layers, compress_sequentially
+from .sparsegpt import SparseGPT, check_pattern
+
 PATTERNS = ("unstructured", "2:4", "4:8")
 
 
@@ -89,11 +95,6 @@ METHODS = ("magnitude", "wanda", "sparsegpt")
 
 def check(model, method: str, sparsity: float, pattern: str, bits=None) -> tuple[int, int]:
     """Every argument checked against every layer before any pruning; returns (N, M)."""
-    from .checks import choice
-    from .quant import check_bits
-    from .sequential import all_linear_layers
-    from .sparsegpt import check_pattern
-
     choice("method", method, METHODS)
     prunen, prunem = parse_pattern(pattern)
     if bits is not None:
@@ -114,10 +115,6 @@ def prune(model, calib: torch.Tensor | None = None, method: str = "sparsegpt", s
     calibration windows ``calib`` (n, seqlen). ``bits`` adds SparseGPT's joint quantization.
     A layer that no calibration token reached (an unused expert) falls back to magnitude.
     """
-    from .quant import Quantizer
-    from .sequential import all_linear_layers, compress_sequentially
-    from .sparsegpt import SparseGPT
-
     prunen, prunem = check(model, method, sparsity, pattern, bits)
     if method == "magnitude":
         report = []
@@ -127,8 +124,6 @@ def prune(model, calib: torch.Tensor | None = None, method: str = "sparsegpt", s
         return report
     if calib is None:
         raise ValueError(f"method={method!r} needs calibration windows (calib)")
-    from .models import context_length
-
     try:
         ctx = context_length(model)
     except ValueError:
