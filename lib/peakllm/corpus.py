@@ -106,3 +106,16 @@ def load_split(split: str = "train", verify: bool = True) -> str:
         raise RuntimeError(f"{path.name}: sha256 differs from data/corpus/manifest.json; "
                            "the shipped corpus was modified (rebuild with `python -m peakllm corpus`)")
     return path.read_text(encoding="utf-8")
+
+
+def load_work(work: str) -> str:
+    """One work of the corpus (e.g. "twelfth_night"), cut from its split by the manifest."""
+    splits = manifest()["splits"]
+    names = [w["work"] for s in splits.values() for w in s["works"]]
+    choice("work", work, names)
+    for split, entry in splits.items():
+        start = 0
+        for w in entry["works"]:
+            if w["work"] == work:
+                return load_split(split)[start: start + w["chars"]]
+            start += w["chars"] + len(JOIN)

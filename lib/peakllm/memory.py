@@ -28,15 +28,46 @@ def nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _attached(obj, depth: int = 0):
+    """Tensors hanging off a quantized weight: bitsandbytes' ``quant_state`` (absmax, code,
+    the nested ``state2`` of double quantization) and LLM.int8()'s row scales ``SCB``."""
+    if torch.is_tensor(obj):
+        yield obj
+    elif depth < 3 and obj is not None and hasattr(obj, "__dict__"):
+        for v in vars(obj).values():
+            yield from _attached(v, depth + 1)
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Parameters and buffers, each storage once (tied weights count once)."""
+    """Parameters and buffers, each storage once (tied weights count once), plus the
+    quantization state of bitsandbytes weights (4-bit: per-block absmax; int8: row scales)."""
     seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
+    tensors = list(model.parameters()) + list(model.buffers())
+    for p in model.parameters():
+        for attr in ("quant_state", "SCB"):
+            tensors += list(_attached(getattr(p, attr, None)))
+    for t in tensors:
         key = t.untyped_storage().data_ptr()
         if key not in seen:
             seen.add(key)
             total += t.untyped_storage().nbytes()
     return total
+
+
+def linear_weights(model: torch.nn.Module) -> tuple[int, int]:
+    """(bytes, parameters) of the linear layers' weight matrices, quantization state included
+    (adapters and the LM head left out): the storage cost per weight of a quantized model."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    n_bytes = n_params = 0
+    for name, m in model.named_modules():
+        if not isinstance(m, torch.nn.Linear) or "lora_" in name or m is head:
+            continue
+        w = m.weight
+        state = getattr(w, "quant_state", None)
+        n_params += state.shape.numel() if state is not None else w.numel()
+        n_bytes += nbytes(w) + sum(nbytes(t) for attr in ("quant_state", "SCB")
+                                   for t in _attached(getattr(w, attr, None)))
+    return n_bytes, n_params
 
 
 def gradient_bytes(model: torch.nn.Module) -> int:
@@ -61,9 +92,15 @@ class SavedActivations:
     >>> with SavedActivations(model) as saved:
     ...     loss = model(x).loss
     >>> saved.bytes
+
+    Gradient checkpointing (Chen et al. 2016) saves nothing inside a checkpointed layer; it
+    keeps the layer's inputs and recomputes the rest in the backward pass. Those inputs are
+    held by the checkpoint, not by autograd's saved-tensor mechanism, so they are counted here
+    by a pre-forward hook on every layer that has ``gradient_checkpointing`` switched on.
     """
 
     def __init__(self, model: torch.nn.Module | None = None):
+        self.model = model
         self.exclude = set()
         if model is not None:
             self.exclude = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -76,13 +113,24 @@ class SavedActivations:
             self.storages[key] = max(self.storages.get(key, 0), s.nbytes())
         return t
 
+    def _checkpoint_inputs(self, module, args, kwargs):
+        if module.training and torch.is_grad_enabled():
+            for t in list(args) + list(kwargs.values()):
+                if torch.is_tensor(t) and t.is_floating_point():
+                    self._pack(t)
+
     def __enter__(self):
+        self._handles = [m.register_forward_pre_hook(self._checkpoint_inputs, with_kwargs=True)
+                         for m in (self.model.modules() if self.model is not None else [])
+                         if getattr(m, "gradient_checkpointing", False) is True]
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
         self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc):
         self._hooks.__exit__(*exc)
+        for h in self._handles:
+            h.remove()
 
     @property
     def bytes(self) -> int:
@@ -108,23 +156,33 @@ def device_peak(device) -> dict:
     return {"peak_rss": peak_rss()}
 
 
-def training_step_anatomy(model, optimizer, batch: dict, loss_fn=None) -> dict:
+def training_step_anatomy(model, optimizer, batch: dict, loss_fn=None, autocast=None,
+                          scaler=None) -> dict:
     """Run one training step and count each part's bytes at its high point.
 
     Activations are counted during the forward pass (all saved tensors are alive then);
-    gradients and optimizer state after ``optimizer.step()``.
+    gradients and optimizer state after ``optimizer.step()``. ``autocast``: a context manager
+    for the forward pass (mixed precision); ``scaler``: a ``torch.amp.GradScaler`` (fp16).
     """
+    from contextlib import nullcontext
+
     model.train()
     reset_peak(next(model.parameters()).device)
-    with SavedActivations(model) as saved:
+    with SavedActivations(model) as saved, (autocast or nullcontext()):
         out = model(**batch)
         loss = out.loss if loss_fn is None else loss_fn(out, batch)
-    loss.backward()
-    optimizer.step()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     parts = {"weights": weight_bytes(model), "gradients": gradient_bytes(model),
              "optimizer": optimizer_bytes(optimizer), "activations": saved.bytes}
     optimizer.zero_grad(set_to_none=True)
     parts["total"] = sum(parts[p] for p in PARTS)
+    parts["loss"] = loss.item()
     parts |= device_peak(next(model.parameters()).device)
     return parts
 
