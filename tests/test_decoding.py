@@ -146,6 +146,7 @@ def test_bitsandbytes_weights_counted_at_stored_size(tmp_path):
     assert D.dtype_label(q8) == "int8"
     assert D.weight_bytes_read_per_token(q8) == D.weight_bytes_read_per_token(model) - 3 * w + 4 * out
     ids = D.prompt_ids(64, 2, 4)
+    D.set_attention(q8, "eager")
     assert D.generate(q8, ids, 3).sequences.shape == (2, 7)
 
 

@@ -20,10 +20,13 @@ position's q, k, v and attends to the t cached ones. Its price is memory,
 
 which grows with batch and context while the weights stay fixed.
 
-Caveat on CPU: the shipped tiny model (~17 MB fp32) nearly fits in the last-level cache, while
-``roofline.ceilings`` measures bandwidth with a 32 MiB copy (DRAM); on the other hand Python and
-kernel-launch overhead dominate a model this small. The achieved fraction of the bandwidth
-roofline is therefore a rough figure on CPU; on a GPU with a large model it is the real one.
+Caveats on CPU: the shipped tiny model (17 MB fp32) and the 32 MiB copy with which
+``roofline.ceilings`` measures bandwidth may both fit a server's last-level cache (300 MiB L3
+on the 2-core VM this was written on), so "bandwidth" is then the cache's, and Python overhead
+per step dominates a model this small: the achieved fraction of the roofline is a rough figure
+(measure ``ceilings`` once and pass it in). On a shared 2-core machine use
+``torch.set_num_threads(1)``: two threads competing with another process ran up to 10x slower.
+On a GPU with a large model the fraction is the real one.
 """
 from __future__ import annotations
 
@@ -234,14 +237,17 @@ def benchmark_generate(model, vocab, batch: int = 1, prompt_len: int = 32, new_t
     ``vocab`` is a tokenizer or a vocabulary size. ``seconds`` is the best of ``repeats`` runs
     after one warm-up (prefill included); ``tokens_per_s = batch * new_tokens / seconds``;
     ``ms_per_token`` is the time per decoding step, the wait for each sequence's next token;
-    ``kv_cache_bytes`` is measured on the cache generate returns. A ``compile`` that cannot run
-    here gives a row with ``skipped`` set to the reason and NaN timings.
+    ``kv_cache_bytes`` is measured on the cache generate returns. ``device`` is where the prompts
+    go and what the timer synchronizes (default: the model's device; the model is not moved).
+    A ``compile`` that cannot run here gives a row with ``skipped`` set to the reason and NaN
+    timings (the first, untimed run pays the compilation: ~25 s on a CPU for tiny-opt).
     """
     _check_setting(batch, prompt_len, new_tokens, use_cache, attn, static, compile, repeats)
     dev = next(model.parameters()).device if device is None else resolve_device(device)
     row = dict(batch=batch, kv_cache=use_cache, attn=attn, dtype=dtype_label(model), static=static,
                compile=compile, prompt_len=prompt_len, new_tokens=new_tokens, skipped="")
-    nan = dict(seconds=math.nan, tokens_per_s=math.nan, ms_per_token=math.nan, kv_cache_bytes=0)
+    nan = dict(seconds=math.nan, tokens=0, tokens_per_s=math.nan, ms_per_token=math.nan,
+               kv_cache_bytes=0)
     if compile and (why := _compile_blocker(model, dev)):
         return row | nan | {"skipped": why}
     set_attention(model, attn)

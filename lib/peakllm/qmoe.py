@@ -1,0 +1,206 @@
+"""QMoE: sub-1-bit compression of mixture-of-experts models (Frantar & Alistarh, MLSys 2024).
+
+A trillion-parameter MoE keeps almost all its parameters in experts: 8 or 2,048 copies of
+the feed-forward block, of which a token visits one or two. QMoE (section 4) compresses only
+the experts, with GPTQ (``peakllm.gptq``) and three changes for that setting:
+
+* **calibration through the router**: each expert matrix gets its Hessian from the tokens the
+  router actually sent to it (``peakllm.experts`` for fused experts; an ``nn.Linear`` expert's
+  own forward hook sees exactly its tokens), and no expert gets more than
+  ``max_tokens_mult`` times the mean number of tokens per expert (a few popular experts would
+  otherwise hold most of the calibration work);
+* a **ternary grid** per row, {wmin, 0, wmax}, or 2 bits, with 10x GPTQ's dampening
+  (``percdamp`` = 0.1): the coarse grid makes H's small eigen-directions unstable;
+* the **dense parts** (attention, embeddings, routers) stay untouched.
+
+Most ternary weights come out zero (about 88% for Switch c2048), so section 5 stores them below
+one bit each with a dictionary code: ``peakllm.ternary_coding``. ``encode_experts`` applies it
+to every expert matrix of a compressed model and checks the decode is bit-exact.
+"""
+from __future__ import annotations
+
+import torch
+
+from .checks import choice
+from .experts import ExpertMatrix
+from .gptq import GPTQ, METHODS
+from .quant import check_bits, rtn
+from .sequential import all_linear_layers, compress_sequentially
+
+
+def is_expert(name: str, layer) -> bool:
+    return isinstance(layer, ExpertMatrix) or ".experts." in f".{name}."
+
+
+def expert_layers(model) -> dict:
+    """Every expert matrix of the model by name (fused 3-D slices or ``nn.Linear`` experts)."""
+    return {n: l for n, l in all_linear_layers(model).items() if is_expert(n, l)}
+
+
+def check_moe(model) -> dict:
+    layers = expert_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no experts: QMoE compresses mixture-of-experts "
+                         "layers. For a dense model use peakllm.gptq.quantize_model.")
+    return layers
+
+
+def experts_share(model) -> dict:
+    """Parameters in experts vs the rest (the dense part QMoE leaves alone)."""
+    experts = sum(l.weight.numel() for l in check_moe(model).values())
+    total = sum(p.numel() for p in model.parameters())
+    return {"total": total, "experts": experts, "dense": total - experts, "share": experts / total}
+
+
+def routing(config) -> tuple[int, int]:
+    """(experts per layer E, experts per token k) from a config (Mixtral-, Switch-, Qwen-style)."""
+    E = next((getattr(config, k) for k in ("num_local_experts", "num_experts", "n_routed_experts")
+              if getattr(config, k, None)), None)
+    k = next((getattr(config, a) for a in ("num_experts_per_tok", "top_k", "num_selected_experts")
+              if getattr(config, a, None)), 1)
+    if E is None:
+        raise ValueError(f"{type(config).__name__} names no expert count: not a mixture-of-experts model")
+    return int(E), int(k)
+
+
+def token_cap(config, n_tokens: int, max_tokens_mult: float) -> int | None:
+    """At most ``max_tokens_mult`` x the mean tokens per expert (n_tokens k / E); None: no cap."""
+    if max_tokens_mult <= 0:
+        return None
+    E, k = routing(config)
+    return max(1, int(max_tokens_mult * n_tokens * k / E))
+
+
+def without_special_tokens(ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Calibration text with special tokens (padding, end of sequence...) taken out: QMoE masks
+    them, since they are frequent, carry no content, and the router sends them all one way."""
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype)
+    return ids[~torch.isin(ids, special)]
+
+
+class ExpertGPTQ(GPTQ):
+    """GPTQ for one expert matrix that keeps at most ``cap`` calibration tokens; ``seen``
+    counts all the tokens the router sent (the histogram of section 4)."""
+
+    def __init__(self, layer, cap: int | None = None):
+        super().__init__(layer)
+        self.cap, self.seen = cap, 0
+
+    def add_batch(self, inp: torch.Tensor) -> None:
+        X = inp.reshape(-1, inp.shape[-1])  # (tokens, columns)
+        self.seen += X.shape[0]
+        if self.cap is not None:
+            X = X[: max(0, self.cap - self.n)]
+        super().add_batch(X)
+
+
+class _Dense:
+    """Stands in for a dense layer's compressor: it collects nothing and changes nothing."""
+    n = seen = 0
+
+    def add_batch(self, inp) -> None:
+        pass
+
+
+@torch.no_grad()
+def snap_ternary_scales(W: torch.Tensor) -> None:
+    """Round each row's wmin / wmax to bf16 in place (QMoE stores them in bf16), so the stored
+    code decodes to exactly these weights."""
+    lo = W.min(dim=1, keepdim=True).values.bfloat16().float()  # (rows, 1)
+    hi = W.max(dim=1, keepdim=True).values.bfloat16().float()
+    W.copy_(torch.where(W < 0, lo, torch.where(W > 0, hi, torch.zeros_like(W))))
+
+
+def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: str = "gptq",
+             percdamp: float = 0.1, max_tokens_mult: float = 4.0, blocksize: int = 128,
+             batch_size: int = 8, progress: bool = True) -> list[dict]:
+    """Quantize every expert matrix in place; one report row per expert matrix.
+
+    ``gptq`` runs the sequential driver over the calibration windows ``calib`` (n, seqlen), each
+    expert on its routed tokens (capped); an expert no token reached falls back to RTN. ``rtn``
+    needs no data. Everything else in the model is left as it is.
+    """
+    choice("method", method, METHODS)
+    check_bits(bits)
+    if not 0 <= percdamp < 10:
+        raise ValueError(f"percdamp={percdamp!r} must be in [0, 10) (QMoE: 0.1)")
+    experts = check_moe(model)
+
+    def finish(W):
+        if bits == "ternary":
+            snap_ternary_scales(W)
+
+    if method == "rtn":
+        for name, layer in experts.items():
+            with torch.no_grad():
+                layer.weight.copy_(rtn(layer.weight, bits))
+            finish(layer.weight)
+        return [{"layer": n, "shape": tuple(l.weight.shape), "tokens": 0, "routed": 0, "method": "rtn"}
+                for n, l in experts.items()]
+    if calib is None:
+        raise ValueError("method='gptq' needs calibration windows (calib)")
+    cap = token_cap(model.config, calib.numel(), max_tokens_mult)
+    linear_experts = {id(l) for l in experts.values() if isinstance(l, torch.nn.Module)}
+    routed = {}
+
+    def make(layer):
+        return ExpertGPTQ(layer, cap) if isinstance(layer, ExpertMatrix) or id(layer) in linear_experts else _Dense()
+
+    def apply(name, c):
+        if isinstance(c, _Dense):
+            return
+        routed[name] = c.seen
+        if c.n == 0:
+            with torch.no_grad():
+                c.layer.weight.copy_(rtn(c.layer.weight, bits))
+        else:
+            c.quantize(bits, blocksize, percdamp)
+        finish(c.layer.weight)
+
+    report = compress_sequentially(model, calib, make, apply, batch_size, progress, desc=f"qmoe {bits}")
+    return [r | {"routed": routed[r["layer"]], "method": "gptq" if r["tokens"] else "rtn (no tokens)"}
+            for r in report if r["layer"] in routed]
+
+
+def zero_share(model) -> float:
+    """Share of exact zeros among the expert weights (the natural sparsity of ternary QMoE)."""
+    layers = check_moe(model).values()
+    return sum(int((l.weight == 0).sum()) for l in layers) / sum(l.weight.numel() for l in layers)
+
+
+@torch.no_grad()
+def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, verify: bool = True) -> dict:
+    """Store every ternary expert matrix with one dictionary code fitted to all of them.
+
+    Returns the code, the encoded matrices and the bit counts: codewords alone ("codes"), and
+    with per-row metadata and the dictionary ("all"); the entropy bound and lzma on the same
+    codes. With ``verify``, every matrix is decoded and compared with the model's weights.
+    """
+    from . import ternary_coding as tc
+
+    mats = {n: l.weight.float() for n, l in check_moe(model).items()}  # name -> (rows, cols)
+    for n, W in mats.items():
+        if not torch.equal(W, torch.where(W < 0, W.min(1, keepdim=True).values,
+                                          torch.where(W > 0, W.max(1, keepdim=True).values, 0 * W))):
+            raise ValueError(f"{n} is not ternary (more than three values in a row): compress with bits='ternary' first")
+    codes = {n: torch.sign(W).to(torch.int8) for n, W in mats.items()}
+    code = tc.DictionaryCode.fit(list(codes.values()), size=size, max_pairs=max_pairs)
+    encoded = {n: code.encode(codes[n], W.min(1).values, W.max(1).values) for n, W in mats.items()}
+    params = sum(e.params for e in encoded.values())
+    code_bits = sum(e.code_bits for e in encoded.values())
+    row_bits = sum(e.row_bits for e in encoded.values())
+    dict_bits = next(iter(encoded.values())).dictionary_bits
+    allq = torch.cat([c.reshape(-1) for c in codes.values()])[None]  # (1, params)
+    out = {"code": code, "encoded": encoded, "params": params, "rows": sum(e.rows for e in encoded.values()),
+           "codewords": sum(e.n_codewords for e in encoded.values()), "code_bits": code_bits,
+           "row_bits": row_bits, "dictionary_bits": dict_bits,
+           "entropy": tc.entropy_bits(allq), "lzma": tc.lzma_bits(allq) / params,
+           "codes": code_bits / params, "all": (code_bits + row_bits + dict_bits) / params,
+           "stored_bytes": sum(len(e.to_bytes()) for e in encoded.values()) + dict_bits // 8}
+    if verify:
+        for n, e in encoded.items():
+            back = tc.from_codes(code.decode(e.to_bytes()), *e.scales())
+            if not torch.equal(back, mats[n]):
+                raise AssertionError(f"{n}: the decoded weights differ from the model's")
+        out["verified"] = len(encoded)
+    return out
