@@ -123,3 +123,19 @@ def test_launch_checks_its_arguments():
         distributed.launch_command("ddp", nproc=8, nnodes=2)
     cmd = distributed.launch_command("fsdp", nproc=8, nnodes=2, rdzv_endpoint="node0:29500", steps=5)
     assert "--rdzv-endpoint=node0:29500" in cmd and cmd[-2:] == ["--steps", "5"]
+
+
+@pytest.mark.skipif(not BNB, reason="bitsandbytes not installed")
+@pytest.mark.parametrize("quantization, bits", [("int8", (8.0, 8.3)), ("nf4", (4.0, 4.6)), ("nf4-dq", (4.0, 4.3)),
+                                                ("fp4", (4.0, 4.6))])
+def test_bitsandbytes_weights_are_counted_with_their_constants(quantization, bits):
+    m = models.load_model("tiny-opt", device="cpu", quantization=quantization)
+    b, n = memory.linear_weights(m)
+    assert bits[0] < 8 * b / n < bits[1]
+
+
+def test_bad_quantization_fails_before_loading():
+    with pytest.raises(ValueError, match="quantization='int3'"):
+        models.load_model("tiny-opt", device="cpu", quantization="int3")
+    with pytest.raises(RuntimeError, match="bitsandbytes has no kernels"):
+        models.bnb_config("nf4", "mps")

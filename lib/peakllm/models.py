@@ -106,10 +106,37 @@ def load_tokenizer(model_name: str):
     return AutoTokenizer.from_pretrained(where, **kwargs)
 
 
-def load_model(model_name: str, device: str = "auto", dtype: str = "float32"):
-    """A causal LM (or any ``AutoModel`` the config names) in eval mode on ``device``."""
+QUANTIZATIONS = ("none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq")
+
+
+def bnb_config(quantization: str, device, compute_dtype: torch.dtype = torch.float32):
+    """``BitsAndBytesConfig`` for LLM.int8() (Dettmers et al. 2022) or 4-bit NF4 / FP4 weights
+    (QLoRA, Dettmers et al. 2023; "-dq": double quantization of the block constants)."""
+    choice("quantization", quantization, QUANTIZATIONS)
+    if quantization == "none":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(f"quantization={quantization!r} needs bitsandbytes (pip install bitsandbytes)")
+    if torch.device(device).type not in ("cuda", "cpu"):
+        raise RuntimeError(f"quantization={quantization!r}: bitsandbytes has no kernels for "
+                           f"device={torch.device(device).type!r}; use cpu or a CUDA GPU")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantization[:3],
+                              bnb_4bit_use_double_quant=quantization.endswith("-dq"),
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_model(model_name: str, device: str = "auto", dtype: str = "float32", quantization: str = "none"):
+    """A causal LM (or any ``AutoModel`` the config names) in eval mode on ``device``;
+    ``quantization`` loads the linear layers of the blocks through bitsandbytes."""
     choice("dtype", dtype, DTYPES)
     dev = resolve_device(device)
+    qcfg = bnb_config(quantization, dev, DTYPES[dtype])
     where, kwargs = _source(model_name)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
     from transformers.utils import logging
@@ -119,6 +146,10 @@ def load_model(model_name: str, device: str = "auto", dtype: str = "float32"):
 
     config = AutoConfig.from_pretrained(where, **kwargs)
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    if qcfg is not None:
+        model = auto.from_pretrained(where, dtype=DTYPES[dtype], quantization_config=qcfg,
+                                     device_map=str(dev), **kwargs)
+        return model.eval()
     model = auto.from_pretrained(where, dtype=DTYPES[dtype], **kwargs)
     return model.to(dev).eval()
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .checks import choice
-from .experts import ExpertMatrix
+from .experts import FUSED, ExpertMatrix
 from .gptq import GPTQ, METHODS
 from .quant import check_bits, rtn
 from .sequential import all_linear_layers, compress_sequentially
@@ -100,6 +100,36 @@ class _Dense:
 
     def add_batch(self, inp) -> None:
         pass
+
+
+@torch.no_grad()
+def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8) -> ExpertGPTQ:
+    """One expert matrix under the microscope: its GPTQ filled with the tokens the dense
+    model's router sends to it (for a fused expert, through ``experts.hook_routed_inputs``)."""
+    from collections import defaultdict
+
+    from .experts import hook_routed_inputs
+    from .sequential import model_inputs
+
+    layers = check_moe(model)
+    if name not in layers:
+        raise ValueError(f"name={name!r} is not an expert matrix of this model; e.g. {list(layers)[:2]}")
+    layer = layers[name]
+    probe = ExpertGPTQ(layer)
+    if isinstance(layer, ExpertMatrix):
+        module = next(m for m in model.modules() if any(getattr(m, p, None) is layer.param for p in FUSED))
+        which = next(p for p in FUSED if getattr(module, p) is layer.param)
+        sink = defaultdict(_Dense, {f".{which}.{layer.e}": probe})
+        handle = hook_routed_inputs(module, "", sink)
+    else:
+        handle = layer.register_forward_hook(lambda m, inp, out: probe.add_batch(inp[0]))
+    device = next(model.parameters()).device
+    try:
+        for batch in calib.split(batch_size):
+            model(**model_inputs(model, batch.to(device)))
+    finally:
+        handle.remove()
+    return probe
 
 
 @torch.no_grad()

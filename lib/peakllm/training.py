@@ -174,15 +174,9 @@ def load_nf4(model_name: str, device: torch.device):
     """The model with every linear layer of its blocks in 4-bit NormalFloat (QLoRA section 3):
     64-weight blocks with an absmax each, the absmaxes themselves quantized to 8 bits (double
     quantization). Embeddings and the LM head stay in full precision."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     check_bitsandbytes(device, "qlora")
-    compute = torch.bfloat16 if device.type == "cuda" and bf16_native(device) else torch.float32
-    qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute)
-    where, kwargs = models._source(model_name)
-    model = AutoModelForCausalLM.from_pretrained(where, quantization_config=qcfg, device_map=str(device),
-                                                 dtype=torch.float32, **kwargs)
+    compute = "bfloat16" if device.type == "cuda" and bf16_native(device) else "float32"
+    model = models.load_model(model_name, device=str(device), dtype=compute, quantization="nf4-dq")
     for m in model.modules():  # bitsandbytes 0.50 repacks 4-bit weights for its CPU inference
         if hasattr(m, "support_avx512bf16_for_cpu"):  # kernel at the first eval forward, after
             m.support_avx512bf16_for_cpu = False    # which its training path fails: keep one layout

@@ -1,0 +1,92 @@
+"""QMoE (peakllm.qmoe): expert-only GPTQ through the router, ternary storage below one bit."""
+import pytest
+import torch
+
+from peakllm import qmoe
+from peakllm.sequential import all_linear_layers
+from test_sparsegpt import tiny
+
+
+def calib(vocab=64, n=8, seqlen=16):
+    return torch.randint(0, vocab, (n, seqlen), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("family", ["mixtral", "switch"])
+@pytest.mark.parametrize("bits", ["ternary", 2])
+def test_qmoe_quantizes_experts_only_on_both_layouts(family, bits):
+    model = tiny(family).eval()
+    before = {n: l.weight.detach().clone() for n, l in all_linear_layers(model).items()}
+    report = qmoe.compress(model, calib(), bits=bits, blocksize=16, batch_size=4, progress=False)
+    experts = qmoe.expert_layers(model)
+    assert [r["layer"] for r in report] == list(experts) and len(experts) > 0
+    for name, layer in all_linear_layers(model).items():
+        W = layer.weight
+        if name in experts:
+            levels = {len(torch.unique(row)) for row in W}
+            assert max(levels) <= (3 if bits == "ternary" else 4), (name, levels)
+            assert not torch.equal(W, before[name])
+        else:  # attention, routers' neighbours, everything dense: untouched
+            assert torch.equal(W, before[name]), name
+    assert sum(r["routed"] for r in report) > 0
+
+
+def test_token_cap_limits_each_experts_calibration():
+    model = tiny("mixtral").eval()
+    c = calib(n=8, seqlen=16)
+    cap = qmoe.token_cap(model.config, c.numel(), 1.0)  # 128 tokens x 2 / 4 experts = 64
+    assert cap == 64
+    report = qmoe.compress(model, c, max_tokens_mult=1.0, blocksize=16, batch_size=4, progress=False)
+    assert all(r["tokens"] == min(r["routed"], cap) for r in report)
+    assert any(r["routed"] > cap for r in report)
+
+
+@pytest.mark.parametrize("family, name", [("mixtral", "model.layers.0.mlp.experts.down_proj.1"),
+                                          ("switch", "encoder.block.1.layer.1.mlp.experts.expert_0.wi")])
+@pytest.mark.parametrize("bits", ["ternary", 2])
+def test_gptq_reconstructs_an_expert_better_than_rtn(family, name, bits):
+    from peakllm.obs import layer_error
+    from peakllm.quant import rtn
+
+    model = tiny(family).eval()
+    probe = qmoe.calibrate_expert(model, calib(n=16), name, batch_size=4)
+    assert probe.n > 0
+    W0 = probe.layer.weight.clone()
+    W_rtn = rtn(W0, bits)
+    probe.quantize(bits, blocksize=16, percdamp=0.1)
+    assert layer_error(W0, probe.layer.weight, probe.H) < layer_error(W0, W_rtn, probe.H)
+
+
+def test_dense_model_is_refused():
+    with pytest.raises(ValueError, match="has no experts"):
+        qmoe.compress(tiny("opt"), calib())
+
+
+@pytest.mark.parametrize("kw, word", [({"bits": 5}, "bits"), ({"method": "awq"}, "method"), ({"percdamp": -1}, "percdamp")])
+def test_bad_arguments_fail_before_any_work(kw, word):
+    model = tiny("mixtral")
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=word):
+        qmoe.compress(model, calib(), **kw)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_encode_experts_round_trips_bit_exactly_and_counts_bits():
+    model = tiny("mixtral").eval()
+    qmoe.compress(model, calib(), bits="ternary", blocksize=16, batch_size=4, progress=False)
+    out = qmoe.encode_experts(model, size=64)
+    assert out["verified"] == len(qmoe.expert_layers(model))
+    assert out["all"] > out["codes"] > 0
+    assert out["code_bits"] == sum(e.code_bits for e in out["encoded"].values())
+    assert out["params"] == sum(l.weight.numel() for l in qmoe.expert_layers(model).values())
+
+
+def test_encode_refuses_weights_that_are_not_ternary():
+    with pytest.raises(ValueError, match="not ternary"):
+        qmoe.encode_experts(tiny("mixtral"))
+
+
+def test_without_special_tokens():
+    class Tok:
+        all_special_ids = [0, 1]
+    ids = torch.tensor([5, 0, 7, 1, 1, 9])
+    assert qmoe.without_special_tokens(ids, Tok()).tolist() == [5, 7, 9]
