@@ -90,3 +90,24 @@ def test_without_special_tokens():
         all_special_ids = [0, 1]
     ids = torch.tensor([5, 0, 7, 1, 1, 9])
     assert qmoe.without_special_tokens(ids, Tok()).tolist() == [5, 7, 9]
+
+
+def test_span_corruption_hides_spans_behind_sentinels():
+    ids = torch.arange(10, 50)  # 40 tokens, vocab 64: sentinels 63, 62, ...
+    x, y = qmoe.span_corruption(ids, 64, noise=0.15, mean_span=3)
+    sentinels = [t for t in x.tolist() if t >= 60]
+    assert sentinels == [63, 62] and len(x) == 40 - 6 + 2 and len(y) == 2 * 4
+    assert y[0] == 63 and set(y.tolist()) - {63, 62} <= set(ids.tolist())
+
+
+def test_eval_loss_runs_on_both_kinds_of_model():
+    ids = torch.randint(0, 60, (1, 64), generator=torch.Generator().manual_seed(0))
+    for family in ("mixtral", "switch"):
+        loss = qmoe.eval_loss(tiny(family).eval(), ids, seqlen=16)
+        assert 2.0 < loss < 8.0  # near log(64) = 4.16 for random weights
+
+
+def test_bits_at_scale_fall_toward_the_codes():
+    rows = qmoe.bits_at_scale((0.06, 0.88, 0.06), [64, 512], rows=32, size=256)
+    assert rows[0]["codes + rows"] - rows[0]["codes"] == pytest.approx(1.0)  # 64 bits / 64 columns
+    assert rows[1]["codes + rows"] - rows[1]["codes"] == pytest.approx(0.125)

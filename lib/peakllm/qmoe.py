@@ -234,3 +234,65 @@ def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, verify: bool
                 raise AssertionError(f"{n}: the decoded weights differ from the model's")
         out["verified"] = len(encoded)
     return out
+
+
+def iid_codes(rows: int, cols: int, probs: tuple[float, float, float], seed: int = 0) -> torch.Tensor:
+    """Random ternary codes with P(-1), P(0), P(+1) = ``probs``: stand-ins of a given shape."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.multinomial(torch.tensor(probs), rows * cols, replacement=True, generator=g) - 1
+            ).to(torch.int8).reshape(rows, cols)
+
+
+def bits_at_scale(probs, cols_list, rows: int = 256, size: int = 2 ** 12, max_pairs: int = 14,
+                  seed: int = 0) -> list[dict]:
+    """Bits per parameter of the dictionary code for rows of growing width, on i.i.d. codes with
+    our model's symbol frequencies: codewords alone, and with the 64 bits of each row (offset,
+    bf16 wmin / wmax). The dictionary is shared by the whole model and fades with its size."""
+    from . import ternary_coding as tc
+
+    out = []
+    for cols in cols_list:
+        q = iid_codes(rows, cols, probs, seed)
+        e = tc.DictionaryCode.fit(q, size=size, max_pairs=max_pairs).encode(q)
+        out.append({"columns": cols, "codes": e.code_bits / e.params,
+                    "codes + rows": (e.code_bits + e.row_bits) / e.params, "entropy": tc.entropy_bits(q)})
+    return out
+
+
+def span_corruption(ids: torch.Tensor, vocab_size: int, noise: float = 0.15, mean_span: int = 3,
+                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """T5's denoising objective for one window (Raffel et al. 2020, section 3.1.4): spans of
+    about ``mean_span`` tokens, ``noise`` of the window in all, each replaced by a sentinel
+    (the last ids of the vocabulary, <extra_id_0> first); the labels list sentinel + span."""
+    g = torch.Generator().manual_seed(seed)
+    T = ids.numel()
+    n_spans = max(1, round(T * noise / mean_span))
+    starts = sorted(torch.randperm(T // mean_span, generator=g)[:n_spans].mul(mean_span).tolist())
+    inp, lab, pos = [], [], 0
+    for i, s in enumerate(starts):
+        sentinel = vocab_size - 1 - i
+        inp += ids[pos:s].tolist() + [sentinel]
+        lab += [sentinel] + ids[s: s + mean_span].tolist()
+        pos = s + mean_span
+    inp += ids[pos:].tolist()
+    return torch.tensor(inp), torch.tensor(lab)
+
+
+@torch.no_grad()
+def eval_loss(model, ids: torch.Tensor, seqlen: int, batch_size: int = 8, max_windows: int | None = None) -> float:
+    """Mean loss per predicted token (nats): next-token cross-entropy for a causal LM; for an
+    encoder-decoder (SwitchTransformers) the span-corruption loss the paper reports."""
+    from .perplexity import nll, windows
+
+    if not getattr(model.config, "is_encoder_decoder", False):
+        W = windows(ids, seqlen)[:max_windows]
+        total, count = nll(model, W.reshape(-1), seqlen, batch_size, progress=False)
+        return total / count
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i, w in enumerate(windows(ids, seqlen)[:max_windows]):
+        x, y = span_corruption(w, model.config.vocab_size, seed=i)
+        out = model(input_ids=x[None].to(device), labels=y[None].to(device))
+        total += out.loss.item() * y.numel()
+        count += y.numel()
+    return total / count

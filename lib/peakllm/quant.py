@@ -60,3 +60,11 @@ class Quantizer:
 def rtn(W: torch.Tensor, bits=4) -> torch.Tensor:
     """Round-to-nearest on the per-row grid: the baseline GPTQ improves on."""
     return Quantizer(bits).fit(W).quantize(W.float()).to(W.dtype)
+
+
+def parse_bits(bits):
+    """A bit width as a notebook or papermill gives it: 2, "2" or "ternary"; checked."""
+    if isinstance(bits, str) and bits.strip().isdigit():
+        bits = int(bits)
+    check_bits(bits)
+    return bits
