@@ -46,6 +46,9 @@ def weight_bytes(model: torch.nn.Module) -> int:
     for p in model.parameters():
         for attr in ("quant_state", "SCB"):
             tensors += list(_attached(getattr(p, attr, None)))
+    for m in model.modules():  # LLM.int8() moves the row scales to the layer's state at first use
+        scb = getattr(getattr(m, "state", None), "SCB", None)
+        tensors += [scb] if torch.is_tensor(scb) else []
     for t in tensors:
         key = t.untyped_storage().data_ptr()
         if key not in seen:
@@ -65,8 +68,10 @@ def linear_weights(model: torch.nn.Module) -> tuple[int, int]:
         w = m.weight
         state = getattr(w, "quant_state", None)
         n_params += state.shape.numel() if state is not None else w.numel()
-        n_bytes += nbytes(w) + sum(nbytes(t) for attr in ("quant_state", "SCB")
-                                   for t in _attached(getattr(w, attr, None)))
+        extra = [t for attr in ("quant_state", "SCB") for t in _attached(getattr(w, attr, None))]
+        scb = getattr(getattr(m, "state", None), "SCB", None)
+        extra += [scb] if torch.is_tensor(scb) and getattr(w, "SCB", None) is not scb else []
+        n_bytes += nbytes(w) + sum(nbytes(t) for t in extra)
     return n_bytes, n_params
 
 

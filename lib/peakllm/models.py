@@ -125,6 +125,10 @@ def bnb_config(quantization: str, device, compute_dtype: torch.dtype = torch.flo
     from transformers import BitsAndBytesConfig
 
     if quantization == "int8":
+        # LLM.int8() casts fp32 inputs to fp16 and says so at every matmul: thousands of lines
+        import logging
+
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantization[:3],
                               bnb_4bit_use_double_quant=quantization.endswith("-dq"),
@@ -149,7 +153,7 @@ def load_model(model_name: str, device: str = "auto", dtype: str = "float32", qu
     if qcfg is not None:
         model = auto.from_pretrained(where, dtype=DTYPES[dtype], quantization_config=qcfg,
                                      device_map=str(dev), **kwargs)
-        return model.eval()
+        return model.requires_grad_(False).eval()  # quantized weights are for inference (QLoRA adds adapters)
     model = auto.from_pretrained(where, dtype=DTYPES[dtype], **kwargs)
     return model.to(dev).eval()
 

@@ -68,3 +68,11 @@ def parse_bits(bits):
         bits = int(bits)
     check_bits(bits)
     return bits
+
+
+def packed_bytes(rows: int, cols: int, bits) -> int:
+    """Bytes of a rows x cols matrix stored on a grid: ``bits`` per weight packed (ternary:
+    2 bits, before any entropy coding), plus a 16-bit scale and zero (ternary: wmin, wmax) per row."""
+    check_bits(bits)
+    b = 2 if bits == "ternary" else bits
+    return (rows * cols * b + 7) // 8 + rows * 4
