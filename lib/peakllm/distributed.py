@@ -122,8 +122,21 @@ def ring_traffic(comm: dict, world: int) -> float:
     return 2 * f * comm["all_reduce"] + f * (comm["all_gather"] + comm["reduce_scatter"])
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: str) -> bool:
+    """True for NCCL on CUDA GPUs, False for gloo on CPU processes."""
+    from .checks import choice
+
+    choice("device", device, DEVICES)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' but torch sees no CUDA GPU here; use device='cpu' (gloo) or 'auto'")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_size: int = 8,
-          seq_len: int = 128, lr: float = 1e-4, seed: int = 0) -> dict:
+          seq_len: int = 128, lr: float = 1e-4, seed: int = 0, device: str = "auto") -> dict:
     """One rank's run (call under torchrun); ``batch_size`` is the global batch."""
     import torch.distributed as dist
 
@@ -131,7 +144,7 @@ def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_si
     from .pretrain import token_ids
     from .training import windows_sampler
 
-    cuda = torch.cuda.is_available()
+    cuda = check_device(device)
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if batch_size % world:
@@ -202,6 +215,7 @@ def launch(strategy: str, nproc: int = 2, out: str | Path = "distributed.json", 
     from .checks import choice
 
     choice("strategy", strategy, STRATEGIES)
+    check_device(args.get("device", "auto"))
     if strategy == "single" and nproc != 1:
         raise ValueError(f"strategy='single' runs one process; got nproc={nproc}")
     out = Path(out)
@@ -226,9 +240,10 @@ def main(argv=None) -> None:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=DEVICES, default="auto", help="cuda: NCCL, one rank per GPU; cpu: gloo")
     p.add_argument("--out", default="distributed.json", help="rank 0 writes its results here")
     a = p.parse_args(argv)
-    result = train(a.strategy, a.model_name, a.steps, a.batch_size, a.seq_len, a.lr, a.seed)
+    result = train(a.strategy, a.model_name, a.steps, a.batch_size, a.seq_len, a.lr, a.seed, a.device)
     if int(os.environ.get("RANK", 0)) == 0:
         from .paths import atomic_write_text
 
