@@ -11,7 +11,7 @@ REQS   ?= requirements/test.txt
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: workbook test setup interactive clean
+.PHONY: workbook test setup interactive clean sweep report student
 
 $(STAMP): $(REQS) requirements/constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ workbook: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+sweep: $(STAMP)  ## make sweep SWEEP=sweeps/sparsity.yaml [ARGS=--retry-failed]
+	$(PY) -m peakllm sweep $(SWEEP) $(ARGS)
+
+report: $(STAMP)  ## one HTML page of every paper-vs-ours table and plot (runs/default after make workbook)
+	$(PY) -m peakllm report
+
+student: $(STAMP)  ## make student OUT=handout: notebooks without solutions or outputs
+	$(PY) -m peakllm student $(OUT)
 
 interactive:  ## the test environment plus JupyterLab (not used by make test)
 	$(MAKE) setup REQS=requirements/interactive.txt STAMP=$(VENV)/.peakllm-interactive

@@ -75,9 +75,12 @@ def test_records_are_flat_and_round_trip(tmp_path):
     msg = rec.save(str(path))
     assert "2 records written" in msg and str(tmp_path) not in msg
     data = json.loads(path.read_text())
+    versions = data[0].pop("versions")
+    assert versions["python"].startswith("3.") and versions["torch"] == torch.__version__
     assert data[0] == {"notebook": "00_orientation", "metric": "perplexity", "value": 12.5,
                        "unit": "ppl", "method": "dense", "dataset": "shakespeare", "device": "cpu",
                        "params": {"model_name": "tiny-opt", "seed": 0}}
+    data[0]["versions"] = versions
     assert gather(path.parent) == data
     assert list(to_frame(data, raw=True).columns) == ["notebook", "metric", "method", "dataset", "part",
                                                      "value", "unit"]

@@ -1,6 +1,7 @@
 """One way to record: every notebook ends by writing its key figures as flat JSON records.
 
-A record is ``{"notebook", "metric", "value", "unit", <qualifiers>..., "device", "params"}``:
+A record is ``{"notebook", "metric", "value", "unit", <qualifiers>..., "device", "versions",
+"params"}``:
 the qualifiers (``method``, ``sparsity``, ``pattern``, ``bits``, ``dataset``, ``part``, ...) tell
 figures of the same metric apart, ``params`` holds the notebook's parameters. A run directory
 holds one ``<notebook>.results.json`` per executed notebook; ``gather`` joins them into the
@@ -8,6 +9,7 @@ run's ``results.json``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -27,6 +29,21 @@ def _plain(v):
     return v
 
 
+@functools.lru_cache(maxsize=1)
+def versions() -> dict:
+    """Python and the packages a figure depends on, as installed (stored with every record)."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("peakllm", "torch", "transformers", "peft", "bitsandbytes"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
 class Recorder:
     def __init__(self, notebook: str, params: dict, device: str = ""):
         self.notebook, self.params, self.device = notebook, dict(params), str(device)
@@ -35,7 +52,7 @@ class Recorder:
     def add(self, metric: str, value, unit: str, **fields) -> None:
         rec = {"notebook": self.notebook, "metric": metric, "value": _plain(value), "unit": unit}
         rec |= {k: _plain(v) for k, v in fields.items()}
-        rec |= {"device": self.device, "params": self.params}
+        rec |= {"device": self.device, "versions": versions(), "params": self.params}
         self.records.append(rec)
 
     def table(self):
@@ -77,7 +94,7 @@ def to_frame(records: list[dict], raw: bool = False):
     """
     import pandas as pd
 
-    df = pd.DataFrame([{k: v for k, v in r.items() if k != "params"} for r in records])
+    df = pd.DataFrame([{k: v for k, v in r.items() if k not in ("params", "versions")} for r in records])
     if df.empty:
         return df
     used = [q for q in QUALIFIERS if q in df and df[q].notna().any()]
