@@ -177,11 +177,14 @@ def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_si
         dist.all_reduce(g)  # the global batch's loss: the mean of equal-sized slices' means
         losses.append(g.item() / world)
     seconds = time.perf_counter() - t0
-    per_rank = [None] * world
+    from .memory import peak_rss
+
+    per_rank, rss = [None] * world, [None] * world
     dist.all_gather_object(per_rank, state)
+    dist.all_gather_object(rss, peak_rss())
     result = {"strategy": strategy, "world_size": world, "backend": dist.get_backend(),
               "device": device.type, "losses": losses, "state_bytes_per_rank": per_rank,
-              "comm_bytes_per_step": comm, "ring_bytes_per_step": ring_traffic(comm, world),
+              "comm_bytes_per_step": comm, "peak_rss_per_rank": rss, "ring_bytes_per_step": ring_traffic(comm, world),
               "seconds": seconds, "tokens_per_s": steps * batch_size * seq_len / seconds,
               "params": n_params}
     dist.destroy_process_group()

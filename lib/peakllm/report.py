@@ -18,7 +18,8 @@ from .paths import REPO, atomic_write_text, relative
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #444}h2{margin-top:2.2em;border-bottom:1px solid #ccc}h3{margin-top:1.4em;color:#333}
-table{border-collapse:collapse;font-size:13px;margin:.6em 0;display:block;overflow-x:auto}
+table{border-collapse:collapse;font-size:13px;margin:.6em 0}.tbl{overflow-x:auto}
+code{background:#f1f1f1;padding:0 3px;border-radius:3px}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.meta{color:#666;font-size:13px}
 nav a{margin-right:1em}.goal{background:#f8f8f2;padding:.5em 1em;border-left:3px solid #aa8}
@@ -46,7 +47,7 @@ def _outputs(cell) -> list[tuple[str, str]]:
             png = data["image/png"].replace("\n", "")
             out.append(("image", f'<img alt="plot" src="data:image/png;base64,{png}">'))
         elif "text/html" in data and "<table" in data["text/html"]:
-            out.append(("table", data["text/html"]))
+            out.append(("table", f'<div class="tbl">{data["text/html"]}</div>'))
     return out
 
 
@@ -99,13 +100,14 @@ def build(run_dir: str | Path | None = None, out: str | Path | None = None) -> P
         body.append(f'<h2 id="{anchor}">{html.escape(_title(nb))}</h2>')
         body.append(f'<p class="meta">{html.escape(path.name)} · {html.escape(provenance(records))}</p>')
         if _goal(nb):
-            body.append(f'<p class="goal">{html.escape(_goal(nb))}</p>')
+            goal = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(_goal(nb)))
+            body.append(f'<p class="goal">{goal}</p>')
         for sec in sections(nb):
             body.append(f"<h3>{html.escape(sec['heading'])}</h3>")
             body += [h for _, h in sec["items"]]
         if records:
             body.append("<h3>Recorded figures</h3>")
-            body.append(to_frame(records).to_html(index=False, border=0))
+            body.append(f'<div class="tbl">{to_frame(records).to_html(index=False, border=0)}</div>')
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>peakllm report</title>"
             f"<style>{CSS}</style></head><body><h1>peakllm: paper vs ours</h1>"
             f"<p class='meta'>source: {html.escape(relative(src))} · {len(paths)} notebooks</p>"
