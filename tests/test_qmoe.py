@@ -93,8 +93,8 @@ def test_without_special_tokens():
 
 
 def test_span_corruption_hides_spans_behind_sentinels():
-    ids = torch.arange(10, 50)  # 40 tokens, vocab 64: sentinels 63, 62, ...
-    x, y = qmoe.span_corruption(ids, 64, noise=0.15, mean_span=3)
+    ids = torch.arange(10, 50)  # 40 tokens; <extra_id_0> = 63, <extra_id_1> = 62, ...
+    x, y = qmoe.span_corruption(ids, 63, noise=0.15, mean_span=3)
     sentinels = [t for t in x.tolist() if t >= 60]
     assert sentinels == [63, 62] and len(x) == 40 - 6 + 2 and len(y) == 2 * 4
     assert y[0] == 63 and set(y.tolist()) - {63, 62} <= set(ids.tolist())
@@ -111,3 +111,15 @@ def test_bits_at_scale_fall_toward_the_codes():
     rows = qmoe.bits_at_scale((0.06, 0.88, 0.06), [64, 512], rows=32, size=256)
     assert rows[0]["codes + rows"] - rows[0]["codes"] == pytest.approx(1.0)  # 64 bits / 64 columns
     assert rows[1]["codes + rows"] - rows[1]["codes"] == pytest.approx(0.125)
+
+
+def test_first_sentinel_is_t5s_extra_id_0():
+    class T5Like:
+        def get_vocab(self):
+            return {"a": 1, "<extra_id_0>": 32099, "<extra_id_1>": 32098}
+
+    class Plain:
+        def get_vocab(self):
+            return {"a": 1}
+
+    assert qmoe.first_sentinel(T5Like()) == 32099 and qmoe.first_sentinel(Plain()) is None

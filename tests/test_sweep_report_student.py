@@ -156,3 +156,11 @@ def test_student_copies_hold_no_solutions_and_run_to_the_first_exercise(tmp_path
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(workbook.NOTEBOOKS)}}).execute()
     assert all(o.output_type != "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_parallel_workers_run_every_point(tmp_path):
+    s = sweep.load(sweep_file(tmp_path, {"x": [1, 2, 4]}, workers=2))
+    assert s.workers == 2
+    df, outcomes = sweep.run(s, tmp_path / "runs", progress=False)
+    assert [o["status"] for o in outcomes] == ["done"] * 3
+    assert sorted(df["value"]) == [1, 4, 16] and sorted(executions(tmp_path)) == ["1", "2", "4"]

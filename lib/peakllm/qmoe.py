@@ -259,18 +259,19 @@ def bits_at_scale(probs, cols_list, rows: int = 256, size: int = 2 ** 12, max_pa
     return out
 
 
-def span_corruption(ids: torch.Tensor, vocab_size: int, noise: float = 0.15, mean_span: int = 3,
+def span_corruption(ids: torch.Tensor, first_sentinel: int, noise: float = 0.15, mean_span: int = 3,
                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """T5's denoising objective for one window (Raffel et al. 2020, section 3.1.4): spans of
-    about ``mean_span`` tokens, ``noise`` of the window in all, each replaced by a sentinel
-    (the last ids of the vocabulary, <extra_id_0> first); the labels list sentinel + span."""
+    ``mean_span`` tokens, ``noise`` of the window in all, each replaced by a sentinel
+    (<extra_id_0> = ``first_sentinel``, <extra_id_1> = one less, ...); the labels list each
+    sentinel followed by the span it hides."""
     g = torch.Generator().manual_seed(seed)
     T = ids.numel()
     n_spans = max(1, round(T * noise / mean_span))
     starts = sorted(torch.randperm(T // mean_span, generator=g)[:n_spans].mul(mean_span).tolist())
     inp, lab, pos = [], [], 0
     for i, s in enumerate(starts):
-        sentinel = vocab_size - 1 - i
+        sentinel = first_sentinel - i
         inp += ids[pos:s].tolist() + [sentinel]
         lab += [sentinel] + ids[s: s + mean_span].tolist()
         pos = s + mean_span
@@ -279,9 +280,17 @@ def span_corruption(ids: torch.Tensor, vocab_size: int, noise: float = 0.15, mea
 
 
 @torch.no_grad()
-def eval_loss(model, ids: torch.Tensor, seqlen: int, batch_size: int = 8, max_windows: int | None = None) -> float:
+def first_sentinel(tokenizer) -> int | None:
+    """The id of T5's ``<extra_id_0>`` (SwitchTransformers use T5's tokenizer), if it has one."""
+    vocab = tokenizer.get_vocab()
+    return vocab.get("<extra_id_0>")
+
+
+def eval_loss(model, ids: torch.Tensor, seqlen: int, batch_size: int = 8, max_windows: int | None = None,
+              sentinel: int | None = None) -> float:
     """Mean loss per predicted token (nats): next-token cross-entropy for a causal LM; for an
-    encoder-decoder (SwitchTransformers) the span-corruption loss the paper reports."""
+    encoder-decoder (SwitchTransformers) the span-corruption loss the paper reports, with
+    ``sentinel`` the id of <extra_id_0> (default: the last id of the vocabulary)."""
     from .perplexity import nll, windows
 
     if not getattr(model.config, "is_encoder_decoder", False):
@@ -291,7 +300,7 @@ def eval_loss(model, ids: torch.Tensor, seqlen: int, batch_size: int = 8, max_wi
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for i, w in enumerate(windows(ids, seqlen)[:max_windows]):
-        x, y = span_corruption(w, model.config.vocab_size, seed=i)
+        x, y = span_corruption(w, sentinel if sentinel is not None else model.config.vocab_size - 1, seed=i)
         out = model(input_ids=x[None].to(device), labels=y[None].to(device))
         total += out.loss.item() * y.numel()
         count += y.numel()
