@@ -88,7 +88,7 @@ def test_bad_method_list_fails_before_the_first_method_runs():
 
 def test_four_bit_where_bitsandbytes_cannot_run_is_an_error():
     with pytest.raises(RuntimeError, match="bitsandbytes"):
-        training.check_bitsandbytes(torch.device("mps"), "qlora")
+        models.require_bitsandbytes("method", "qlora", torch.device("mps"))
 
 
 @pytest.mark.skipif(not BNB, reason="bitsandbytes not installed")

@@ -109,19 +109,25 @@ def load_tokenizer(model_name: str):
 QUANTIZATIONS = ("none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq")
 
 
+def require_bitsandbytes(param: str, value, device) -> None:
+    """bitsandbytes installed and able to run on ``device`` (CUDA, or the CPU since 0.49; not
+    Apple's MPS); else one error naming the parameter that asked for it."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(f"{param}={value!r} needs bitsandbytes (pip install bitsandbytes)")
+    if torch.device(device).type not in ("cuda", "cpu"):
+        raise RuntimeError(f"{param}={value!r}: bitsandbytes has no kernels for "
+                           f"device={torch.device(device).type!r}; use cpu or a CUDA GPU")
+
+
 def bnb_config(quantization: str, device, compute_dtype: torch.dtype = torch.float32):
     """``BitsAndBytesConfig`` for LLM.int8() (Dettmers et al. 2022) or 4-bit NF4 / FP4 weights
     (QLoRA, Dettmers et al. 2023; "-dq": double quantization of the block constants)."""
     choice("quantization", quantization, QUANTIZATIONS)
     if quantization == "none":
         return None
-    import importlib.util
-
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError(f"quantization={quantization!r} needs bitsandbytes (pip install bitsandbytes)")
-    if torch.device(device).type not in ("cuda", "cpu"):
-        raise RuntimeError(f"quantization={quantization!r}: bitsandbytes has no kernels for "
-                           f"device={torch.device(device).type!r}; use cpu or a CUDA GPU")
+    require_bitsandbytes("quantization", quantization, device)
     from transformers import BitsAndBytesConfig
 
     if quantization == "int8":

@@ -24,7 +24,6 @@ throughput, and its validation loss.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from contextlib import nullcontext
@@ -70,7 +69,7 @@ class FinetuneConfig:
         models.resolve(self.model_name)
         dev = resolve_device(self.device)
         if self.method in ("adamw8bit", "qlora"):
-            check_bitsandbytes(dev, self.method)
+            models.require_bitsandbytes("method", self.method, dev)
 
 
 def check_methods(methods) -> list[str]:
@@ -79,16 +78,6 @@ def check_methods(methods) -> list[str]:
     for m in methods:
         choice("methods", m, METHODS)
     return methods
-
-
-def check_bitsandbytes(device: torch.device, method: str) -> None:
-    """bitsandbytes runs on CUDA and (since 0.49) on the CPU; not on Apple's MPS."""
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError(f"method={method!r} needs bitsandbytes (pip install bitsandbytes); "
-                           f"choose one of {[m for m in METHODS if m not in ('adamw8bit', 'qlora')]}")
-    if device.type not in ("cuda", "cpu"):
-        raise RuntimeError(f"method={method!r}: bitsandbytes has no kernels for device={device.type!r}; "
-                           "use device='cpu' or a CUDA GPU")
 
 
 def amp_dtype(device) -> tuple[torch.dtype, str]:
@@ -174,7 +163,6 @@ def load_nf4(model_name: str, device: torch.device):
     """The model with every linear layer of its blocks in 4-bit NormalFloat (QLoRA section 3):
     64-weight blocks with an absmax each, the absmaxes themselves quantized to 8 bits (double
     quantization). Embeddings and the LM head stay in full precision."""
-    check_bitsandbytes(device, "qlora")
     compute = "bfloat16" if device.type == "cuda" and bf16_native(device) else "float32"
     model = models.load_model(model_name, device=str(device), dtype=compute, quantization="nf4-dq")
     for m in model.modules():  # bitsandbytes 0.50 repacks 4-bit weights for its CPU inference
