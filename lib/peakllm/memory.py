@@ -161,6 +161,17 @@ def device_peak(device) -> dict:
     return {"peak_rss": peak_rss()}
 
 
+def optimizer_step(loss, optimizer, scaler=None) -> None:
+    """Backward and step; through the GradScaler when fp16 needs loss scaling."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def training_step_anatomy(model, optimizer, batch: dict, loss_fn=None, autocast=None,
                           scaler=None) -> dict:
     """Run one training step and count each part's bytes at its high point.
@@ -176,13 +187,7 @@ def training_step_anatomy(model, optimizer, batch: dict, loss_fn=None, autocast=
     with SavedActivations(model) as saved, (autocast or nullcontext()):
         out = model(**batch)
         loss = out.loss if loss_fn is None else loss_fn(out, batch)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
+    optimizer_step(loss, optimizer, scaler)
     parts = {"weights": weight_bytes(model), "gradients": gradient_bytes(model),
              "optimizer": optimizer_bytes(optimizer), "activations": saved.bytes}
     optimizer.zero_grad(set_to_none=True)

@@ -109,7 +109,7 @@ def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8)
     from collections import defaultdict
 
     from .experts import hook_routed_inputs
-    from .sequential import model_inputs
+    from .sequential import forward_calibration
 
     layers = check_moe(model)
     if name not in layers:
@@ -123,12 +123,7 @@ def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8)
         handle = hook_routed_inputs(module, "", sink)
     else:
         handle = layer.register_forward_hook(lambda m, inp, out: probe.add_batch(inp[0]))
-    device = next(model.parameters()).device
-    try:
-        for batch in calib.split(batch_size):
-            model(**model_inputs(model, batch.to(device)))
-    finally:
-        handle.remove()
+    forward_calibration(model, calib, [handle], batch_size)
     return probe
 
 

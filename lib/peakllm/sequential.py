@@ -164,10 +164,17 @@ def calibrate_layer(model, calib: torch.Tensor, name: str, make, batch_size: int
         raise ValueError(f"name={name!r} is not a linear layer of this model; e.g. {list(layers)[:3]}")
     collector = make(layers[name])
     hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(inp[0]))
+    forward_calibration(model, calib, [hook], batch_size)
+    return collector
+
+
+@torch.no_grad()
+def forward_calibration(model, calib: torch.Tensor, hooks: list, batch_size: int = 8) -> None:
+    """Run the model over the calibration windows so ``hooks`` see them; then remove the hooks."""
     device = next(model.parameters()).device
     try:
         for batch in calib.split(batch_size):
             model(**model_inputs(model, batch.to(device)))
     finally:
-        hook.remove()
-    return collector
+        for h in hooks:
+            h.remove()

@@ -200,13 +200,7 @@ def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor
         t0 = time.perf_counter()
         with autocast or nullcontext():
             loss = model(input_ids=x, labels=x).loss
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        memory.optimizer_step(loss, optimizer, scaler)
         optimizer.zero_grad(set_to_none=True)
         synchronize(dev)
         seconds += time.perf_counter() - t0
