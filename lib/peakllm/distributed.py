@@ -187,6 +187,13 @@ def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_si
               "comm_bytes_per_step": comm, "peak_rss_per_rank": rss, "ring_bytes_per_step": ring_traffic(comm, world),
               "seconds": seconds, "tokens_per_s": steps * batch_size * seq_len / seconds,
               "params": n_params}
+    # Tear down in order: every rank done, FSDP's state freed while its process group lives,
+    # then the group (gloo can abort at exit when sharded tensors outlive their group)
+    dist.barrier()
+    del model, optimizer
+    import gc
+
+    gc.collect()
     dist.destroy_process_group()
     return result
 
@@ -229,7 +236,9 @@ def launch(strategy: str, nproc: int = 2, out: str | Path = "distributed.json", 
                         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not out.exists():
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        causes = [l for l in lines if any(k in l for k in ("Error", "terminate", "what()", "Exception"))]
+        tail = "\n".join(causes[-10:] + ["..."] + lines[-25:])
         raise RuntimeError(f"torchrun ({strategy}, {nproc} ranks) failed with exit code {proc.returncode}:\n{tail}")
     return json.loads(out.read_text())
 
