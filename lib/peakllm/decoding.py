@@ -39,6 +39,7 @@ import torch
 
 from .checks import choice, positive_int
 from .device import resolve_device
+from . import memory
 from .models import DTYPES
 from .roofline import ceilings
 from .timing import best_of
@@ -81,24 +82,13 @@ def cache_bytes(cache) -> int:
 
 
 def _stored(p: torch.Tensor, seen: set) -> int:
-    """Bytes of a parameter as stored, with bitsandbytes quantization state (each storage once)."""
-    parts = [p, getattr(p, "SCB", None)]  # Int8Params: int8 weight + per-row fp32 scale SCB
-    qs = getattr(p, "quant_state", None)  # Params4bit: packed uint8 + absmax (+ nested state2)
-    while qs is not None:
-        parts += [v for v in vars(qs).values() if torch.is_tensor(v)]
-        qs = getattr(qs, "state2", None)
+    """Bytes of a parameter as stored (``memory.stored``), each storage once."""
     total = 0
-    for t in parts:
-        if torch.is_tensor(t) and t.numel() and t.data_ptr() not in seen:
+    for t in memory.stored(p):
+        if t.numel() and t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     return total
-
-
-def _numel(p: torch.Tensor) -> int:
-    """Weights a parameter stands for (a packed 4-bit tensor holds two per byte)."""
-    qs = getattr(p, "quant_state", None)
-    return math.prod(qs.shape) if qs is not None else p.numel()
 
 
 def _weights_read(model) -> tuple[int, int]:
@@ -115,7 +105,7 @@ def _weights_read(model) -> tuple[int, int]:
     for name, p in model.named_parameters():
         if id(p) in full:
             f = moe if ".experts." in name else 1.0
-            nbytes, numel = nbytes + f * _stored(p, seen), numel + f * _numel(p)
+            nbytes, numel = nbytes + f * _stored(p, seen), numel + f * memory.represented(p)
     for E in tables.values():  # (vocab, d): one row of d per token
         nbytes += E.shape[-1] * E.element_size()
     return round(nbytes), round(numel)

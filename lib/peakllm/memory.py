@@ -38,14 +38,22 @@ def _attached(obj, depth: int = 0):
             yield from _attached(v, depth + 1)
 
 
+def stored(p: torch.Tensor) -> list[torch.Tensor]:
+    """A parameter as stored: itself plus bitsandbytes' constants kept beside it."""
+    return [p] + [t for attr in ("quant_state", "SCB") for t in _attached(getattr(p, attr, None))]
+
+
+def represented(p: torch.Tensor) -> int:
+    """Weights a parameter stands for (a packed 4-bit tensor holds two per byte)."""
+    state = getattr(p, "quant_state", None)
+    return state.shape.numel() if state is not None else p.numel()
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
     """Parameters and buffers, each storage once (tied weights count once), plus the
     quantization state of bitsandbytes weights (4-bit: per-block absmax; int8: row scales)."""
     seen, total = set(), 0
-    tensors = list(model.parameters()) + list(model.buffers())
-    for p in model.parameters():
-        for attr in ("quant_state", "SCB"):
-            tensors += list(_attached(getattr(p, attr, None)))
+    tensors = [t for p in model.parameters() for t in stored(p)] + list(model.buffers())
     for m in model.modules():  # LLM.int8() moves the row scales to the layer's state at first use
         scb = getattr(getattr(m, "state", None), "SCB", None)
         tensors += [scb] if torch.is_tensor(scb) else []
@@ -66,12 +74,11 @@ def linear_weights(model: torch.nn.Module) -> tuple[int, int]:
         if not isinstance(m, torch.nn.Linear) or "lora_" in name or m is head:
             continue
         w = m.weight
-        state = getattr(w, "quant_state", None)
-        n_params += state.shape.numel() if state is not None else w.numel()
-        extra = [t for attr in ("quant_state", "SCB") for t in _attached(getattr(w, attr, None))]
+        n_params += represented(w)
+        parts = stored(w)
         scb = getattr(getattr(m, "state", None), "SCB", None)
-        extra += [scb] if torch.is_tensor(scb) and getattr(w, "SCB", None) is not scb else []
-        n_bytes += nbytes(w) + sum(nbytes(t) for t in extra)
+        parts += [scb] if torch.is_tensor(scb) and getattr(w, "SCB", None) is not scb else []
+        n_bytes += sum(nbytes(t) for t in parts)
     return n_bytes, n_params
 
 
