@@ -161,6 +161,8 @@ def test_student_copies_hold_no_solutions_and_run_to_the_first_exercise(tmp_path
 def test_parallel_workers_run_every_point(tmp_path):
     s = sweep.load(sweep_file(tmp_path, {"x": [1, 2, 4]}, workers=2))
     assert s.workers == 2
+    here = os.getcwd()
     df, outcomes = sweep.run(s, tmp_path / "runs", progress=False)
     assert [o["status"] for o in outcomes] == ["done"] * 3
     assert sorted(df["value"]) == [1, 4, 16] and sorted(executions(tmp_path)) == ["1", "2", "4"]
+    assert os.getcwd() == here  # threads must not move the process's working directory

@@ -120,8 +120,10 @@ def status(run_dir: Path, params: dict) -> str:
     return "failed" if (run_dir / "error.json").exists() else "pending"
 
 
-def execute(notebook: Path, run_dir: Path, params: dict) -> dict:
-    """One run: papermill into temporary names, renamed into place only when it succeeded."""
+def execute(notebook: Path, run_dir: Path, params: dict, cwd: Path | None = NOTEBOOKS) -> dict:
+    """One run: papermill into temporary names, renamed into place only when it succeeded.
+    ``cwd`` is the kernel's directory; papermill changes the whole process's directory for it,
+    so parallel runs (threads) must pass None."""
     import papermill as pm
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ def execute(notebook: Path, run_dir: Path, params: dict) -> dict:
     t0 = time.perf_counter()
     try:
         with open(run_dir / "log.txt", "w") as log:
-            pm.execute_notebook(str(notebook), str(tmp_nb), cwd=str(NOTEBOOKS), kernel_name="python3",
+            pm.execute_notebook(str(notebook), str(tmp_nb), cwd=cwd and str(cwd), kernel_name="python3",
                                 parameters=params | {"results_path": str(tmp_res.resolve())},
                                 progress_bar=False, log_output=True, stdout_file=log, stderr_file=log)
     except Exception as e:  # noqa: BLE001 -- the sweep goes on; the run keeps its error
@@ -164,12 +166,13 @@ def run(sweep: Sweep, out_root: str | Path = REPO / "runs", retry_failed: bool =
           f"{len(todo)} to run -> {relative(root)}", flush=True)
     bar = tqdm(total=len(todo), desc=sweep.name, disable=not progress)
 
+    workers = workers or sweep.workers
+
     def one(p):
-        r = execute(sweep.notebook, root / sweep.folder(p), p)
+        r = execute(sweep.notebook, root / sweep.folder(p), p, NOTEBOOKS if workers == 1 else None)
         bar.update(1)
         return r
 
-    workers = workers or sweep.workers
     if workers == 1:  # in this thread, so Ctrl-C stops papermill (and its kernel) at once
         outcomes = [one(p) for p in todo]
     else:
