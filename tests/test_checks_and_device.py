@@ -1,7 +1,11 @@
 import pytest
 import torch
 
-from peakllm import checks, device, roofline
+from peakllm.core import checks
+
+from peakllm.core import hardware as device
+
+from peakllm.core import roofline
 
 
 def test_choice_names_parameter_and_allowed_values():
@@ -36,7 +40,7 @@ def test_auto_falls_back_to_an_available_device():
 
 
 def test_report_has_roofline_ceilings():
-    r = device.report("cpu")
+    r = roofline.describe("cpu")
     assert r["device"] == "cpu" and r["memory_bytes"] > 0
     assert r["peak_flops_fp32"] > 1e8 and r["bandwidth"] > 1e8
     assert isinstance(r["bf16_native"], bool)
@@ -56,7 +60,7 @@ def test_roofline_attainable_and_ridge():
 
 
 def test_format_report_lines_have_units():
-    text = device.format_report(device.report("cpu"))
+    text = roofline.format_description(roofline.describe("cpu"))
     assert "GFLOP/s" in text and "GB/s" in text and "bf16 native" in text
 
 

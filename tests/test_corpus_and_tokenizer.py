@@ -1,6 +1,8 @@
 import pytest
 
-from peakllm import corpus, manifest
+from peakllm.data import corpus
+
+from peakllm.data import manifest
 from peakllm.models import load_tokenizer
 
 
@@ -48,7 +50,7 @@ def test_tokenizer_round_trips_text(name):
 
 
 def test_chunked_encoding_gives_the_ids_of_the_whole_text():
-    from peakllm.tokenizer import encode
+    from peakllm.data.tokenizer import encode
 
     tok = load_tokenizer("tiny-opt")
     text = corpus.load_split("validation")

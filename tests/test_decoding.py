@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from peakllm import decoding as D
+from peakllm.infer import decoding as D
 
 CEILING = {"peak_flops_16bit": None, "peak_flops_fp32": 1e12, "bandwidth": 1e9, "source": "given"}
 
@@ -156,7 +156,7 @@ def test_bitsandbytes_weights_counted_at_stored_size(tmp_path):
     (dict(batch=0), "batch=0"), (dict(new_tokens=0), "new_tokens=0"),
     (dict(prompt_len=-1), "prompt_len=-1"), (dict(attn="flash"), "attn='flash'.*eager"),
     (dict(static=True, use_cache=False), "static=True needs use_cache"),
-    (dict(compile=True), "compile=True needs static"), (dict(repeats=0), "repeats=0"),
+    (dict(compiled=True), "compiled=True needs static"), (dict(repeats=0), "repeats=0"),
 ])
 def test_bad_arguments_fail_before_generating(kwargs, message):
     model = tiny("opt")
@@ -169,11 +169,11 @@ def test_bad_sweep_and_dtype_fail_before_any_run():
     model = tiny("opt")
     model.generate = lambda *a, **k: pytest.fail("generate ran")
     with pytest.raises(ValueError, match="batch=0"):
-        D.sweep(model, 64, batches=[1, 0], progress=False)
+        D.throughput_grid(model, 64, batches=[1, 0], progress=False)
     with pytest.raises(ValueError, match="settings key='cache'"):
-        D.sweep(model, 64, settings=[{"cache": True}], progress=False)
+        D.throughput_grid(model, 64, settings=[{"cache": True}], progress=False)
     with pytest.raises(ValueError, match="attn='flash'"):
-        D.sweep(model, 64, settings=[{"use_cache": True}, {"attn": "flash"}], progress=False)
+        D.throughput_grid(model, 64, settings=[{"use_cache": True}, {"attn": "flash"}], progress=False)
     with pytest.raises(ValueError, match="dtype='int3'.*float32"):
         D.kv_cache_bytes(model.config, 1, 8, "int3")
 
@@ -182,7 +182,7 @@ def test_compile_without_a_compiler_is_a_skipped_row(monkeypatch):
     monkeypatch.setattr(D.shutil, "which", lambda name: None)
     model = tiny("opt")
     model.generate = lambda *a, **k: pytest.fail("generate ran")
-    r = D.benchmark_generate(model, 64, static=True, compile=True, device="cpu")
+    r = D.benchmark_generate(model, 64, static=True, compiled=True, device="cpu")
     assert "C++ compiler" in r["skipped"] and math.isnan(r["tokens_per_s"])
 
 
@@ -206,7 +206,7 @@ def test_sweep_rows_and_plot():
 
     matplotlib.use("Agg")
     model = tiny("opt")
-    rows = D.sweep(model, 64, batches=(1, 2), settings=[{}, {"use_cache": False, "attn": "eager"}],
+    rows = D.throughput_grid(model, 64, batches=(1, 2), settings=[{}, {"use_cache": False, "attn": "eager"}],
                    prompt_len=4, new_tokens=2, progress=False)
     assert [(r["batch"], r["kv_cache"], r["attn"]) for r in rows] == [
         (1, True, "sdpa"), (2, True, "sdpa"), (1, False, "eager"), (2, False, "eager")]

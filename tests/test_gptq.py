@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from peakllm.gptq import GPTQ, quantize_model
-from peakllm.quant import Quantizer, rtn
-from peakllm.sequential import all_linear_layers
+from peakllm.compress.gptq import GPTQ, quantize_model
+from peakllm.compress.quant import Quantizer, rtn
+from peakllm.compress.sequential import all_linear_layers
 from test_sparsegpt import correlated_inputs, tiny
 
 

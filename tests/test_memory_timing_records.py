@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from peakllm import memory
-from peakllm.records import Recorder, format_value, gather, to_frame
-from peakllm.timing import Timer, best_of, tokens_per_second
+from peakllm.core import memory
+from peakllm.core.records import Recorder, format_value, gather, to_frame
+from peakllm.core.timing import Timer, best_of, tokens_per_second
 
 
 def mlp():

@@ -8,7 +8,7 @@ import nbformat
 import papermill
 import pytest
 
-from peakllm import workbook
+from peakllm.workbook import run as workbook
 
 NOTEBOOKS = workbook.notebooks()
 MACHINE_PATH = re.compile(r"(/root/|/tmp/|/home/\w+/|/work/|/Users/)")

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from peakllm import evaldata
-from peakllm.perplexity import nll, perplexity, unigram_perplexity, windows
+from peakllm.data import evaldata
+from peakllm.core.perplexity import nll, perplexity, unigram_perplexity, windows
 
 
 def test_windows_drop_the_tail():
@@ -62,6 +62,6 @@ def test_hub_dataset_offline_fails_fast(monkeypatch):
 
 
 def test_shipped_text_is_the_test_split():
-    from peakllm import corpus
+    from peakllm.data import corpus
 
     assert evaldata.eval_text("shakespeare") == corpus.load_split("test")

@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from peakllm import models, workbook
-from peakllm.pretrain import PretrainConfig, flops_per_token, lr_at, pretrain
+from peakllm import models
+
+from peakllm.workbook import run as workbook
+from peakllm.models.pretraining import PretrainConfig, flops_per_token, lr_at, pretrain
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():

@@ -1,9 +1,9 @@
-"""QMoE (peakllm.qmoe): expert-only GPTQ through the router, ternary storage below one bit."""
+"""QMoE (peakllm.compress.qmoe): expert-only GPTQ through the router, ternary storage below one bit."""
 import pytest
 import torch
 
-from peakllm import qmoe
-from peakllm.sequential import all_linear_layers
+from peakllm.compress import qmoe
+from peakllm.compress.sequential import all_linear_layers
 from test_sparsegpt import tiny
 
 
@@ -44,8 +44,8 @@ def test_token_cap_limits_each_experts_calibration():
                                           ("switch", "encoder.block.1.layer.1.mlp.experts.expert_0.wi")])
 @pytest.mark.parametrize("bits", ["ternary", 2])
 def test_gptq_reconstructs_an_expert_better_than_rtn(family, name, bits):
-    from peakllm.obs import layer_error
-    from peakllm.quant import rtn
+    from peakllm.compress.obs import layer_error
+    from peakllm.compress.quant import rtn
 
     model = tiny(family).eval()
     probe = qmoe.calibrate_expert(model, calib(n=16), name, batch_size=4)

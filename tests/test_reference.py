@@ -1,4 +1,4 @@
-from peakllm.reference import paper_numbers
+from peakllm.core.reference import paper_numbers
 
 
 def test_sparsegpt_table1_opt125m_is_transcribed():

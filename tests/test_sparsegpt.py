@@ -1,10 +1,12 @@
 import pytest
 import torch
 
-from peakllm import obs, pruning
-from peakllm.quant import Quantizer
-from peakllm.sequential import all_linear_layers, find_stacks
-from peakllm.sparsegpt import SparseGPT
+from peakllm.compress import obs
+
+from peakllm.compress import baselines, pruning
+from peakllm.compress.quant import Quantizer
+from peakllm.compress.sequential import all_linear_layers, find_stacks
+from peakllm.compress.sparsegpt import SparseGPT
 
 
 def correlated_inputs(n=2048, columns=64, seed=0):
@@ -33,9 +35,9 @@ def prune_copy(method, sparsity=0.5, pattern="unstructured", **kw):
     if method == "sparsegpt":
         pruner.prune(sparsity, n, m, blocksize=kw.get("blocksize", 128), quantizer=kw.get("quantizer"))
     elif method == "wanda":
-        pruning.wanda(layer, pruner.H, sparsity, n, m)
+        baselines.wanda(layer, pruner.H, sparsity, n, m)
     else:
-        pruning.magnitude(layer, sparsity, n, m)
+        baselines.magnitude(layer, sparsity, n, m)
     err = ((X @ W0.t() - X @ layer.weight.t()) ** 2).mean().item()
     return layer.weight.detach(), err, W0, pruner
 
@@ -180,7 +182,7 @@ def test_driver_runs_on_model_families(family, stacks, method):
 
 
 def test_fused_experts_are_pruned_each_on_its_own_tokens():
-    from peakllm.experts import ExpertMatrix
+    from peakllm.compress.experts import ExpertMatrix
 
     model = tiny("mixtral").eval()
     calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
@@ -194,8 +196,8 @@ def test_fused_experts_are_pruned_each_on_its_own_tokens():
 
 
 def test_calibrate_layer_sees_the_layer_inputs(tiny_random_opt):
-    from peakllm.obs import Hessian
-    from peakllm.sequential import calibrate_layer
+    from peakllm.compress.obs import Hessian
+    from peakllm.compress.sequential import calibrate_layer
 
     calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
     name = "model.decoder.layers.0.fc2"

@@ -11,11 +11,17 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from peakllm import report, student, sweep, workbook
+from peakllm.workbook import report
+
+from peakllm.workbook import student
+
+from peakllm.workbook import sweeps as sweep
+
+from peakllm.workbook import run as workbook
 
 TOY = '''
 import os, time
-from peakllm.records import Recorder
+from peakllm.core.records import Recorder
 with open(counter, "a") as f:
     f.write(f"{x}\\n")
 if os.path.exists(fail_flag) and x == 3:
@@ -121,7 +127,7 @@ def test_shipped_sweep_files_are_valid(path):
 
 def test_report_holds_every_table_and_image_it_references(tmp_path):
     out = report.build(workbook.NOTEBOOKS, tmp_path / "report.html")
-    found = report.check(out)
+    found = report.verify(out)
     n_png = sum("image/png" in o.get("data", {}) for p in workbook.notebooks()
                 for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code" for o in c.outputs)
     assert found["images"] == n_png > 0

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from peakllm.quant import Quantizer
-from peakllm.ternary_coding import (HEADER, DictionaryCode, Encoded, compression_ratio, entropy_bits,
+from peakllm.compress.quant import Quantizer
+from peakllm.compress.ternary_coding import (HEADER, DictionaryCode, Encoded, compression_ratio, entropy_bits,
                                     from_codes, lzma_bits, ternary_codes)
 
 

@@ -1,10 +1,16 @@
-"""Efficient fine-tuning (peakllm.training) and scale-out (peakllm.distributed)."""
+"""Efficient fine-tuning (peakllm.train.recipes) and scale-out (peakllm.train.distributed)."""
 import importlib.util
 
 import pytest
 import torch
 
-from peakllm import distributed, memory, models, training
+from peakllm.train import distributed
+
+from peakllm.core import memory
+
+from peakllm import models
+
+from peakllm.train import recipes as training
 
 BNB = importlib.util.find_spec("bitsandbytes") is not None
 

@@ -1,23 +1,55 @@
 """peakllm: an executable workbook on making large language models cheaper to train and run.
 
-Each module holds one idea of the review "Achieving Peak Performance for Large Language
-Models" (Rostam et al. 2024) and of the papers behind its two case studies:
+It reproduces the two case studies of "Achieving Peak Performance for Large Language Models"
+(Rostam et al. 2024). The layout follows the architecture:
 
-* ``models``, ``corpus``, ``tokenizer``, ``evaldata`` -- one way to load models and text;
-* ``perplexity``, ``memory``, ``timing``, ``device`` -- one way to measure;
-* ``records`` -- one way to record; ``pretrain`` -- how the tiny models were made.
+==============  ===========================================================================
+subpackage      role
+==============  ===========================================================================
+``core``        measuring: paths, checks, units, hardware, timing, roofline, memory,
+                records, reference numbers, perplexity
+``data``        the shipped corpus, tokenizer, evaluation/calibration sets, random windows
+``models``      one loader (short names, local directories, Hub ids), pretraining, MoE config
+``compress``    one OBS column sweep serving GPTQ, SparseGPT and QMoE; the sequential driver;
+                baselines, formats, ternary coding
+``train``       efficient fine-tuning recipes; DDP and FSDP under torchrun
+``infer``       decoding: KV cache, batching, static cache, roofline
+``workbook``    the notebook scaffold, paper-vs-ours tables, running, sweeps, report, cli
+==============  ===========================================================================
+
+The public API, importable from the top (loaded on first use, so ``import peakllm`` is cheap):
+
+* ``peakllm.seed_everything(seed)``
+* ``peakllm.load(model_name, device)`` -> (model, tokenizer)
+* ``peakllm.prune(model, calib, method, sparsity, pattern, ...)``     (SparseGPT, Wanda, magnitude)
+* ``peakllm.quantize(model, calib, method, bits, ...)``               (GPTQ, RTN)
+* ``peakllm.qmoe_compress(model, calib, bits, method, ...)``          (QMoE on the experts)
+* ``peakllm.perplexity(model, ids, seqlen)``
+* ``peakllm.setup(...)`` / ``peakllm.finish(...)``                  (a notebook's first and last call)
+* the subpackages, e.g. ``from peakllm.compress import sparsegpt``.
 """
+from __future__ import annotations
+
+import importlib
+
+from .compat import quiet_tqdm_notice
+
 __version__ = "0.1.0"
 
-import warnings as _warnings
+quiet_tqdm_notice()
 
-# Without ipywidgets tqdm.auto falls back to text bars; its warning about that (which names a
-# file of this machine) adds nothing for the reader.
-_warnings.filterwarnings("ignore", message="IProgress not found")
+SUBPACKAGES = ("core", "data", "models", "compress", "train", "infer", "workbook", "compat")
+_API = {"load": "peakllm.models.loading", "prune": "peakllm.compress.pruning",
+        "quantize": "peakllm.compress.gptq", "qmoe_compress": "peakllm.compress.qmoe",
+        "perplexity": "peakllm.core.perplexity", "setup": "peakllm.workbook.notebook",
+        "finish": "peakllm.workbook.notebook"}
+_NAMES = {"quantize": "quantize_model", "qmoe_compress": "compress"}
+
+__all__ = ["seed_everything", *SUBPACKAGES, *_API]
 
 
 def seed_everything(seed: int = 0) -> None:
-    """Python, NumPy and torch generators; deterministic algorithms where torch has them."""
+    """Python, NumPy and torch generators."""
     import random
 
     import numpy as np
@@ -26,3 +58,11 @@ def seed_everything(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def __getattr__(name: str):
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"peakllm.{name}")
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), _NAMES.get(name, name))
+    raise AttributeError(f"module 'peakllm' has no attribute {name!r}")

@@ -1,0 +1,80 @@
+"""The one compression driver: every method of every case study enters here.
+
+A method is three parts:
+
+* ``fallback(layer)`` -- its data-free form, applied to one layer in place (magnitude pruning,
+  RTN). With no calibrated form (``compress=None``) this *is* the method, and no data is read;
+* ``make(layer)`` -- a collector of the layer's calibration inputs (a ``ColumnSweep``:
+  SparseGPT, GPTQ), and ``compress(collector)`` -- the calibrated compression;
+* ``only(name, layer)`` -- which layers it touches (QMoE: expert matrices only).
+
+The calibrated path runs ``sequential.compress_sequentially`` (block by block, each block fed
+the outputs of the compressed blocks before it). A layer that no calibration token reached --
+an expert the router never chose -- gets ``fallback`` instead, and its report row says so.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..core.perplexity import context_length
+from .sequential import all_linear_layers, compress_sequentially
+
+
+class _Untouched:
+    """Stands in for the collector of a layer the method leaves alone: collects nothing."""
+    n = seen = 0
+
+    def add_batch(self, inp) -> None:
+        pass
+
+
+def check_calibration(model, calib: torch.Tensor | None, method: str) -> None:
+    """Calibration windows present and no longer than the model's context."""
+    if calib is None:
+        raise ValueError(f"method={method!r} needs calibration windows (calib)")
+    try:
+        ctx = context_length(model)
+    except ValueError:
+        return  # no fixed context (relative positions only, e.g. T5 / Switch)
+    if calib.shape[-1] > ctx:
+        raise ValueError(f"calibration windows of {calib.shape[-1]} tokens exceed the model's context "
+                         f"of {ctx}; use calib_seqlen <= {ctx}")
+
+
+@torch.no_grad()
+def compress_model(model, calib: torch.Tensor | None, fallback, make=None, compress=None, *,
+                   method: str = "", only=None, batch_size: int = 8, progress: bool = True,
+                   desc: str = "") -> list[dict]:
+    """Compress the chosen linear layers of ``model`` in place; one row per layer:
+    ``layer``, ``shape``, ``tokens`` (folded into its Hessian), ``routed`` (offered to it),
+    ``seconds`` and ``how`` ("data-free", "calibrated" or "fallback (no tokens)")."""
+    chosen = {n: l for n, l in all_linear_layers(model).items() if only is None or only(n, l)}
+    if compress is None:
+        rows = []
+        for name, layer in chosen.items():
+            t0 = time.perf_counter()
+            fallback(layer)
+            rows.append({"layer": name, "shape": tuple(layer.weight.shape), "tokens": 0, "routed": 0,
+                         "seconds": time.perf_counter() - t0, "how": "data-free"})
+        return rows
+    check_calibration(model, calib, method)
+    how, routed = {}, {}
+
+    def make_(name, layer):
+        return make(layer) if name in chosen else _Untouched()
+
+    def apply(name, c):
+        if isinstance(c, _Untouched):
+            return
+        routed[name] = c.seen
+        if c.n == 0:
+            fallback(c.layer)
+            how[name] = "fallback (no tokens)"
+        else:
+            compress(c)
+            how[name] = "calibrated"
+
+    rows = compress_sequentially(model, calib, make_, apply, batch_size, progress, desc=desc or method)
+    return [r | {"routed": routed[r["layer"]], "how": how[r["layer"]]} for r in rows if r["layer"] in how]

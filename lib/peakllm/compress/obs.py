@@ -1,0 +1,143 @@
+"""The Optimal Brain Surgeon column sweep GPTQ, SparseGPT and QMoE share.
+
+Both compress one linear layer ``y = W x`` (W: rows x columns) so that the layer's output on
+calibration inputs X changes least: minimise ||W X - Ŵ X||². That loss has Hessian
+
+    H = 2 X Xᵀ / n          (columns x columns; n calibration tokens)
+
+(GPTQ section 3, SparseGPT section 3). Removing or rounding weight j of a row changes the
+others by the OBS update, which needs [H⁻¹]: both algorithms take the *upper Cholesky factor*
+of H⁻¹, whose row j holds exactly the coefficients the update needs once columns < j are done
+(GPTQ section 3.3, "Cholesky reformulation").
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Hessian:
+    """Running H = (2/n) Σ x xᵀ over calibration inputs of one layer, in fp32.
+
+    ``cap`` keeps at most that many tokens (QMoE's per-expert cap); ``seen`` counts every token
+    offered, ``n`` the tokens folded in.
+    """
+
+    def __init__(self, columns: int, device="cpu", cap: int | None = None):
+        self.H = torch.zeros(columns, columns, dtype=torch.float32, device=device)
+        self.n = self.seen = 0
+        self.cap = cap
+
+    def add_batch(self, inp: torch.Tensor) -> None:
+        """Fold in inputs of shape (..., columns): every leading index is one token."""
+        X = inp.reshape(-1, inp.shape[-1])  # (t, columns)
+        self.seen += X.shape[0]
+        if self.cap is not None:
+            X = X[: max(0, self.cap - self.n)]
+        X = X.t().float()  # (columns, t)
+        t = X.shape[1]
+        if t == 0:
+            return
+        self.H *= self.n / (self.n + t)  # keep H an average as n grows
+        self.n += t
+        X = X * (2 / self.n) ** 0.5
+        self.H += X @ X.t()
+
+
+def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01):
+    """Dead inputs, dampening and the inverse: returns (W, Hinv) ready for column sweeps.
+
+    * a dead input (H_jj = 0: the feature was always zero) gets H_jj = 1 and its weights zero;
+    * λ = percdamp · mean(diag H) is added to the diagonal, so H is safely positive definite;
+    * Hinv = upper Cholesky factor of H⁻¹.
+    """
+    W, H = W.float().clone(), H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    damp = percdamp * torch.mean(torch.diag(H))
+    H.diagonal().add_(damp)
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.cholesky_inverse(L)
+    Hinv = torch.linalg.cholesky(Hinv, upper=True)
+    return W, Hinv
+
+
+class ColumnSweep(Hessian):
+    """One linear layer ``y = W x`` swept column by column with OBS updates.
+
+    ``add_batch`` the layer's calibration inputs, then ``sweep``: GPTQ Algorithm 1 and SparseGPT
+    Algorithm 1 are this loop with a grid (``quantizer``) and/or a mask rule (``select``):
+
+    * columns left to right in blocks of B = ``blocksize``; inside a block, column i's weights
+      become q_i (masked -> 0, else rounded to the grid), and its scaled error
+      err_i = (w_i - q_i) / [Hinv]_ii moves onto the block's later columns,
+      W[:, i:] -= err_i · Hinv[i, i:]  (OBS update, one Cholesky row serves every row of W);
+    * after the block, its errors reach the remaining columns in one product (lazy batch
+      update, GPTQ section 3.2): W[:, i2:] -= Err1 · Hinv[i1:i2, i2:].
+
+    ``select(W1, d, i, mask1)`` is called at every column i of a block (W1 its current weights,
+    d = diag(Hinv1)) and may mark more of ``mask1`` for removal (SparseGPT's mask selection).
+    """
+
+    def __init__(self, layer, cap: int | None = None):
+        self.layer = layer
+        super().__init__(layer.weight.shape[1], device=layer.weight.device, cap=cap)
+
+    @torch.no_grad()
+    def sweep(self, blocksize: int = 128, percdamp: float = 0.01, quantizer=None, select=None) -> torch.Tensor:
+        """Write the compressed weights into ``layer.weight`` in place; returns the mask of zeros."""
+        W0 = self.layer.weight
+        rows, columns = W0.shape
+        W, Hinv = prepare(W0, self.H, percdamp)  # W: (rows, columns) fp32, Hinv: upper, (columns, columns)
+        if quantizer is not None:
+            quantizer.fit(W)
+        mask = torch.zeros_like(W, dtype=torch.bool)  # True = pruned
+
+        for i1 in range(0, columns, blocksize):
+            i2 = min(i1 + blocksize, columns)
+            W1 = W[:, i1:i2].clone()                          # (rows, B)
+            Q1 = torch.zeros_like(W1)                         # the block's final weights
+            Err1 = torch.zeros_like(W1)                       # scaled errors, for the lazy update
+            Hinv1 = Hinv[i1:i2, i1:i2]                        # (B, B)
+            d = torch.diag(Hinv1)                             # (B,)
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)    # (rows, B)
+
+            for i in range(i2 - i1):
+                if select is not None:
+                    select(W1, d, i, mask1)
+                w = W1[:, i]                                  # (rows,)
+                q = w.masked_fill(mask1[:, i], 0.0)
+                if quantizer is not None:
+                    q = torch.where(mask1[:, i], q, quantizer.quantize(q))
+                Q1[:, i] = q
+                err = (w - q) / d[i]                          # (rows,)
+                W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]  # OBS update inside the block
+                Err1[:, i] = err
+
+            W[:, i1:i2] = Q1
+            mask[:, i1:i2] = mask1
+            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]              # lazy update of the rest
+
+        W0.copy_(W)  # in place: also right for an expert's slice of a fused parameter
+        return mask
+
+
+def layer_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
+    """Output reconstruction error per token: tr((W-Ŵ) H (W-Ŵ)ᵀ) / 2 = ||(W-Ŵ)X||² / n."""
+    D = (W.float() - W_hat.float())
+    return (torch.sum((D @ H) * D) / 2).item()
+
+
+def remove_one(w: torch.Tensor, H: torch.Tensor, q: int) -> tuple[torch.Tensor, float]:
+    """Optimal Brain Surgeon for one weight of one row (Hassibi & Stork 1993; SparseGPT eq. 3).
+
+    Setting w_q to zero and letting all other weights of the row compensate optimally:
+
+        δ = -(w_q / [H⁻¹]_qq) · H⁻¹_{:,q}        loss increase = w_q² / (2 [H⁻¹]_qq)
+
+    with the loss ½ (w - w') H (w - w')ᵀ. Returns (the new row, the loss increase).
+    """
+    Hinv = torch.linalg.inv(H.double())
+    w = w.double()
+    delta = -(w[q] / Hinv[q, q]) * Hinv[:, q]
+    return (w + delta).to(H.dtype), (w[q] ** 2 / (2 * Hinv[q, q])).item()

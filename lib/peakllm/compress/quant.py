@@ -1,0 +1,70 @@
+"""Weight quantization grids: one quantizer for GPTQ, SparseGPT's joint mode and RTN.
+
+A grid maps each weight to the nearest of a few values chosen per output row:
+
+* ``k`` bits, asymmetric min-max (GPTQ's grid): 2^k levels spread from the row's min to max,
+  ``scale = (max - min) / (2^k - 1)``, ``zero = round(-min / scale)``,
+  ``q(w) = scale * (clamp(round(w / scale) + zero, 0, 2^k - 1) - zero)``;
+* ``ternary`` (QMoE section 4): the three values {min, 0, max} of the row,
+  w > max/2 -> max, w < min/2 -> min, otherwise 0.
+
+``Quantizer.fit(W)`` sets the per-row parameters from a weight matrix (rows x columns);
+``quantize(w)`` rounds a column (or any tensor broadcastable to rows x k) onto the grid.
+RTN (round to nearest) is ``Quantizer(bits).fit(W).quantize(W)``.
+"""
+from __future__ import annotations
+
+import torch
+
+BITS = (2, 3, 4, 8, "ternary")
+
+
+def check_bits(bits) -> None:
+    if bits not in BITS:
+        raise ValueError(f"bits={bits!r} is not supported; choose one of {list(BITS)}")
+
+
+class Quantizer:
+    def __init__(self, bits=4):
+        check_bits(bits)
+        self.bits = bits
+
+    def fit(self, W: torch.Tensor) -> "Quantizer":
+        """Per-row grid parameters from W (rows x columns). Returns self."""
+        W = W.float()
+        wmin = torch.minimum(W.min(dim=1).values, torch.zeros(1, device=W.device))  # (rows,)
+        wmax = torch.maximum(W.max(dim=1).values, torch.zeros(1, device=W.device))
+        if self.bits == "ternary":
+            self.wmin, self.wmax = wmin[:, None], wmax[:, None]  # (rows, 1)
+            return self
+        maxq = 2 ** self.bits - 1
+        flat = wmax == wmin  # an all-zero row: any grid reproduces it
+        wmin, wmax = torch.where(flat, -1.0, wmin), torch.where(flat, 1.0, wmax)
+        self.scale = ((wmax - wmin) / maxq)[:, None]  # (rows, 1)
+        self.zero = torch.round(-wmin / self.scale.squeeze(1))[:, None]
+        self.maxq = maxq
+        return self
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """Nearest grid value of each weight; ``w`` is (rows,) or (rows, k)."""
+        col = w.dim() == 1
+        w = w[:, None] if col else w
+        if self.bits == "ternary":
+            q = torch.where(w > self.wmax / 2, self.wmax, torch.where(w < self.wmin / 2, self.wmin, 0.0))
+        else:
+            q = torch.clamp(torch.round(w / self.scale) + self.zero, 0, self.maxq)
+            q = self.scale * (q - self.zero)
+        return q[:, 0] if col else q
+
+
+def rtn(W: torch.Tensor, bits=4) -> torch.Tensor:
+    """Round-to-nearest on the per-row grid: the baseline GPTQ improves on."""
+    return Quantizer(bits).fit(W).quantize(W.float()).to(W.dtype)
+
+
+def parse_bits(bits):
+    """A bit width as a notebook or papermill gives it: 2, "2" or "ternary"; checked."""
+    if isinstance(bits, str) and bits.strip().isdigit():
+        bits = int(bits)
+    check_bits(bits)
+    return bits

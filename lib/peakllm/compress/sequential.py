@@ -1,0 +1,180 @@
+"""One sequential driver for any Hugging Face transformer whose blocks sit in a ModuleList.
+
+SparseGPT section 4 (and GPTQ section 4) compress a model block by block: the calibration
+inputs of block i+1 are the outputs of the *already compressed* block i, so each block
+learns to correct the errors of the ones before it, and only one block's activations are in
+memory at a time. Nothing here knows a model family:
+
+* the **stacks** are the outermost ``nn.ModuleList``s holding linear layers, in execution
+  order (OPT/Llama/Mixtral: one decoder stack; BERT: the encoder; T5/Switch: encoder, then
+  decoder);
+* one forward pass per stack records what each block receives besides its hidden state
+  (attention masks, rotary embeddings, T5's position bias, the encoder output), and stops
+  after the stack's last block;
+* block by block, hooks feed every linear layer's inputs to its compressor, the layers are
+  compressed, and the block runs again to produce the next block's inputs.
+
+Experts stored as fused 3-D parameters (transformers 5.x Mixtral) are compressed matrix by
+matrix, each on the tokens the router sent to it (``peakllm.compress.experts``). Router layers
+(``router``, ``gate``) are left dense: they are tiny and decide where every token goes.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .experts import expert_matrices, fused_modules, hook_routed_inputs
+
+_ROUTER = re.compile(r"(^|\.)(router|gate)(\.|$)")
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the stack of interest has run."""
+
+
+def find_stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
+    """The outermost ModuleLists that contain linear layers, in registration order."""
+    stacks = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.ModuleList) or len(mod) == 0:
+            continue
+        if any(name.startswith(s + ".") for s, _ in stacks):
+            continue  # nested inside a block (e.g. T5's block.layer)
+        if any(isinstance(m, torch.nn.Linear) for m in mod.modules()):
+            stacks.append((name, mod))
+    if not stacks:
+        raise ValueError(f"{type(model).__name__} has no ModuleList of blocks with linear layers")
+    return stacks
+
+
+def linear_layers(block: torch.nn.Module) -> dict:
+    """The block's linear layers by name, routers excluded, and its fused experts' matrices."""
+    layers = {n: m for n, m in block.named_modules()
+              if isinstance(m, torch.nn.Linear) and not _ROUTER.search(n)}
+    for name, module in fused_modules(block).items():
+        layers |= expert_matrices(name, module)
+    return layers
+
+
+def all_linear_layers(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """Every compressible linear layer of every block, named from the model's root."""
+    return {f"{s}.{i}.{n}": m for s, stack in find_stacks(model)
+            for i, block in enumerate(stack) for n, m in linear_layers(block).items()}
+
+
+def model_inputs(model, batch: torch.Tensor) -> dict:
+    """Forward arguments for a batch of token windows (encoder-decoders get it on both sides)."""
+    kw = {"input_ids": batch, "use_cache": False}
+    if getattr(model.config, "is_encoder_decoder", False):
+        kw["decoder_input_ids"] = batch
+    return kw
+
+
+def record_stack(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor]):
+    """Run the model on every batch up to the stack's end.
+
+    Returns (hidden states entering block 0, per batch) and, per block and batch, the other
+    positional and keyword arguments the block received.
+    """
+    hidden0, calls, current = [], [[None] * len(batches) for _ in stack], [0]
+
+    def pre_hook(i):
+        def hook(module, args, kwargs):
+            if args:
+                h, rest = args[0], args[1:]
+            else:
+                h, rest = kwargs["hidden_states"], ()
+                kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            if i == 0:
+                hidden0.append(h)
+            calls[i][current[0]] = (rest, kwargs)
+        return hook
+
+    def stop(module, args, output):
+        raise _Stop
+
+    handles = [b.register_forward_pre_hook(pre_hook(i), with_kwargs=True) for i, b in enumerate(stack)]
+    handles.append(stack[-1].register_forward_hook(stop))
+    try:
+        for b, batch in enumerate(batches):
+            current[0] = b
+            try:
+                model(**model_inputs(model, batch))
+            except _Stop:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    return hidden0, calls
+
+
+def _run_block(block, hidden, calls_i):
+    out = []
+    for h, (rest, kwargs) in zip(hidden, calls_i):
+        o = block(h, *rest, **kwargs)
+        out.append(o[0] if isinstance(o, tuple) else o)
+    return out
+
+
+@torch.no_grad()
+def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: int = 8,
+                          progress: bool = True, desc: str = "blocks") -> list[dict]:
+    """Compress every block's linear layers in order.
+
+    ``make(name, layer)`` returns a collector with ``add_batch(inputs)`` (e.g. ``SparseGPT(layer)``);
+    ``apply(name, collector)`` compresses the layer (names from the model's root). ``calib`` holds token windows
+    (n, seqlen). Returns one row per layer: name, shape, calibration tokens, seconds.
+    """
+    device = next(model.parameters()).device
+    batches = [b.to(device) for b in calib.split(batch_size)]
+    report = []
+    for stack_name, stack in find_stacks(model):
+        hidden, calls = record_stack(model, stack, batches)
+        for i, block in enumerate(tqdm(stack, desc=f"{desc} ({stack_name})", disable=not progress)):
+            layers = linear_layers(block)
+            collectors = {n: make(f"{stack_name}.{i}.{n}", layer) for n, layer in layers.items()}
+            hooks = [layer.register_forward_hook(
+                lambda m, inp, out, c=collectors[n]: c.add_batch(inp[0].detach()))
+                for n, layer in layers.items() if isinstance(layer, torch.nn.Module)]
+            hooks += [hook_routed_inputs(module, name, collectors) for name, module in fused_modules(block).items()]
+            try:
+                _run_block(block, hidden, calls[i])
+            finally:
+                for h in hooks:
+                    h.remove()
+            for n, layer in layers.items():
+                t0 = time.perf_counter()
+                apply(f"{stack_name}.{i}.{n}", collectors[n])
+                report.append({"layer": f"{stack_name}.{i}.{n}", "shape": tuple(layer.weight.shape),
+                               "tokens": collectors[n].n, "seconds": time.perf_counter() - t0})
+            del collectors
+            hidden = _run_block(block, hidden, calls[i])  # inputs of the next block, from the compressed one
+    return report
+
+
+@torch.no_grad()
+def calibrate_layer(model, calib: torch.Tensor, name: str, make, batch_size: int = 8):
+    """One layer under the microscope: ``make(layer)`` filled with the inputs the layer ``name``
+    (a key of ``all_linear_layers``) sees when the dense model runs on the calibration windows."""
+    layers = all_linear_layers(model)
+    if name not in layers or not isinstance(layers[name], torch.nn.Module):
+        raise ValueError(f"name={name!r} is not a linear layer of this model; e.g. {list(layers)[:3]}")
+    collector = make(layers[name])
+    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(inp[0]))
+    forward_calibration(model, calib, [hook], batch_size)
+    return collector
+
+
+@torch.no_grad()
+def forward_calibration(model, calib: torch.Tensor, hooks: list, batch_size: int = 8) -> None:
+    """Run the model over the calibration windows so ``hooks`` see them; then remove the hooks."""
+    device = next(model.parameters()).device
+    try:
+        for batch in calib.split(batch_size):
+            model(**model_inputs(model, batch.to(device)))
+    finally:
+        for h in hooks:
+            h.remove()

@@ -1,0 +1,135 @@
+"""The roofline model (Williams, Waterman & Patterson, CACM 2009): how fast a kernel can run.
+
+Two ceilings bound every kernel: the peak arithmetic rate P (FLOP/s) and the memory
+bandwidth B (bytes/s). A kernel of arithmetic intensity I (FLOPs per byte moved) attains at
+most min(P, I * B); the ridge point I* = P / B separates memory-bound (I < I*) from
+compute-bound kernels. Batch-1 LLM decoding reads every weight once per token for about
+2 FLOPs per weight: I = 2 / (bytes per weight), far left of any GPU's ridge -- memory-bound,
+which is why fewer bits per weight (case study 2) decode faster.
+"""
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from .hardware import bf16_native, cpuinfo, resolve_device, synchronize
+from .units import human
+
+# Vendor datasheet figures: dense (no 2:4 sparsity) tensor-core peak for 16-bit inputs, fp32
+# (non-tensor) peak, both in TFLOP/s, and memory bandwidth in GB/s. Matched by substring of
+# torch.cuda.get_device_name(), first match wins (so the longer names come first).
+KNOWN_GPUS = [
+    # name,        tf16,  tf32, GB/s
+    ("H200",        989.0, 67.0, 4800.0),
+    ("H100 PCIe",   756.0, 51.0, 2000.0),
+    ("H100 NVL",    835.0, 60.0, 3900.0),
+    ("H100",        989.0, 67.0, 3350.0),
+    ("A100-SXM4-80GB", 312.0, 19.5, 2039.0),
+    ("A100 80GB PCIe", 312.0, 19.5, 1935.0),
+    ("A100",        312.0, 19.5, 1555.0),
+    ("L40S",        362.0, 91.6, 864.0),
+    ("A6000",       154.8, 38.7, 768.0),
+    ("A10G",         70.0, 31.2, 600.0),
+    ("A10",         125.0, 31.2, 600.0),
+    ("L4",          121.0, 30.3, 300.0),
+    ("RTX 4090",    165.2, 82.6, 1008.0),
+    ("RTX 3090",     71.0, 35.6, 936.0),
+    ("V100",        125.0, 15.7, 900.0),
+    ("T4",           65.0,  8.1, 320.0),
+]
+
+
+def measure(device, seconds: float = 0.5) -> dict:
+    """Measured ceilings: fp32 matmul FLOP/s and copy bandwidth (read + write bytes per second)."""
+    dev = torch.device(device)
+    n = 2048 if dev.type != "cpu" else 512
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    x = torch.empty(32 * 2**20 // 4, device=dev)  # 32 MiB, beyond most caches
+    y = torch.empty_like(x)
+
+    def rate(fn, work):
+        fn(); synchronize(dev)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 2:
+            fn(); reps += 1
+        synchronize(dev)
+        return work * reps / (time.perf_counter() - t0)
+
+    return {"peak_flops_fp32": rate(lambda: a @ b, 2 * n**3),
+            "bandwidth": rate(lambda: y.copy_(x), 2 * x.numel() * 4)}
+
+
+def ceilings(device) -> dict:
+    """Peak FLOP/s (16-bit tensor and fp32) and bandwidth: datasheet if known, else measured."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        for key, tf16, tf32, gbs in KNOWN_GPUS:
+            if key in name:
+                return {"peak_flops_16bit": tf16 * 1e12, "peak_flops_fp32": tf32 * 1e12,
+                        "bandwidth": gbs * 1e9, "source": f"datasheet ({key})"}
+    m = measure(dev)
+    return {"peak_flops_16bit": None, **m, "source": "measured (fp32 matmul, 32 MiB copy)"}
+
+
+def attainable(intensity: float, peak_flops: float, bandwidth: float) -> float:
+    """FLOP/s a kernel of ``intensity`` FLOP/byte can reach under both ceilings."""
+    return min(peak_flops, intensity * bandwidth)
+
+
+def ridge_point(peak_flops: float, bandwidth: float) -> float:
+    return peak_flops / bandwidth
+
+
+def plot(peak_flops: float, bandwidth: float, points: dict | None = None, ax=None, title: str = ""):
+    """Log-log roofline with named points ``{label: (intensity, achieved FLOP/s)}``."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    ridge = ridge_point(peak_flops, bandwidth)
+    x = np.logspace(np.log10(ridge) - 3, np.log10(ridge) + 2, 200)
+    ax.loglog(x, np.minimum(peak_flops, x * bandwidth), "k-", lw=2, label="roofline")
+    ax.axvline(ridge, color="grey", ls=":", lw=1)
+    for label, (i, f) in (points or {}).items():
+        ax.loglog([i], [f], "o", ms=8, label=label)
+    ax.set(xlabel="arithmetic intensity (FLOP/byte)", ylabel="FLOP/s", title=title or "roofline")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def describe(device: str = "auto") -> dict:
+    """Name, memory, bf16 support and roofline of the device a notebook will use."""
+    dev = resolve_device(device)
+    info = {"device": dev.type, "torch": torch.__version__, "python": platform.python_version()}
+    if dev.type == "cuda":
+        p = torch.cuda.get_device_properties(dev)
+        info |= {"name": p.name, "memory_bytes": p.total_memory,
+                 "capability": f"{p.major}.{p.minor}"}
+    else:
+        import psutil
+
+        info |= {"name": cpuinfo("model name") or platform.processor() or platform.machine(),
+                 "memory_bytes": psutil.virtual_memory().total, "capability": None,
+                 "threads": torch.get_num_threads()}
+    info["bf16_native"] = bf16_native(dev)
+    info |= ceilings(dev)
+    return info
+
+
+def format_description(info: dict) -> str:
+    """The report as aligned ``key : value`` lines, units attached."""
+    def rate(x, unit):
+        return "n/a" if x is None else f"{x / 1e9:.0f} {unit}"
+
+    rows = [("device", info["device"]), ("name", info["name"]),
+            ("memory", human(info["memory_bytes"])), ("capability", info.get("capability") or "n/a"),
+            ("threads", info.get("threads", "n/a")), ("bf16 native", info["bf16_native"]),
+            ("peak 16-bit", rate(info["peak_flops_16bit"], "GFLOP/s")),
+            ("peak fp32", rate(info["peak_flops_fp32"], "GFLOP/s")),
+            ("bandwidth", rate(info["bandwidth"], "GB/s")),
+            ("roofline source", info["source"]), ("python", info["python"]), ("torch", info["torch"])]
+    return "\n".join(f"{k:<16}: {v}" for k, v in rows)

@@ -1,0 +1,40 @@
+"""Timers that synchronize the device (a GPU runs asynchronously: without a sync a timer
+measures the kernel launch, not the work), and throughput in tokens per second."""
+from __future__ import annotations
+
+import time
+
+from .hardware import synchronize
+
+
+class Timer:
+    """``with Timer(device) as t: ...``; then ``t.seconds``."""
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self.seconds = float("nan")
+
+    def __enter__(self):
+        synchronize(self.device)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._t0
+
+
+def tokens_per_second(n_tokens: int, seconds: float) -> float:
+    return n_tokens / seconds if seconds > 0 else float("inf")
+
+
+def best_of(fn, device="cpu", repeats: int = 3, warmup: int = 1) -> float:
+    """The fastest of ``repeats`` timed calls after ``warmup`` untimed ones, in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        with Timer(device) as t:
+            fn()
+        times.append(t.seconds)
+    return min(times)

@@ -1,0 +1,8 @@
+"""Models: one loader (shipped short names, local directories, Hub ids), the recipe that
+pretrained the shipped tiny models, and the one reader of mixture-of-experts configs.
+
+``peakllm.models.load(...)`` and the other loading names are re-exported from ``loading``.
+"""
+from .loading import (DTYPES, MODELS, QUANTIZATIONS, SHORT_NAMES, TINY_CONFIGS, HubUnavailable,  # noqa: F401
+                      bnb_config, context_length, count_params, hub_reachable, load, load_model,
+                      load_tokenizer, new_tiny, require_bitsandbytes, resolve)

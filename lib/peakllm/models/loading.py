@@ -1,0 +1,188 @@
+"""One way to load: a model and its tokenizer by short name, local directory or Hub id.
+
+Short names are the tiny models this project pretrains and ships in ``data/models``:
+
+* ``tiny-opt`` -- the OPT architecture (``OPTForCausalLM``), so the very code path that serves
+  ``facebook/opt-125m`` serves it too;
+* ``tiny-moe`` -- a Mixtral-style sparse mixture of experts (``MixtralForCausalLM``: 8 experts,
+  top-2 router, experts stored as fused 3-D parameters in transformers 5.x).
+
+Anything else is a local directory or a Hugging Face Hub id. The Hub is asked only for a Hub id;
+when it cannot be reached the call fails within seconds with one message (instead of the
+minute of retries ``huggingface_hub`` would spend).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..compat import silence_bitsandbytes
+from ..core.checks import choice
+from ..core.hardware import resolve_device
+from ..core.paths import DATA
+from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
+
+MODELS = DATA / "models"
+SHORT_NAMES = ("tiny-opt", "tiny-moe")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+# Architectures of the shipped models (sized for a 2-core CPU: <= 25 MB each, < 30 min training).
+TINY_CONFIGS = {
+    "tiny-opt": dict(
+        model_type="opt", vocab_size=4096, hidden_size=256, word_embed_proj_dim=256,
+        num_hidden_layers=4, num_attention_heads=4, ffn_dim=1024, max_position_embeddings=256,
+        do_layer_norm_before=True, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        pad_token_id=1, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True),
+    "tiny-moe": dict(
+        model_type="mixtral", vocab_size=4096, hidden_size=192, intermediate_size=256,
+        num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=6, num_local_experts=8,
+        num_experts_per_tok=2, max_position_embeddings=256, router_aux_loss_coef=0.01,
+        tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=0),
+}
+
+
+class HubUnavailable(RuntimeError):
+    """The name needs the Hugging Face Hub and the Hub cannot be reached."""
+
+
+def resolve(model_name: str) -> tuple[str, str]:
+    """Classify ``model_name``: ("short" | "local" | "hub", path or id). Loads nothing."""
+    if not isinstance(model_name, str) or not model_name:
+        raise ValueError(f"model_name={model_name!r} must be a non-empty string")
+    if model_name in SHORT_NAMES:
+        path = MODELS / model_name
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model_name={model_name!r}: {path.name} is not in data/models; "
+                                    f"train it with `python -m peakllm pretrain {model_name}`")
+        return "short", str(path)
+    if Path(model_name).expanduser().is_dir():
+        return "local", str(Path(model_name).expanduser())
+    if _HUB_ID.match(model_name) and not model_name.startswith((".", "~")):
+        return "hub", model_name
+    raise ValueError(f"model_name={model_name!r} is neither a shipped model {list(SHORT_NAMES)}, "
+                     "an existing local directory, nor a Hugging Face Hub id like 'facebook/opt-125m'")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _source(model_name: str) -> tuple[str, dict]:
+    """The path/id to hand to ``from_pretrained`` and the keyword arguments that go with it."""
+    kind, where = resolve(model_name)
+    kwargs = {"trust_remote_code": False}
+    if kind != "hub":
+        return where, kwargs | {"local_files_only": True}
+    if hub_reachable():
+        return where, kwargs
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(where, "config.json"), str):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # cached: load it without asking the Hub
+        return where, kwargs | {"local_files_only": True}
+    raise HubUnavailable(
+        f"model_name={model_name!r} is a Hugging Face Hub id, but the Hub cannot be reached from "
+        f"here and the model is not in the local cache. Use a shipped model {list(SHORT_NAMES)}, "
+        "a local directory, or run where the Hub is reachable.")
+
+
+def load_tokenizer(model_name: str):
+    from transformers import AutoTokenizer
+
+    where, kwargs = _source(model_name)
+    return AutoTokenizer.from_pretrained(where, **kwargs)
+
+
+QUANTIZATIONS = ("none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq")
+
+
+def require_bitsandbytes(param: str, value, device) -> None:
+    """bitsandbytes installed and able to run on ``device`` (CUDA, or the CPU since 0.49; not
+    Apple's MPS); else one error naming the parameter that asked for it."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(f"{param}={value!r} needs bitsandbytes (pip install bitsandbytes)")
+    if torch.device(device).type not in ("cuda", "cpu"):
+        raise RuntimeError(f"{param}={value!r}: bitsandbytes has no kernels for "
+                           f"device={torch.device(device).type!r}; use cpu or a CUDA GPU")
+
+
+def bnb_config(quantization: str, device, compute_dtype: torch.dtype = torch.float32):
+    """``BitsAndBytesConfig`` for LLM.int8() (Dettmers et al. 2022) or 4-bit NF4 / FP4 weights
+    (QLoRA, Dettmers et al. 2023; "-dq": double quantization of the block constants)."""
+    choice("quantization", quantization, QUANTIZATIONS)
+    if quantization == "none":
+        return None
+    require_bitsandbytes("quantization", quantization, device)
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        silence_bitsandbytes()  # LLM.int8() says so at every fp32 matmul
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantization[:3],
+                              bnb_4bit_use_double_quant=quantization.endswith("-dq"),
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_model(model_name: str, device: str = "auto", dtype: str = "float32", quantization: str = "none"):
+    """A causal LM (or any ``AutoModel`` the config names) in eval mode on ``device``;
+    ``quantization`` loads the linear layers of the blocks through bitsandbytes."""
+    choice("dtype", dtype, DTYPES)
+    dev = resolve_device(device)
+    qcfg = bnb_config(quantization, dev, DTYPES[dtype])
+    where, kwargs = _source(model_name)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers.utils import logging
+
+    if Path(where).is_dir():
+        logging.disable_progress_bar()  # a bar for loading 17 MB from disk is noise
+
+    config = AutoConfig.from_pretrained(where, **kwargs)
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    if qcfg is not None:
+        model = auto.from_pretrained(where, dtype=DTYPES[dtype], quantization_config=qcfg,
+                                     device_map=str(dev), **kwargs)
+        return model.requires_grad_(False).eval()  # quantized weights are for inference (QLoRA adds adapters)
+    model = auto.from_pretrained(where, dtype=DTYPES[dtype], **kwargs)
+    return model.to(dev).eval()
+
+
+def load(model_name: str, device: str = "auto", dtype: str = "float32"):
+    """``(model, tokenizer)``: checks the name first, so a typo fails before anything loads."""
+    tokenizer = load_tokenizer(model_name)
+    return load_model(model_name, device, dtype), tokenizer
+
+
+def new_tiny(model_name: str, seed: int = 0):
+    """A freshly initialised (untrained) shipped architecture, for pretraining and tests."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    choice("model_name", model_name, TINY_CONFIGS)
+    cfg = dict(TINY_CONFIGS[model_name])
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def count_params(model) -> dict:
+    """Parameters by kind: total, embeddings, and (for MoE) experts."""
+    total = sum(p.numel() for p in model.parameters())
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    embed = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
+    return {"total": total, "embeddings": embed, "experts": experts}

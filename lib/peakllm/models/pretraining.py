@@ -1,0 +1,178 @@
+"""Pretraining the tiny models: the recipe behind ``data/models/tiny-opt`` and ``tiny-moe``.
+
+A plain next-token loop in the style of nanoGPT: random windows of ``seq_len`` tokens from the
+train split, AdamW, linear warmup then cosine decay, gradient clipping, validation loss every
+``eval_every`` steps. Its cost follows the standard estimate C = 6 N D FLOPs (Kaplan et al.
+2020): 2 N per token forward, 4 N backward, N the parameters a token passes through, D tokens.
+
+``python -m peakllm pretrain tiny-opt`` reproduces the shipped checkpoint (same seed, same
+config); ``--steps 20`` gives a quick look.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data import corpus
+
+from .. import models
+from ..core.checks import choice, positive_int
+from ..core.hardware import resolve_device
+from ..core.paths import atomic_write_text
+from ..core.perplexity import mean_nll
+from ..data.tokenizer import encode
+from ..data.windows import window_batches
+from .moe import is_moe, routing
+
+
+@dataclass
+class PretrainConfig:
+    model_name: str = "tiny-opt"   # which architecture of models.TINY_CONFIGS
+    steps: int = 1000              # optimizer steps (the shipped run)
+    batch_size: int = 16           # windows per step
+    seq_len: int = 256             # tokens per window (= the model's context)
+    lr: float = 2e-3               # peak learning rate
+    min_lr_frac: float = 0.1       # cosine decays to lr * min_lr_frac
+    warmup: int = 50               # linear warmup steps
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100          # steps between validation losses
+    eval_windows: int = 64         # validation windows per evaluation
+    seed: int = 0
+    device: str = "auto"
+
+    def check(self):
+        choice("model_name", self.model_name, models.TINY_CONFIGS)
+        for k in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows"):
+            positive_int(k, getattr(self, k))
+        ctx = models.TINY_CONFIGS[self.model_name]["max_position_embeddings"]
+        if self.seq_len > ctx:
+            raise ValueError(f"seq_len={self.seq_len} exceeds the model's context {ctx}")
+        resolve_device(self.device)
+
+
+def token_ids(split: str, tokenizer) -> torch.Tensor:
+    """The whole split tokenized once, as one 1-D LongTensor."""
+    return torch.tensor(encode(tokenizer, corpus.load_split(split)), dtype=torch.long)
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def flops_per_token(model) -> int:
+    """6 N: N = parameters a token passes through (for MoE, only its top-k experts' share)."""
+    n = sum(p.numel() for p in model.parameters())
+    cfg = model.config
+    if is_moe(cfg):
+        E, k = routing(cfg)
+        experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+        n -= experts * (1 - k / E)
+    if getattr(cfg, "tie_word_embeddings", False):
+        n += model.get_input_embeddings().weight.numel()  # used twice: embedding and LM head
+    return int(6 * n)
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: bool = False,
+             progress: bool = True) -> dict:
+    """Train ``cfg.model_name`` from scratch; save checkpoint, tokenizer, config, log, curve."""
+    cfg.check()
+    out = Path(out_dir) if out_dir else None
+    if out is not None and (out / "model.safetensors").exists() and not overwrite:
+        raise FileExistsError(f"out_dir={out} already holds a checkpoint; pass overwrite=True "
+                              "or choose another directory")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tokenizer = _tokenizer()
+    train_ids, val_ids = token_ids("train", tokenizer), token_ids("validation", tokenizer)
+    model = models.new_tiny(cfg.model_name, seed=cfg.seed).to(device).train()
+    router_logits = {"output_router_logits": True} if is_moe(model.config) else {}
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    batches = window_batches(train_ids, cfg.batch_size, cfg.seq_len, cfg.seed)
+    log, t0, tokens = [], time.perf_counter(), 0
+    bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.model_name}", disable=not progress)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        x = next(batches).to(device)
+        out_ = model(input_ids=x, labels=x, **router_logits)
+        out_.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += x.numel()
+        row = {"step": step + 1, "tokens": tokens, "lr": round(lr_at(step, cfg), 6),
+               "train_loss": round(out_.loss.item(), 4), "val_loss": None,
+               "seconds": round(time.perf_counter() - t0, 1)}
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            row["val_loss"] = round(mean_nll(model, val_ids, cfg.seq_len, cfg.batch_size, cfg.eval_windows), 4)
+            bar.set_postfix(val_loss=row["val_loss"])
+        log.append(row)
+    result = {"config": asdict(cfg), "log": log, "seconds": time.perf_counter() - t0,
+              "tokens": tokens, "params": models.count_params(model),
+              "flops_per_token": flops_per_token(model), "model": model.eval()}
+    result["train_flops"] = result["flops_per_token"] * tokens
+    if out is not None:
+        save(result, tokenizer, out)
+    return result
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    from ..data.tokenizer import TOKENIZER_DIR
+
+    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+def save(result: dict, tokenizer, out: Path) -> None:
+    """Checkpoint (safetensors) + tokenizer + recipe (config, log, loss curve) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    result["model"].save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    meta = {k: v for k, v in result.items() if k not in ("model", "log")}
+    meta["torch"] = torch.__version__
+    atomic_write_text(out / "pretrain.json", json.dumps(meta, indent=1) + "\n")
+    with open(out / "train_log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(result["log"][0]))
+        w.writeheader()
+        w.writerows(result["log"])
+    plot_loss(result["log"], out / "loss_curve.png", title=result["config"]["model_name"])
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: (float(v) if v not in ("", "None") else None) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+def plot_loss(log: list[dict], path: Path | None = None, title: str = "", ax=None):
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in log], [r["train_loss"] for r in log], lw=0.8, label=f"{title} train")
+    ev = [r for r in log if r["val_loss"] is not None]
+    ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "o-", label=f"{title} validation")
+    ax.set(xlabel="step", ylabel="cross-entropy (nats/token)", title=f"pretraining {title}")
+    ax.legend()
+    if own and path is not None:
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return ax
+

