@@ -6,6 +6,8 @@ tables are (with times and memory masked by tests/nbval_sanitize.cfg).
 """
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -13,3 +15,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def pytest_collectstart(collector):
     if type(collector).__name__ == "IPyNbFile":
         collector.skip_compare = tuple(collector.skip_compare) + ("stderr",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Tiers (markers registered in pyproject.toml): every nbval cell is `notebooks`; `gpu` tests
+    are skipped where there is no CUDA GPU. Runs before `-m` deselects anything."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+            for item in gpu:
+                item.add_marker(skip)
+    for item in items:
+        if type(item.parent).__name__ == "IPyNbFile":
+            item.add_marker(pytest.mark.notebooks)

@@ -50,7 +50,7 @@ def compress_model(model, calib: torch.Tensor | None, fallback, make=None, compr
     """Compress the chosen linear layers of ``model`` in place; one row per layer:
     ``layer``, ``shape``, ``tokens`` (folded into its Hessian), ``routed`` (offered to it),
     ``seconds`` and ``how`` ("data-free", "calibrated" or "fallback (no tokens)")."""
-    chosen = {n: l for n, l in all_linear_layers(model).items() if only is None or only(n, l)}
+    chosen = {n: m for n, m in all_linear_layers(model).items() if only is None or only(n, m)}
     if compress is None:
         rows = []
         for name, layer in chosen.items():

@@ -49,8 +49,8 @@ def semi_structured_speedup(shapes: list[tuple[int, int]], tokens: int = 2048, d
         W = W * (torch.arange(cols, device=dev) % 4 < 2)  # a valid 2:4 pattern
         x = torch.randn(tokens, cols, device=dev, dtype=torch.float16)
         Ws = to_sparse_semi_structured(W)
-        dense = best_of(lambda: torch.nn.functional.linear(x, W), dev, repeats)
-        sparse = best_of(lambda: torch.nn.functional.linear(x, Ws), dev, repeats)
+        dense = best_of(lambda x=x, W=W: torch.nn.functional.linear(x, W), dev, repeats)
+        sparse = best_of(lambda x=x, Ws=Ws: torch.nn.functional.linear(x, Ws), dev, repeats)
         rows_out.append({"shape": (rows, cols), "tokens": tokens, "dense_s": dense, "sparse_s": sparse,
                          "speedup": dense / sparse})
     return rows_out

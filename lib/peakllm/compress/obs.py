@@ -9,6 +9,10 @@ calibration inputs X changes least: minimise ||W X - Ŵ X||². That loss has Hes
 others by the OBS update, which needs [H⁻¹]: both algorithms take the *upper Cholesky factor*
 of H⁻¹, whose row j holds exactly the coefficients the update needs once columns < j are done
 (GPTQ section 3.3, "Cholesky reformulation").
+
+``ColumnSweep`` follows the structure and names (W, H, Hinv, W1, Q1, Err1, blocksize, percdamp)
+of the IST-DASLab reference implementations of GPTQ and SparseGPT (github.com/IST-DASLab/gptq,
+github.com/IST-DASLab/sparsegpt; Apache-2.0), written independently; see THIRD_PARTY_NOTICES.md.
 """
 from __future__ import annotations
 

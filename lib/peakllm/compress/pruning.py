@@ -89,3 +89,15 @@ def prune(model, calib: torch.Tensor | None = None, method: str = "sparsegpt", s
 
     return compress_model(model, calib, fallback, SparseGPT, None if method == "magnitude" else compress,
                           method=method, batch_size=batch_size, progress=progress)
+
+
+def prune_fresh(model_name: str, calib: torch.Tensor | None, device="auto", **kwargs):
+    """A freshly loaded ``model_name`` pruned with ``prune(**kwargs)``: (model, report rows,
+    seconds spent pruning, device-synchronized). The notebook's original model stays dense."""
+    from ..core.timing import Timer
+    from ..models import load_model
+
+    model = load_model(model_name, device=device)
+    with Timer(next(model.parameters()).device) as t:
+        rows = prune(model, calib, progress=False, **kwargs)
+    return model, rows, t.seconds

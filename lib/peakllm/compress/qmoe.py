@@ -36,7 +36,7 @@ def is_expert(name: str, layer) -> bool:
 
 def expert_layers(model) -> dict:
     """Every expert matrix of the model by name (fused 3-D slices or ``nn.Linear`` experts)."""
-    return {n: l for n, l in all_linear_layers(model).items() if is_expert(n, l)}
+    return {n: m for n, m in all_linear_layers(model).items() if is_expert(n, m)}
 
 
 def check_moe(model) -> dict:
@@ -49,7 +49,7 @@ def check_moe(model) -> dict:
 
 def experts_share(model) -> dict:
     """Parameters in experts vs the rest (the dense part QMoE leaves alone)."""
-    experts = sum(l.weight.numel() for l in check_moe(model).values())
+    experts = sum(m.weight.numel() for m in check_moe(model).values())
     total = sum(p.numel() for p in model.parameters())
     return {"total": total, "experts": experts, "dense": total - experts, "share": experts / total}
 
@@ -141,10 +141,28 @@ def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: s
     return [r | {"method": labels[r["how"]]} for r in rows]
 
 
+def routing_histogram(rows: list[dict]):
+    """From ``compress``'s report: one row per expert (its first matrix only: gate_up / wi),
+    the layer it sits in, the tokens the router sent (``routed``) and those kept (``used``)."""
+    import pandas as pd
+
+    out = []
+    for r in rows:
+        if ".down_proj." in r["layer"] or r["layer"].endswith(".wo"):
+            continue  # an expert's second matrix sees the same tokens as its first
+        head, last = r["layer"].rsplit(".", 1)
+        if last.isdigit():  # fused experts: <layer>.gate_up_proj.<e>
+            layer, expert = head.rsplit(".", 1)[0], int(last)
+        else:               # nn.Linear experts: <layer>.expert_<e>.wi
+            layer, expert = head.rsplit(".", 1)
+        out.append({"layer": layer, "expert": expert, "routed": r["routed"], "used": r["tokens"]})
+    return pd.DataFrame(out, columns=["layer", "expert", "routed", "used"])
+
+
 def zero_share(model) -> float:
     """Share of exact zeros among the expert weights (the natural sparsity of ternary QMoE)."""
     layers = check_moe(model).values()
-    return sum(int((l.weight == 0).sum()) for l in layers) / sum(l.weight.numel() for l in layers)
+    return sum(int((m.weight == 0).sum()) for m in layers) / sum(m.weight.numel() for m in layers)
 
 
 @torch.no_grad()
@@ -157,7 +175,7 @@ def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, verify: bool
     """
     from . import ternary_coding as tc
 
-    mats = {n: l.weight.float() for n, l in check_moe(model).items()}  # name -> (rows, cols)
+    mats = {n: m.weight.float() for n, m in check_moe(model).items()}  # name -> (rows, cols)
     for n, W in mats.items():
         if not torch.equal(W, torch.where(W < 0, W.min(1, keepdim=True).values,
                                           torch.where(W > 0, W.max(1, keepdim=True).values, 0 * W))):

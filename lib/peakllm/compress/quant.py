@@ -11,6 +11,10 @@ A grid maps each weight to the nearest of a few values chosen per output row:
 ``Quantizer.fit(W)`` sets the per-row parameters from a weight matrix (rows x columns);
 ``quantize(w)`` rounds a column (or any tensor broadcastable to rows x k) onto the grid.
 RTN (round to nearest) is ``Quantizer(bits).fit(W).quantize(W)``.
+
+The min-max grid (``scale``, ``zero``, ``maxq``) follows the quantizer of the IST-DASLab GPTQ
+reference implementation (github.com/IST-DASLab/gptq, Apache-2.0), written independently; see
+THIRD_PARTY_NOTICES.md.
 """
 from __future__ import annotations
 

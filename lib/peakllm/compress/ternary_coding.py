@@ -171,7 +171,8 @@ class Encoded:
 
     def scales(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(wmin, wmax), each (rows, 1) float32, as stored in bf16."""
-        f = lambda b: torch.from_numpy(b.view(np.int16).copy()).view(torch.bfloat16).float()
+        def f(b):
+            return torch.from_numpy(b.view(np.int16).copy()).view(torch.bfloat16).float()
         return f(self.wmin_bf16)[:, None], f(self.wmax_bf16)[:, None]
 
     def bits_per_param(self, counts: str = "codes") -> float:
@@ -207,7 +208,8 @@ class Encoded:
         if len(b) != size:
             raise ValueError(f"stream has {len(b)} bytes, its header announces {size}: "
                              "truncated or padded")
-        u2 = lambda at: np.frombuffer(b, "<u2", rows, at).copy()
+        def u2(at):
+            return np.frombuffer(b, "<u2", rows, at).copy()
         e = cls(rows, cols, bits, entries, dcrc, np.frombuffer(b, "<u4", rows, h).copy(),
                 u2(h + 4 * rows), u2(h + 6 * rows), b[h + 8 * rows:], n)
         if zlib.crc32(e._header(0) + b[h:]) != crc:
@@ -216,7 +218,8 @@ class Encoded:
 
 
 def _check_parameters(size, max_pairs, rounds, parse) -> None:
-    is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
     if not (is_int(size) and 16 <= size <= 2 ** 24 and size & (size - 1) == 0):
         raise ValueError(f"size={size!r}: allowed values are powers of two from 16 to 2**24")
     if not (is_int(max_pairs) and 1 <= max_pairs <= MAX_PAIRS):

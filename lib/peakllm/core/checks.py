@@ -15,6 +15,12 @@ def choice(param: str, value, allowed: Iterable) -> None:
         raise ValueError(f"{param}={value!r} is not allowed; choose one of {allowed}")
 
 
+def choices(param: str, values, allowed: Iterable) -> None:
+    """Raise ValueError unless every one of ``values`` (a list parameter) is in ``allowed``."""
+    for v in values:
+        choice(param, v, allowed)
+
+
 def in_range(param: str, value, low, high, *, high_inclusive: bool = False) -> None:
     """Raise ValueError unless ``low <= value < high`` (or ``<= high``)."""
     ok = low <= value <= high if high_inclusive else low <= value < high
@@ -24,6 +30,7 @@ def in_range(param: str, value, low, high, *, high_inclusive: bool = False) -> N
 
 
 def positive_int(param: str, value) -> None:
+    """Raise ValueError unless ``value`` is an int > 0 (a bool is not)."""
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{param}={value!r} must be a positive integer")
 

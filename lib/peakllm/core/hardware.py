@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import torch

@@ -154,7 +154,8 @@ def peak_rss() -> int:
     except ImportError:  # Windows
         import psutil
 
-        return int(psutil.Process().memory_info().peak_wset)
+        info = psutil.Process().memory_info()
+        return int(getattr(info, "peak_wset", info.rss))  # peak_wset: Windows' peak working set
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

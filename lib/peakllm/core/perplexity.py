@@ -93,6 +93,11 @@ def perplexity(model, ids: torch.Tensor, seqlen: int | None = None, batch_size: 
     return math.exp(total / count)
 
 
+def evaluate(model, texts: dict[str, torch.Tensor], seqlen: int | None = None, digits: int = 2) -> dict:
+    """Perplexity on each named evaluation text, rounded to ``digits`` (stable printed tables)."""
+    return {name: round(perplexity(model, ids, seqlen, progress=False), digits) for name, ids in texts.items()}
+
+
 def unigram_perplexity(train_ids: torch.Tensor, test_ids: torch.Tensor, vocab_size: int) -> float:
     """The no-context baseline: token frequencies of the train split (add-one smoothed)."""
     counts = torch.bincount(train_ids.reshape(-1), minlength=vocab_size).double() + 1

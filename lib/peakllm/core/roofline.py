@@ -50,10 +50,12 @@ def measure(device, seconds: float = 0.5) -> dict:
     y = torch.empty_like(x)
 
     def rate(fn, work):
-        fn(); synchronize(dev)
+        fn()
+        synchronize(dev)
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds / 2:
-            fn(); reps += 1
+            fn()
+            reps += 1
         synchronize(dev)
         return work * reps / (time.perf_counter() - t0)
 

@@ -19,6 +19,7 @@ from .tokenizer import encode
 from .windows import random_windows
 
 EVAL_DATASETS = ("shakespeare", "wikitext2", "ptb", "c4")
+CALIBRATION_DATASETS = ("shakespeare", "c4")  # training text only: never an evaluation split
 HUB_DATASETS = {  # name -> (load_dataset args, split, text field, join string)
     "wikitext2": (dict(path="Salesforce/wikitext", name="wikitext-2-raw-v1"), "test", "text", "\n\n"),
     "ptb": (dict(path="ptb-text-only/ptb_text_only", name="penn_treebank"), "test", "sentence", " "),
@@ -68,7 +69,7 @@ def calibration(name: str, tokenizer, nsamples: int = 128, seqlen: int = 256, se
     """
     from ..core.checks import choice, positive_int
 
-    choice("calibration dataset", name, ("shakespeare", "c4"))
+    choice("calib_dataset", name, CALIBRATION_DATASETS)
     positive_int("nsamples", nsamples)
     positive_int("seqlen", seqlen)
     gen = torch.Generator().manual_seed(seed)

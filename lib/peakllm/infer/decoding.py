@@ -30,8 +30,6 @@ On a GPU with a large model the fraction is the real one.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import shutil
 
@@ -300,6 +298,30 @@ def roofline_tokens_per_s(batch, roofline: dict) -> float:
     bound = batch * roofline["ideal_tokens_per_s"]
     cap = roofline.get("compute_tokens_per_s")
     return min(bound, cap) if cap else bound
+
+
+TABLE_COLUMNS = ["batch", "kv_cache", "attn", "dtype", "static", "compiled", "tokens_per_s", "ms_per_token",
+                 "kv_cache_bytes", "skipped"]
+
+
+def throughput_table(rows: list[dict]):
+    """Benchmark rows as a table; rates and times printed with their units (they vary from run
+    to run: the notebook tests mask figures with units), n/a for a skipped setting."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)[TABLE_COLUMNS].copy()
+    df["tokens_per_s"] = df["tokens_per_s"].map(lambda v: "n/a" if v != v else f"{v:.0f} tok/s")
+    df["ms_per_token"] = df["ms_per_token"].map(lambda v: "n/a" if v != v else f"{v:.2f} ms")
+    df["kv_cache_bytes"] = df["kv_cache_bytes"].map(memory.human)
+    return df
+
+
+def record_throughput(rec, rows: list[dict]) -> None:
+    """One ``tokens_per_s`` record per measured (not skipped) row."""
+    for r in rows:
+        if not r["skipped"]:
+            rec.add("tokens_per_s", round(r["tokens_per_s"]), "tok/s", batch=r["batch"], kv_cache=r["kv_cache"],
+                    attn=r["attn"], dtype=r["dtype"] + " static" * r["static"] + " compiled" * r["compiled"])
 
 
 def _label(row: dict) -> str:

@@ -24,3 +24,8 @@ def routing(config) -> tuple[int, int]:
     if E is None:
         raise ValueError(f"{type(config).__name__} names no expert count: not a mixture-of-experts model")
     return int(E), int(k)
+
+
+def experts_per_layer(config) -> int:
+    """E for a mixture-of-experts config, 0 for a dense one."""
+    return routing(config)[0] if is_moe(config) else 0

@@ -124,6 +124,21 @@ def ring_traffic(comm: dict, world: int) -> float:
     return 2 * f * comm["all_reduce"] + f * (comm["all_gather"] + comm["reduce_scatter"])
 
 
+def check_args(strategies, nproc: int, steps: int, batch_size: int, seq_len: int, device: str) -> bool:
+    """Notebook 12's settings, before any process starts; True when the ranks use CUDA (NCCL)."""
+    from ..core.checks import choices, positive_int
+
+    choices("strategies", strategies, [s for s in STRATEGIES if s != "single"])
+    for k, v in dict(nproc=nproc, steps=steps, batch_size=batch_size, seq_len=seq_len).items():
+        positive_int(k, v)
+    if batch_size % nproc:
+        raise ValueError(f"batch_size={batch_size} must be divisible by nproc={nproc}")
+    use_cuda = check_device(device)
+    if use_cuda and nproc > torch.cuda.device_count():
+        raise ValueError(f"nproc={nproc} exceeds the {torch.cuda.device_count()} GPUs of this machine")
+    return use_cuda
+
+
 def check_device(device: str) -> bool:
     """True for NCCL on CUDA GPUs, False for gloo on CPU processes (no backend runs on MPS)."""
     from ..core.checks import choice
@@ -237,7 +252,7 @@ def launch(strategy: str, nproc: int = 2, out: str | Path = "distributed.json", 
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not out.exists():
         lines = (proc.stdout + proc.stderr).strip().splitlines()
-        causes = [l for l in lines if any(k in l for k in ("Error", "terminate", "what()", "Exception"))]
+        causes = [line for line in lines if any(k in line for k in ("Error", "terminate", "what()", "Exception"))]
         tail = "\n".join(causes[-10:] + ["..."] + lines[-25:])
         raise RuntimeError(f"torchrun ({strategy}, {nproc} ranks) failed with exit code {proc.returncode}:\n{tail}")
     return json.loads(out.read_text())

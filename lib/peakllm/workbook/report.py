@@ -61,7 +61,7 @@ def sections(nb) -> list[dict]:
                 if current["items"]:
                     found.append(current)
                 current = {"heading": m.group(1).strip(), "items": []}
-        elif cell.cell_type == "code" and "rec.save(results_path)" not in cell.source:
+        elif cell.cell_type == "code" and "peakllm.finish(" not in cell.source:  # the closing cell
             current["items"] += _outputs(cell)
     if current["items"]:
         found.append(current)

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from peakllm.data import evaldata
 from peakllm.core.perplexity import nll, perplexity, unigram_perplexity, windows
+from peakllm.core.perplexity import evaluate, mean_nll
 
 
 def test_windows_drop_the_tail():
@@ -46,22 +46,15 @@ def test_unigram_of_uniform_text_is_vocab_size():
     assert unigram_perplexity(ids, ids, 8) == pytest.approx(8, rel=1e-6)
 
 
-def test_unknown_dataset_fails_before_loading():
-    with pytest.raises(ValueError, match="dataset='wikitext103'.*shakespeare.*wikitext2.*ptb.*c4"):
-        evaldata.eval_text("wikitext103")
+def test_mean_nll_is_the_perplexitys_log_and_restores_the_mode(tiny_random_opt):
+    ids = torch.randint(0, 64, (200,), generator=torch.Generator().manual_seed(0))
+    tiny_random_opt.train()
+    loss = mean_nll(tiny_random_opt, ids, 32)
+    assert tiny_random_opt.training  # put back as it was
+    tiny_random_opt.eval()
+    assert loss == pytest.approx(torch.log(torch.tensor(perplexity(tiny_random_opt, ids, 32, progress=False))).item())
+    first_two = mean_nll(tiny_random_opt, ids, 32, max_windows=2)
+    total, count = nll(tiny_random_opt, ids[:64], 32, progress=False)
+    assert first_two == pytest.approx(total / count)
+    assert evaluate(tiny_random_opt, {"a": ids}, 32) == {"a": round(perplexity(tiny_random_opt, ids, 32, progress=False), 2)}
 
-
-def test_hub_dataset_offline_fails_fast(monkeypatch):
-    from huggingface_hub import constants
-
-    from peakllm.models import HubUnavailable
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(HubUnavailable, match="dataset='wikitext2'"):
-        evaldata.eval_text("wikitext2")
-
-
-def test_shipped_text_is_the_test_split():
-    from peakllm.data import corpus
-
-    assert evaldata.eval_text("shakespeare") == corpus.load_split("test")

@@ -1,9 +1,13 @@
+import importlib.util
 import time
 
 import pytest
 import torch
 
 from peakllm import models
+from peakllm.core import memory
+
+BNB = importlib.util.find_spec("bitsandbytes") is not None
 
 
 def test_unknown_short_style_name_is_rejected_before_loading():
@@ -66,3 +70,24 @@ def test_local_directory_loads(tmp_path, tiny_random_opt):
 def test_new_tiny_is_seeded():
     a, b = models.new_tiny("tiny-opt", seed=1), models.new_tiny("tiny-opt", seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_four_bit_where_bitsandbytes_cannot_run_is_an_error():
+    with pytest.raises(RuntimeError, match="bitsandbytes"):
+        models.require_bitsandbytes("method", "qlora", torch.device("mps"))
+
+
+@pytest.mark.skipif(not BNB, reason="bitsandbytes not installed")
+@pytest.mark.parametrize("quantization, bits", [("int8", (8.0, 8.3)), ("nf4", (4.0, 4.6)), ("nf4-dq", (4.0, 4.3)),
+                                                ("fp4", (4.0, 4.6))])
+def test_bitsandbytes_weights_are_counted_with_their_constants(quantization, bits):
+    m = models.load_model("tiny-opt", device="cpu", quantization=quantization)
+    b, n = memory.linear_weights(m)
+    assert bits[0] < 8 * b / n < bits[1]
+
+
+def test_bad_quantization_fails_before_loading():
+    with pytest.raises(ValueError, match="quantization='int3'"):
+        models.load_model("tiny-opt", device="cpu", quantization="int3")
+    with pytest.raises(RuntimeError, match="bitsandbytes has no kernels"):
+        models.bnb_config("nf4", "mps")

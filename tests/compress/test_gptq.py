@@ -4,18 +4,17 @@ import torch
 from peakllm.compress.gptq import GPTQ, quantize_model
 from peakllm.compress.quant import Quantizer, rtn
 from peakllm.compress.sequential import all_linear_layers
-from test_sparsegpt import correlated_inputs, tiny
 
 
-def layer_and_inputs(seed=0):
+def layer_and_inputs(correlated_inputs, seed=0):
     torch.manual_seed(seed)
     layer = torch.nn.Linear(64, 32, bias=False)
     return layer, correlated_inputs(columns=64, seed=seed)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, "ternary"])
-def test_gptq_reconstructs_better_than_rtn_on_the_same_grid(bits):
-    layer, X = layer_and_inputs()
+def test_gptq_reconstructs_better_than_rtn_on_the_same_grid(bits, correlated_inputs):
+    layer, X = layer_and_inputs(correlated_inputs)
     W0 = layer.weight.detach().clone()
     q = GPTQ(layer)
     q.add_batch(X)
@@ -25,8 +24,8 @@ def test_gptq_reconstructs_better_than_rtn_on_the_same_grid(bits):
     assert err_gptq < err_rtn
 
 
-def test_ternary_rows_take_only_min_zero_max():
-    layer, X = layer_and_inputs(1)
+def test_ternary_rows_take_only_min_zero_max(correlated_inputs):
+    layer, X = layer_and_inputs(correlated_inputs, 1)
     q = GPTQ(layer)
     q.add_batch(X)
     grid = Quantizer("ternary").fit(layer.weight.detach())
@@ -55,8 +54,8 @@ def test_bad_arguments_fail(bad, match, tiny_random_opt):
 
 
 @pytest.mark.parametrize("family", ["opt", "mixtral", "switch"])
-def test_quantize_model_runs_on_dense_and_moe_models(family):
-    model = tiny(family).eval()
+def test_quantize_model_runs_on_dense_and_moe_models(family, tiny_model):
+    model = tiny_model(family, preset="compress")
     calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
     quantize_model(model, calib, method="gptq", bits="ternary", percdamp=0.1, blocksize=16, progress=False)
     for layer in all_linear_layers(model).values():

@@ -3,8 +3,6 @@ import json
 import pytest
 
 from peakllm import models
-
-from peakllm.workbook import run as workbook
 from peakllm.models.pretraining import PretrainConfig, flops_per_token, lr_at, pretrain
 
 
@@ -27,6 +25,7 @@ def test_refuses_to_overwrite_a_checkpoint():
         pretrain(PretrainConfig(steps=1), out_dir=models.MODELS / "tiny-opt")
 
 
+@pytest.mark.slow  # ~11 s: two short pretraining runs
 def test_short_run_learns_and_is_reproducible():
     cfg = PretrainConfig(steps=8, batch_size=4, seq_len=64, warmup=2, eval_every=8, eval_windows=4)
     a, b = pretrain(cfg, progress=False), pretrain(cfg, progress=False)
@@ -50,10 +49,3 @@ def test_shipped_recipes_are_recorded():
         assert meta["config"]["model_name"] == name and meta["seconds"] < 30 * 60
         assert (models.MODELS / name / "train_log.csv").exists()
         assert (models.MODELS / name / "loss_curve.png").exists()
-
-
-def test_workbook_lists_notebooks_and_rejects_unknown():
-    stems = [p.stem for p in workbook.notebooks()]
-    assert stems[:2] == ["00_orientation", "01_pretraining_the_tiny_models"]
-    with pytest.raises(ValueError, match="notebooks=\\['99_nope'\\]"):
-        workbook.notebooks(["99_nope"])

@@ -1,24 +1,13 @@
 import pytest
 import torch
 
-from peakllm.compress import obs
-
-from peakllm.compress import baselines, pruning
+from peakllm.compress import baselines, obs, pruning
 from peakllm.compress.quant import Quantizer
 from peakllm.compress.sequential import all_linear_layers, find_stacks
 from peakllm.compress.sparsegpt import SparseGPT
 
 
-def correlated_inputs(n=2048, columns=64, seed=0):
-    """Inputs with strongly correlated features and uneven scales, like real activations."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.randn(n, 8, generator=g)
-    mix = torch.randn(8, columns, generator=g)
-    scale = torch.rand(columns, generator=g) * 3 + 0.1
-    return (base @ mix + 0.3 * torch.randn(n, columns, generator=g)) * scale
-
-
-def layer_with_hessian(rows=32, columns=64, seed=0):
+def layer_with_hessian(correlated_inputs, rows=32, columns=64, seed=0):
     torch.manual_seed(seed)
     layer = torch.nn.Linear(columns, rows, bias=False)
     X = correlated_inputs(columns=columns, seed=seed)
@@ -28,8 +17,8 @@ def layer_with_hessian(rows=32, columns=64, seed=0):
     return layer, pruner, X
 
 
-def prune_copy(method, sparsity=0.5, pattern="unstructured", **kw):
-    layer, pruner, X = layer_with_hessian()
+def prune_copy(correlated_inputs, method, sparsity=0.5, pattern="unstructured", **kw):
+    layer, pruner, X = layer_with_hessian(correlated_inputs)
     W0 = layer.weight.detach().clone()
     n, m = pruning.parse_pattern(pattern)
     if method == "sparsegpt":
@@ -42,22 +31,22 @@ def prune_copy(method, sparsity=0.5, pattern="unstructured", **kw):
     return layer.weight.detach(), err, W0, pruner
 
 
-def test_hessian_is_two_x_xt_over_n():
-    layer, pruner, X = layer_with_hessian()
+def test_hessian_is_two_x_xt_over_n(correlated_inputs):
+    layer, pruner, X = layer_with_hessian(correlated_inputs)
     assert torch.allclose(pruner.H, 2 * X.t() @ X / len(X), rtol=1e-4, atol=1e-3)
     assert pruner.n == len(X)
 
 
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
-def test_sparsegpt_reconstructs_better_than_magnitude_and_wanda(pattern):
-    errs = {m: prune_copy(m, pattern=pattern)[1] for m in ("magnitude", "wanda", "sparsegpt")}
+def test_sparsegpt_reconstructs_better_than_magnitude_and_wanda(pattern, correlated_inputs):
+    errs = {m: prune_copy(correlated_inputs, m, pattern=pattern)[1] for m in ("magnitude", "wanda", "sparsegpt")}
     assert errs["sparsegpt"] < errs["wanda"] and errs["sparsegpt"] < errs["magnitude"], errs
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.75, 0.9])
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
-def test_exact_sparsity_fraction(method, sparsity):
-    W = prune_copy(method, sparsity, blocksize=32)[0]
+def test_exact_sparsity_fraction(method, sparsity, correlated_inputs):
+    W = prune_copy(correlated_inputs, method, sparsity, blocksize=32)[0]
     rows, cols = W.shape
     expect = {"magnitude": int(rows * cols * sparsity),       # per matrix
               "wanda": rows * int(cols * sparsity),           # per row
@@ -67,8 +56,8 @@ def test_exact_sparsity_fraction(method, sparsity):
 
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
-def test_every_n_m_group_holds(method, pattern):
-    W = prune_copy(method, pattern=pattern)[0]
+def test_every_n_m_group_holds(method, pattern, correlated_inputs):
+    W = prune_copy(correlated_inputs, method, pattern=pattern)[0]
     n, m = pruning.parse_pattern(pattern)
     zeros = (W == 0).reshape(W.shape[0], -1, m).sum(-1)
     assert (zeros == n).all()
@@ -79,14 +68,14 @@ def test_every_n_m_group_holds(method, pattern):
     assert report[0]["n:m holds"] and not report[1]["n:m holds"]
 
 
-def test_sparsity_zero_leaves_weights_unchanged():
-    W, err, W0, _ = prune_copy("sparsegpt", sparsity=0.0)
+def test_sparsity_zero_leaves_weights_unchanged(correlated_inputs):
+    W, err, W0, _ = prune_copy(correlated_inputs, "sparsegpt", sparsity=0.0)
     assert torch.equal(W, W0) and err == 0
 
 
-def test_joint_quantization_keeps_mask_and_grid():
+def test_joint_quantization_keeps_mask_and_grid(correlated_inputs):
     q = Quantizer(4)
-    W, err, W0, _ = prune_copy("sparsegpt", quantizer=q)
+    W, err, W0, _ = prune_copy(correlated_inputs, "sparsegpt", quantizer=q)
     assert (W == 0).float().mean().item() >= 0.5
     kept = W[W != 0]
     assert kept.numel() > 0
@@ -95,7 +84,7 @@ def test_joint_quantization_keeps_mask_and_grid():
     assert torch.allclose(W, Wq, atol=1e-6)
 
 
-def test_obs_closed_form_matches_brute_force_least_squares():
+def test_obs_closed_form_matches_brute_force_least_squares(correlated_inputs):
     torch.manual_seed(0)
     X = correlated_inputs(n=256, columns=6).double()
     H = 2 * X.t() @ X / len(X)
@@ -135,39 +124,11 @@ def test_calibration_longer_than_the_context_fails_before_pruning(tiny_random_op
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_random_opt.parameters()))
 
 
-def tiny(family):
-    import transformers as tf
-
-    torch.manual_seed(0)
-    if family == "opt":
-        return tf.OPTForCausalLM(tf.OPTConfig(vocab_size=64, hidden_size=32, word_embed_proj_dim=32, num_hidden_layers=2,
-                                              num_attention_heads=2, ffn_dim=64, max_position_embeddings=32))
-    if family == "llama":
-        return tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32))
-    if family == "mixtral":  # experts as fused 3-D parameters (transformers 5.x)
-        return tf.MixtralForCausalLM(tf.MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
-                                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                                      num_local_experts=4, num_experts_per_tok=2,
-                                                      max_position_embeddings=32))
-    if family == "bert":
-        return tf.BertForMaskedLM(tf.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                intermediate_size=64, max_position_embeddings=32))
-    if family == "t5":
-        return tf.T5ForConditionalGeneration(tf.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                                                         num_heads=4, decoder_start_token_id=0))
-    if family == "switch":
-        return tf.SwitchTransformersForConditionalGeneration(tf.SwitchTransformersConfig(
-            vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-            num_experts=4, expert_capacity=64, encoder_sparse_step=1, decoder_sparse_step=1, decoder_start_token_id=0))
-    raise ValueError(family)
-
-
 @pytest.mark.parametrize("family,stacks", [("opt", 1), ("llama", 1), ("mixtral", 1), ("bert", 1), ("t5", 2),
                                            ("switch", 2)])
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
-def test_driver_runs_on_model_families(family, stacks, method):
-    model = tiny(family).eval()
+def test_driver_runs_on_model_families(family, stacks, method, tiny_model):
+    model = tiny_model(family, preset="compress")
     assert len(find_stacks(model)) == stacks
     calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
     report = pruning.prune(model, calib, method=method, sparsity=0.5, blocksize=16, batch_size=2, progress=False)
@@ -181,13 +142,13 @@ def test_driver_runs_on_model_families(family, stacks, method):
         assert torch.isfinite(model(input_ids=calib, **kw).logits).all()
 
 
-def test_fused_experts_are_pruned_each_on_its_own_tokens():
+def test_fused_experts_are_pruned_each_on_its_own_tokens(tiny_model):
     from peakllm.compress.experts import ExpertMatrix
 
-    model = tiny("mixtral").eval()
+    model = tiny_model("mixtral", preset="compress")
     calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
     report = {r["layer"]: r for r in pruning.prune(model, calib, method="sparsegpt", blocksize=16, progress=False)}
-    experts = {n: l for n, l in all_linear_layers(model).items() if isinstance(l, ExpertMatrix)}
+    experts = {n: layer for n, layer in all_linear_layers(model).items() if isinstance(layer, ExpertMatrix)}
     assert len(experts) == 2 * 4 * 2  # layers x experts x (gate_up, down)
     fused = model.model.layers[0].mlp.experts
     assert (fused.gate_up_proj == 0).float().mean() >= 0.5 and (fused.down_proj == 0).float().mean() >= 0.5

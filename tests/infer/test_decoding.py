@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from peakllm.infer import decoding as D
+from peakllm.core.records import Recorder
 
 CEILING = {"peak_flops_16bit": None, "peak_flops_fp32": 1e12, "bandwidth": 1e9, "source": "given"}
 
@@ -13,23 +14,6 @@ def opt():
     from peakllm.models import load_model, load_tokenizer
 
     return load_model("tiny-opt", device="cpu"), load_tokenizer("tiny-opt")
-
-
-def tiny(kind: str, **kw):
-    """Tiny random decoder: 'opt', or 'llama'/'mixtral' with grouped-query attention (4 q, 2 kv heads)."""
-    from transformers import (LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM,
-                              OPTConfig, OPTForCausalLM)
-
-    torch.manual_seed(0)
-    if kind == "opt":
-        cfg = OPTConfig(vocab_size=64, hidden_size=16, word_embed_proj_dim=16, num_hidden_layers=2,
-                        num_attention_heads=2, ffn_dim=32, max_position_embeddings=32, **kw)
-        return OPTForCausalLM(cfg).eval()
-    common = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **kw)
-    if kind == "llama":
-        return LlamaForCausalLM(LlamaConfig(**common)).eval()
-    return MixtralForCausalLM(MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **common)).eval()
 
 
 # --- KV cache bytes --------------------------------------------------------------------------
@@ -43,8 +27,8 @@ def test_kv_cache_formula_matches_the_cache_generate_returns(opt):
 
 @pytest.mark.parametrize("kind", ["opt", "llama", "mixtral"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_kv_cache_formula_matches_a_forward_cache(kind, dtype):
-    model = tiny(kind).to(D.DTYPES[dtype])
+def test_kv_cache_formula_matches_a_forward_cache(kind, dtype, tiny_model):
+    model = tiny_model(kind).to(D.DTYPES[dtype])
     ids = torch.randint(2, 64, (3, 6))
     with torch.no_grad():
         cache = model(ids, use_cache=True).past_key_values
@@ -53,8 +37,8 @@ def test_kv_cache_formula_matches_a_forward_cache(kind, dtype):
         assert D.cache_bytes(cache) == 2 * 2 * 2 * 8 * 6 * 3 * D.DTYPES[dtype].itemsize
 
 
-def test_no_cache_means_zero_kv_bytes():
-    r = D.benchmark_generate(tiny("opt"), 64, batch=1, prompt_len=4, new_tokens=2,
+def test_no_cache_means_zero_kv_bytes(tiny_model):
+    r = D.benchmark_generate(tiny_model("opt"), 64, batch=1, prompt_len=4, new_tokens=2,
                              use_cache=False, repeats=1)
     assert r["kv_cache_bytes"] == 0 and r["kv_cache"] is False
 
@@ -88,8 +72,8 @@ def test_eager_and_sdpa_switch_and_give_the_same_tokens(opt, monkeypatch):
     assert torch.equal(out_eager, out_sdpa)
 
 
-def test_tokens_counted_exactly_even_when_eos_is_the_greedy_choice():
-    model = tiny("opt")
+def test_tokens_counted_exactly_even_when_eos_is_the_greedy_choice(tiny_model):
+    model = tiny_model("opt")
     ids = D.prompt_ids(64, 1, 5)
     first = D.generate(model, ids, 1).sequences[0, -1].item()
     model.generation_config.eos_token_id = first  # greedy would stop after one token
@@ -110,21 +94,21 @@ def test_prompts_are_seeded_and_avoid_special_ids(opt):
 
 # --- weight bytes --------------------------------------------------------------------------------
 
-def test_weight_bytes_per_token_on_a_known_config():
+def test_weight_bytes_per_token_on_a_known_config(tiny_model):
     d, ffn, L, V = 16, 32, 2, 64
     linear = 4 * (d * d + d) + (d * ffn + ffn) + (ffn * d + d)  # q k v out, fc1, fc2 (+ biases)
     norms = 2 * 2 * d  # two LayerNorms (weight, bias) per layer
     per_token = L * (linear + norms) + 2 * d + V * d  # + final LayerNorm + lm_head (V x d)
     rows = d + d  # one row of the token table, one of the position table
-    untied = tiny("opt", tie_word_embeddings=False)
+    untied = tiny_model("opt", tie_word_embeddings=False)
     assert D.weight_bytes_read_per_token(untied) == 4 * (per_token + rows)
-    tied = tiny("opt")  # lm_head shares the token table: still read in full every token
+    tied = tiny_model("opt")  # lm_head shares the token table: still read in full every token
     assert D.weight_bytes_read_per_token(tied) == 4 * (per_token + rows)
     assert D.weight_bytes_read_per_token(tied.to(torch.bfloat16)) == 2 * (per_token + rows)
 
 
-def test_moe_reads_top_k_of_the_experts():
-    model = tiny("mixtral", tie_word_embeddings=False)  # 4 experts, top-2
+def test_moe_reads_top_k_of_the_experts(tiny_model):
+    model = tiny_model("mixtral", tie_word_embeddings=False)  # 4 experts, top-2
     experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
     total = sum(p.numel() for p in model.parameters())
     bytes_, weights = D._weights_read(model)
@@ -132,11 +116,11 @@ def test_moe_reads_top_k_of_the_experts():
     assert bytes_ == 4 * (weights + 32)  # but one row of d = 32 per token
 
 
-def test_bitsandbytes_weights_counted_at_stored_size(tmp_path):
+def test_bitsandbytes_weights_counted_at_stored_size(tmp_path, tiny_model):
     pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    model = tiny("opt")
+    model = tiny_model("opt")
     model.save_pretrained(tmp_path)
     q8 = AutoModelForCausalLM.from_pretrained(
         tmp_path, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map="cpu")
@@ -158,15 +142,15 @@ def test_bitsandbytes_weights_counted_at_stored_size(tmp_path):
     (dict(static=True, use_cache=False), "static=True needs use_cache"),
     (dict(compiled=True), "compiled=True needs static"), (dict(repeats=0), "repeats=0"),
 ])
-def test_bad_arguments_fail_before_generating(kwargs, message):
-    model = tiny("opt")
+def test_bad_arguments_fail_before_generating(kwargs, message, tiny_model):
+    model = tiny_model("opt")
     model.generate = lambda *a, **k: pytest.fail("generate ran")
     with pytest.raises(ValueError, match=message):
         D.benchmark_generate(model, 64, **kwargs)
 
 
-def test_bad_sweep_and_dtype_fail_before_any_run():
-    model = tiny("opt")
+def test_bad_sweep_and_dtype_fail_before_any_run(tiny_model):
+    model = tiny_model("opt")
     model.generate = lambda *a, **k: pytest.fail("generate ran")
     with pytest.raises(ValueError, match="batch=0"):
         D.throughput_grid(model, 64, batches=[1, 0], progress=False)
@@ -178,9 +162,9 @@ def test_bad_sweep_and_dtype_fail_before_any_run():
         D.kv_cache_bytes(model.config, 1, 8, "int3")
 
 
-def test_compile_without_a_compiler_is_a_skipped_row(monkeypatch):
+def test_compile_without_a_compiler_is_a_skipped_row(monkeypatch, tiny_model):
     monkeypatch.setattr(D.shutil, "which", lambda name: None)
-    model = tiny("opt")
+    model = tiny_model("opt")
     model.generate = lambda *a, **k: pytest.fail("generate ran")
     r = D.benchmark_generate(model, 64, static=True, compiled=True, device="cpu")
     assert "C++ compiler" in r["skipped"] and math.isnan(r["tokens_per_s"])
@@ -188,8 +172,8 @@ def test_compile_without_a_compiler_is_a_skipped_row(monkeypatch):
 
 # --- roofline, sweep, plot ------------------------------------------------------------------------
 
-def test_roofline_arithmetic_on_given_numbers():
-    model = tiny("opt")
+def test_roofline_arithmetic_on_given_numbers(tiny_model):
+    model = tiny_model("opt")
     W, N = D._weights_read(model)
     r = D.decode_roofline(model, achieved_tokens_per_s=500.0, ceiling=CEILING)
     assert r["bytes_per_token"] == W and r["bandwidth"] == 1e9
@@ -201,11 +185,11 @@ def test_roofline_arithmetic_on_given_numbers():
     assert D.roofline_tokens_per_s(1, capped) == 10.0
 
 
-def test_sweep_rows_and_plot():
+def test_sweep_rows_and_plot(tiny_model):
     import matplotlib
 
     matplotlib.use("Agg")
-    model = tiny("opt")
+    model = tiny_model("opt")
     rows = D.throughput_grid(model, 64, batches=(1, 2), settings=[{}, {"use_cache": False, "attn": "eager"}],
                    prompt_len=4, new_tokens=2, progress=False)
     assert [(r["batch"], r["kv_cache"], r["attn"]) for r in rows] == [
@@ -214,3 +198,26 @@ def test_sweep_rows_and_plot():
     roof = D.decode_roofline(model, ceiling=CEILING)
     ax = D.plot_throughput(rows, roof)
     assert len(ax.get_lines()) == 3 and ax.get_xscale() == "log"
+
+
+def bench_row(**kw):
+    row = dict(batch=1, kv_cache=True, attn="sdpa", dtype="fp32", static=False, compiled=False,
+               tokens_per_s=123.4, ms_per_token=8.1, kv_cache_bytes=2048, skipped="")
+    return row | kw
+
+
+def test_throughput_table_prints_units_and_na_for_skipped_rows():
+    df = D.throughput_table([bench_row(), bench_row(tokens_per_s=float("nan"), ms_per_token=float("nan"),
+                                                           skipped="no compiler", compiled=True, static=True)])
+    assert list(df.columns) == D.TABLE_COLUMNS
+    assert df["tokens_per_s"].tolist() == ["123 tok/s", "n/a"] and df["ms_per_token"].tolist() == ["8.10 ms", "n/a"]
+    assert df["kv_cache_bytes"].tolist() == ["2.0 KiB", "2.0 KiB"]
+
+
+def test_record_throughput_skips_skipped_rows_and_names_the_setting():
+    rec = Recorder("22_fast_decoding", {})
+    D.record_throughput(rec, [bench_row(static=True, compiled=True), bench_row(skipped="why")])
+    assert len(rec.records) == 1
+    r = rec.records[0]
+    assert (r["metric"], r["value"], r["dtype"], r["kv_cache"]) == ("tokens_per_s", 123, "fp32 static compiled", True)
+

@@ -2,7 +2,6 @@
 import ast
 import json
 import re
-from pathlib import Path
 
 import nbformat
 import papermill
@@ -40,7 +39,7 @@ def test_stored_outputs_are_complete_and_clean(path):
     nb = nbformat.read(path, as_version=4)
     counts = [c.execution_count for c in code_cells(nb)]
     assert None not in counts and counts == sorted(counts), "run the notebook top to bottom"
-    assert "rec.save(results_path)" in code_cells(nb)[-1].source, "the last cell records the results"
+    assert code_cells(nb)[-1].source == "peakllm.finish(rec, results_path)", "the last cell records the results"
     for c in code_cells(nb):
         for o in c.outputs:
             assert o.output_type != "error"
@@ -49,6 +48,21 @@ def test_stored_outputs_are_complete_and_clean(path):
     assert "**Goal.**" in header and "**Prerequisites.**" in header and "Runtime on the default" in header
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_scaffold_call_sets_up_and_no_helper_is_defined_in_a_notebook(path):
+    nb = nbformat.read(path, as_version=4)
+    setup = code_cells(nb)[1].source
+    assert f'rec, dev = peakllm.setup("{path.stem}", globals())' in setup, "the second code cell sets up"
+    assert "Recorder(" not in setup, "the scaffold builds the recorder from the parameters cell"
+    for c in code_cells(nb):
+        tree = ast.parse(c.source)
+        defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assigned = [t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Lambda)
+                    for t in n.targets if isinstance(t, ast.Name)]
+        assert not defined + assigned, f"{path.name} defines {defined + assigned}: helpers belong in lib/peakllm"
+
+
+@pytest.mark.notebooks  # executes 00_orientation with papermill
 def test_workbook_runs_a_notebook_with_parameters_and_gathers_records(tmp_path):
     records = workbook.run(tmp_path, only=["00_orientation"], parameters={"model_name": "tiny-moe"})
     assert (tmp_path / "00_orientation.ipynb").exists()

@@ -1,0 +1,216 @@
+# %% [markdown]
+# # 00 · Orientation: the workbench, the embedded default, and how we measure
+#
+# **Goal.** Before making anything cheaper, learn what "cost" means here: where the memory of a
+# training step goes, what the model's quality is (perplexity), and how fast this device could
+# possibly go (its roofline). Every later notebook measures with exactly these tools.
+#
+# **Prerequisites.** Python and a little PyTorch. Nothing to download: the corpus, tokenizer and
+# models ship in `data/`.
+#
+# **Runtime on the default** (2 CPU cores, no GPU): about 20 s; peak memory about 0.9 GiB RSS.
+
+# %% tags=["parameters"]
+model_name: str = "tiny-opt"  # shipped model (tiny-opt, tiny-moe), a local directory, or a Hub id such as facebook/opt-125m
+dataset: str = "shakespeare"  # evaluation text: shakespeare (shipped, offline), wikitext2, ptb or c4 (Hub)
+seqlen: int = 0  # perplexity window in tokens; 0 means the model's context length
+batch_size: int = 8  # sequences per forward pass (perplexity) and per training step (memory anatomy)
+anatomy_seq_len: int = 256  # tokens per sequence in the memory-anatomy training step
+device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
+seed: int = 0  # seeds Python, NumPy and torch
+results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+import peakllm
+from peakllm import models, show_source
+from peakllm.core import memory, perplexity, roofline
+from peakllm.data import corpus, evaldata
+
+rec, dev = peakllm.setup("00_orientation", globals())
+
+# %% [markdown]
+# ## 1. This machine
+#
+# `peakllm.core.roofline.describe` names the device, its memory, whether it computes in **bf16 natively**
+# (by compute capability on a GPU, by instruction set on a CPU -- not whether torch can emulate
+# it), and its two **roofline ceilings**: peak FLOP/s and memory bandwidth. Known GPUs come from a
+# datasheet table; anything else (like this CPU) is measured on the spot.
+
+# %%
+info = roofline.describe(device)
+print(roofline.format_description(info))
+
+# %% [markdown]
+# ## 2. The embedded default
+#
+# Everything runs offline on what ships in `data/`:
+#
+# * **Corpus** -- Shakespeare's complete works (Project Gutenberg, public domain), split **by work**:
+#   the validation and test plays were never seen in training, in any form.
+# * **Tokenizer** -- byte-level BPE with 4,096 tokens, trained on the train split (the GPT-2/OPT scheme).
+# * **Two tiny models**, pretrained here from scratch (notebook 01 shows how):
+#   `tiny-opt` (the OPT architecture, so the same code serves `facebook/opt-125m`) and
+#   `tiny-moe` (a Mixtral-style mixture of experts: 8 experts, top-2 routing).
+
+# %%
+m = corpus.manifest()
+pd.DataFrame([{"split": s, "works": len(e["works"]), "characters": e["bytes"],
+               "held-out works": ", ".join(w["title"] for w in e["works"]) if s != "train" else f"(the other {len(e['works'])})"}
+              for s, e in m["splits"].items()])
+
+# %%
+rows = []
+for name in models.SHORT_NAMES:
+    cfg = models.TINY_CONFIGS[name]
+    tiny = models.new_tiny(name)
+    n = models.count_params(tiny)
+    rows.append({"model": name, "architecture": cfg["model_type"], "layers": cfg["num_hidden_layers"],
+                 "hidden": cfg["hidden_size"], "context": cfg["max_position_embeddings"],
+                 "experts": models.moe.experts_per_layer(tiny.config), "parameters": n["total"],
+                 "expert share": f"{n['experts'] / n['total']:.0%}",
+                 "checkpoint MB": round((models.MODELS / name / "model.safetensors").stat().st_size / 1e6, 1)})
+pd.DataFrame(rows)
+
+# %% [markdown]
+# ## 3. Load the model
+#
+# One loader serves a shipped short name, a local directory and a Hub id (`peakllm.models.load`).
+# Offline, a Hub id fails within seconds with one message instead of retrying for a minute.
+
+# %%
+model, tokenizer = models.load(model_name, device=device)
+ctx = models.context_length(model)
+print(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters, context {ctx} tokens")
+print(tokenizer.convert_ids_to_tokens(tokenizer("To be, or not to be: that is the question.")["input_ids"]))
+
+# %% [markdown]
+# ## 4. The memory anatomy of a training step
+#
+# A training step holds four kinds of bytes (the ZeRO paper's accounting): **weights**,
+# **gradients**, **optimizer state** (AdamW keeps two fp32 moments: 8 bytes per parameter) and
+# **activations** saved in the forward pass for the backward pass. `peakllm.core.memory` counts each
+# one exactly -- activations through autograd's saved-tensor hooks:
+
+# %%
+show_source(memory.SavedActivations)
+
+# %%
+peakllm.seed_everything(seed)
+train_model = models.load_model(model_name, device=device)
+optimizer = torch.optim.AdamW(train_model.parameters(), lr=1e-4)
+x = torch.randint(0, len(tokenizer), (batch_size, min(anatomy_seq_len, ctx)), device=dev)
+parts = memory.training_step_anatomy(train_model, optimizer, {"input_ids": x, "labels": x})
+n_params = sum(p.numel() for p in train_model.parameters())
+anatomy = pd.DataFrame([{"part": p, "bytes": parts[p], "size": memory.human(parts[p]),
+                         "bytes/parameter": round(parts[p] / n_params, 2)} for p in (*memory.PARTS, "total")])
+for p in (*memory.PARTS, "total"):
+    rec.add("bytes", parts[p], "B", part=p, model=model_name)
+print(f"batch {batch_size} x {x.shape[1]} tokens, fp32 weights, torch AdamW")
+anatomy
+
+# %%
+ax = memory.plot_anatomy({f"{model_name}\nAdamW fp32": parts})
+ax.figure.tight_layout()
+plt.show()
+del train_model, optimizer
+
+# %% [markdown]
+# Weights, gradients and optimizer state add up to **16 bytes per parameter** in fp32 with AdamW
+# (4 + 4 + 8); the activations grow with batch and sequence length and, for a model this small,
+# dominate. Case study 1 (notebooks 10-12) removes each part in turn.
+#
+# ## 5. Quality: perplexity with the papers' protocol
+#
+# The GPTQ and SparseGPT papers tokenize the test text **once**, cut it into non-overlapping
+# windows of the model's context, drop the tail, and report `exp(mean token cross-entropy)`:
+
+# %%
+show_source(perplexity.nll)
+
+# %%
+ids = evaldata.eval_ids(dataset, tokenizer, seqlen or ctx)
+ppl = perplexity.perplexity(model, ids, seqlen=seqlen or None, batch_size=batch_size)
+rec.add("perplexity", round(ppl, 2), "ppl", method="dense", dataset=dataset, model=model_name)
+table = [{"model": model_name, "dataset": dataset, "tokens": ids.numel(),
+          "windows": ids.numel() // (seqlen or ctx), "perplexity": round(ppl, 2)}]
+if dataset == "shakespeare":
+    train_ids = evaldata.eval_ids("shakespeare", tokenizer, split="train")
+    uni = perplexity.unigram_perplexity(train_ids, ids, len(tokenizer))
+    rec.add("perplexity", round(uni, 2), "ppl", method="unigram", dataset=dataset, model=model_name)
+    table.append({"model": "unigram baseline", "dataset": dataset, "tokens": ids.numel(),
+                  "windows": "", "perplexity": round(uni, 2)})
+pd.DataFrame(table)
+
+# %% [markdown]
+# ## 6. Speed limits: this device's roofline
+#
+# Decoding one token at batch size 1 reads every weight once and does about 2 FLOPs per weight:
+# an arithmetic intensity of 2 / (bytes per weight) FLOP/byte -- 0.5 in fp32, 1 in 16-bit,
+# 4 at 4 bits. Left of the ridge point, speed is set by bandwidth, not by FLOP/s.
+
+# %%
+peak = info["peak_flops_16bit"] or info["peak_flops_fp32"]
+bw = info["bandwidth"]
+ridge = roofline.ridge_point(peak, bw)
+print(f"peak      : {peak / 1e9:.0f} GFLOP/s   ({info['source']})")
+print(f"bandwidth : {bw / 1e9:.0f} GB/s")
+print(f"ridge     : {ridge:.1f} FLOP/byte")
+rec.add("peak_flops", peak, "FLOP/s")
+rec.add("bandwidth", bw, "B/s")
+points = {f"batch-1 decode, {b}": (2 / nbytes, roofline.attainable(2 / nbytes, peak, bw))
+          for b, nbytes in [("fp32", 4), ("bf16", 2), ("int4", 0.5)]}
+ax = roofline.plot(peak, bw, points, title=f"roofline of this {info['device']}")
+ax.figure.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 7. Rerun with other parameters
+#
+# Every notebook is a papermill template: its first code cell holds the parameters. List them:
+
+# %%
+import subprocess, sys
+
+from peakllm.workbook.run import NOTEBOOKS
+
+help_text = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", "00_orientation.ipynb"],
+                           capture_output=True, text=True, check=True, cwd=NOTEBOOKS).stdout
+print(help_text[help_text.index("Parameters inferred"):])
+
+# %% [markdown]
+# and rerun, for example, on the MoE model, or (on a GPU with Hub access) on the paper's model:
+#
+# ```bash
+# papermill notebooks/00_orientation.ipynb runs/moe.ipynb -p model_name tiny-moe
+# papermill notebooks/00_orientation.ipynb runs/opt125m.ipynb -p model_name facebook/opt-125m -p dataset wikitext2
+# ```
+#
+# `make workbook` runs every notebook this way and gathers the records below into
+# `runs/default/results.json`.
+
+# %% [markdown]
+# ## Exercises
+#
+# Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1.** Rerun this notebook with `-p model_name tiny-moe`. Before you do, predict the weights, gradients and AdamW state of the MoE from its parameter count (6,102,720). Which part grows, relative to `tiny-opt`, and does the fact that a token visits only 2 of 8 experts help?
+
+# %% [markdown] tags=["solution"]
+# **Solution 1.** Weights 6,102,720 x 4 B = 23.3 MiB, gradients another 23.3 MiB, AdamW's two moments 46.6 MiB: the model state grows with **all** parameters (1.43x tiny-opt's), because every expert has weights, gradients and optimizer state whether or not a token visits it. Routing to 2 of 8 experts saves compute and activations (only the routed tokens' expert activations are saved), not model state.
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 2.** Halve `anatomy_seq_len` to 128. Predict the saved-activation bytes before you run it.
+
+# %% [markdown] tags=["solution"]
+# **Solution 2.** About half (~66 MiB instead of 132.3 MiB). Every tensor autograd saves here is (B, T, something): hidden states, MLP inputs, logits. PyTorch's fused attention (SDPA) saves no T x T score matrix, so nothing grows with T squared at this size.
+
+# %% [markdown]
+# ## Records
+
+# %%
+peakllm.finish(rec, results_path)

@@ -1,0 +1,23 @@
+"""Upstream workarounds, in one place (peakllm.compat)."""
+import logging
+import types
+
+from peakllm import compat
+
+
+def test_compat_workarounds_do_what_they_say():
+    cc = compat.compile_config("cpu")
+    assert cc._compile_all_devices is True and cc.mode == "default"
+    assert compat.compile_config("cuda").mode == "reduce-overhead"
+    layer = types.SimpleNamespace(support_avx512bf16_for_cpu=True)
+    model = types.SimpleNamespace(modules=lambda: [layer, object()])
+    compat.keep_bnb_cpu_layout(model)
+    assert layer.support_avx512bf16_for_cpu is False
+    log = logging.getLogger("bitsandbytes.autograd._functions")
+    before = log.level
+    with compat.quiet_bitsandbytes():
+        assert log.level == logging.ERROR
+    assert log.level == before
+    gather, scatter = compat.fsdp_collectives()
+    assert callable(gather) and callable(scatter)
+

@@ -1,0 +1,100 @@
+"""The house: subpackages by role, no import cycle, modules readable in one sitting, one API."""
+import ast
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import peakllm
+
+LIB = Path(peakllm.__file__).parent
+
+
+def imports_of(path: Path, module: str) -> set[str]:
+    """Modules of peakllm that ``module`` imports (top level and inside functions)."""
+    pkg = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                out.add(sub if (LIB.parent / (sub.replace(".", "/") + ".py")).exists()
+                        or (LIB.parent / sub.replace(".", "/")).is_dir() else target)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("peakllm"):
+            out.add(node.module)
+    return out - {module}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in LIB.rglob("*.py"):
+        parts = path.relative_to(LIB.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def test_no_import_cycle():
+    mods = modules()
+    graph = {m: {d for d in imports_of(p, m) if d in mods} for m, p in mods.items()}
+    state, path, cycles = {}, [], []
+
+    def visit(m):
+        state[m] = "open"
+        path.append(m)
+        for d in graph[m]:
+            if state.get(d) == "open":
+                cycles.append(path[path.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        path.pop()
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_core_depends_on_no_other_subpackage():
+    mods = modules()
+    for m, p in mods.items():
+        if m.startswith("peakllm.core"):
+            others = {d for d in imports_of(p, m) if d.startswith("peakllm.") and not d.startswith("peakllm.core")}
+            assert not others, f"{m} imports {others}: the measuring core must not depend on the rest"
+
+
+def test_no_module_over_400_lines():
+    long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_subpackages_by_role():
+    assert {p.name for p in LIB.iterdir() if (p / "__init__.py").exists()} == {
+        "core", "data", "models", "compress", "train", "infer", "workbook"}
+
+
+def test_every_module_imports_and_the_api_resolves():
+    for m in pkgutil.walk_packages(peakllm.__path__, "peakllm."):
+        if not m.name.endswith("__main__"):
+            importlib.import_module(m.name)
+    assert callable(peakllm.prune) and callable(peakllm.quantize) and callable(peakllm.qmoe_compress)
+    assert callable(peakllm.setup) and callable(peakllm.finish) and callable(peakllm.load)
+    assert peakllm.compress.__name__ == "peakllm.compress"
+    with pytest.raises(AttributeError):
+        peakllm.no_such_name  # noqa: B018  (the attribute access is the test)
+
+
+def test_peakllm_imports_without_the_unix_only_resource_module(monkeypatch):
+    """Windows has no ``resource``: importing peakllm (and measuring peak memory) still works."""
+    import psutil  # noqa: F401  (psutil itself imports resource on Linux: load it first)
+
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource -> ImportError
+    for name in [m for m in sys.modules if m.startswith("peakllm")]:
+        monkeypatch.delitem(sys.modules, name)
+    memory = importlib.import_module("peakllm.core.memory")
+    assert memory.peak_rss() > 0
