@@ -33,7 +33,6 @@ results_path: str = ""  # file to write this notebook's records to as JSON; empt
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 
 import peakllm
 from peakllm import models, show_source
@@ -101,6 +100,8 @@ show_source(obs.Hessian)
 # against brute-force least squares on a tiny problem:
 
 # %%
+import torch
+
 show_source(obs.remove_one)
 g = torch.Generator().manual_seed(seed)
 X = torch.randn(200, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
@@ -173,7 +174,7 @@ runs = [(m, p) for p in dict.fromkeys([pattern, "unstructured", "2:4", "4:8"]) f
 layer_checks = {}
 per_layer = []
 for method, pat in tqdm(runs, desc="prune + evaluate"):
-    m, report, secs = pruning.prune_fresh(model_name, calib, device, method=method, sparsity=sparsity,
+    m, layer_rows, secs = pruning.prune_fresh(model_name, calib, device, method=method, sparsity=sparsity,
                                           pattern=pat, **settings)
     ppl = perplexity.evaluate(m, eval_ids)
     n, mm = pruning.parse_pattern(pat)
@@ -184,7 +185,7 @@ for method, pat in tqdm(runs, desc="prune + evaluate"):
     if pat == pattern:
         rec.add("prune_seconds", secs, "s", method=method, pattern=pat)
         if method == "sparsegpt":
-            per_layer = report
+            per_layer = layer_rows
     layer_checks[(method, pat)] = pruning.sparsity_report(sequential.all_linear_layers(m), pat)
     del m
 table = pd.DataFrame(results)

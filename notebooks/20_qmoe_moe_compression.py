@@ -32,7 +32,6 @@ results_path: str = ""  # file to write this notebook's records to as JSON; empt
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 
 import peakllm
 from peakllm import models, show_source
@@ -97,6 +96,8 @@ show_source(obs.Hessian.add_batch)
 # compare the output error ||W X - Ŵ X||² / ||W X||² of round-to-nearest and of GPTQ.
 
 # %%
+import torch
+
 names = list(qmoe.expert_layers(model))
 name = names[len(names) // 2]
 probe = qmoe.calibrate_expert(model, calib, name)

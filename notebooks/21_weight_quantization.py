@@ -112,8 +112,8 @@ grid = {}
 for b in tqdm(grid_bits, desc="bit widths"):
     for method in ["rtn", "gptq"]:
         m = copy.deepcopy(model)
-        report = gptq.quantize_model(m, calib, method=method, bits=b, blocksize=blocksize, percdamp=percdamp, progress=False)
-        packed = sum(formats.packed_bytes(*r["shape"], b) for r in report)
+        layer_rows = gptq.quantize_model(m, calib, method=method, bits=b, blocksize=blocksize, percdamp=percdamp, progress=False)
+        packed = sum(formats.packed_bytes(*r["shape"], b) for r in layer_rows)
         rows.append(measure.model_row(m, method, b, eval_ids, x, ctx, head_and_rest + packed, 8 * packed / linear[1]))
         del m
 table = pd.DataFrame(rows)

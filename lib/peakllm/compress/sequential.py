@@ -130,7 +130,7 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
     """
     device = next(model.parameters()).device
     batches = [b.to(device) for b in calib.split(batch_size)]
-    report = []
+    rows = []
     for stack_name, stack in find_stacks(model):
         hidden, calls = record_stack(model, stack, batches)
         for i, block in enumerate(tqdm(stack, desc=f"{desc} ({stack_name})", disable=not progress)):
@@ -148,11 +148,11 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
             for n, layer in layers.items():
                 t0 = time.perf_counter()
                 apply(f"{stack_name}.{i}.{n}", collectors[n])
-                report.append({"layer": f"{stack_name}.{i}.{n}", "shape": tuple(layer.weight.shape),
-                               "tokens": collectors[n].n, "seconds": time.perf_counter() - t0})
+                rows.append({"layer": f"{stack_name}.{i}.{n}", "shape": tuple(layer.weight.shape),
+                             "tokens": collectors[n].n, "seconds": time.perf_counter() - t0})
             del collectors
             hidden = _run_block(block, hidden, calls[i])  # inputs of the next block, from the compressed one
-    return report
+    return rows
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest}``."""
+"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest,pair}``."""
 from __future__ import annotations
 
 import argparse
@@ -39,17 +39,17 @@ def main(argv=None) -> int:
 
         workbook.run(a.out or REPO / "runs" / "default", a.notebooks or None)
     elif a.cmd == "sweep":
-        from . import sweeps as sweep
+        from . import sweeps
         from ..core.paths import REPO
 
-        df, _ = sweep.run(sweep.load(a.file), a.out or REPO / "runs", a.retry_failed, a.workers)
+        df, _ = sweeps.run(sweeps.load(a.file), a.out or REPO / "runs", a.retry_failed, a.workers)
         print(f"{len(df)} records gathered")
     elif a.cmd == "report":
         from . import report
         from ..core.paths import relative
 
         path = report.build(a.run_dir, a.out)
-        found = report.check(path)
+        found = report.verify(path)
         print(f"{relative(path)}: {found['sections']} sections, {found['tables']} tables, {found['images']} plots")
     elif a.cmd == "student":
         from . import student
