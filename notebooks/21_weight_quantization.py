@@ -96,7 +96,7 @@ pd.DataFrame(rows)
 # Both round each row of W to 2^b levels between its min and max. RTN rounds every weight to the
 # nearest level; GPTQ rounds columns left to right and moves each rounding error onto the columns
 # still to come (the OBS update), from 128 calibration windows. Stored, a b-bit matrix takes b bits
-# per weight plus a 16-bit scale and zero per row (`quant.packed_bytes`); here the rounded values
+# per weight plus a 16-bit scale and zero per row (`formats.packed_bytes`); here the rounded values
 # stay in fp32 tensors, so the forward latency is the dense one.
 
 # %%
