@@ -144,7 +144,7 @@ for method in methods:
         if method == "magnitude":
             baselines.magnitude(layer, 0.5)
         elif method == "wanda":
-            baselines.wanda(layer, acc.H, 0.5)
+            baselines.wanda(layer, acc.H.diag(), 0.5)  # ||x_j||² ∝ H_jj
         else:
             acc.prune(0.5, blocksize=blocksize, percdamp=percdamp)
     err = obs.layer_error(W0, layer.weight, acc.H) / signal

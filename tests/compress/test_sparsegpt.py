@@ -24,7 +24,7 @@ def prune_copy(correlated_inputs, method, sparsity=0.5, pattern="unstructured", 
     if method == "sparsegpt":
         pruner.prune(sparsity, n, m, blocksize=kw.get("blocksize", 128), quantizer=kw.get("quantizer"))
     elif method == "wanda":
-        baselines.wanda(layer, pruner.H, sparsity, n, m)
+        baselines.wanda(layer, pruner.H.diag(), sparsity, n, m)
     else:
         baselines.magnitude(layer, sparsity, n, m)
     err = ((X @ W0.t() - X @ layer.weight.t()) ** 2).mean().item()

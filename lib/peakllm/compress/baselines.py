@@ -3,8 +3,9 @@
 * **magnitude** -- per matrix: zero the weights of smallest |w| (Han et al. 2015; the paper's
   "magnitude pruning" baseline); needs no data;
 * **wanda** -- per output row: zero the smallest |w_ij| · ||x_j||₂, x_j the j-th input feature
-  over the calibration tokens (Sun et al. 2023, "Pruning by Weights and activations").
-  ||x_j||² is n·H_jj/2, so Wanda reads the diagonal of the same ``obs.Hessian`` SparseGPT fills.
+  over the calibration tokens (Sun et al. 2023, "Pruning by Weights and activations"). It needs
+  only the column norms (``ColumnNorms``: d numbers per layer, where SparseGPT's Hessian holds
+  d²); ||x_j||² is also n·H_jj/2, so the diagonal of a Hessian serves as well.
 
 Both take a ``sparsity`` share anywhere (unstructured) or N zeros in each group of M
 consecutive input weights of a row (``prunen``, ``prunem``).
@@ -42,11 +43,32 @@ def magnitude(layer: torch.nn.Module, sparsity: float, prunen: int = 0, prunem: 
     return mask
 
 
+class ColumnNorms:
+    """Wanda's statistic of one layer: Σ_t x_tj² for every input feature j (``sq``, fp32)."""
+
+    def __init__(self, layer, cap: int | None = None):
+        self.layer, self.cap = layer, cap
+        self.sq = torch.zeros(layer.weight.shape[1], dtype=torch.float32, device=layer.weight.device)
+        self.n = self.seen = 0
+
+    def add_batch(self, inp: torch.Tensor) -> None:
+        X = inp.reshape(-1, inp.shape[-1])  # (tokens, columns)
+        self.seen += X.shape[0]
+        if self.cap is not None:
+            X = X[: max(0, self.cap - self.n)]
+        self.sq += X.float().pow(2).sum(dim=0)
+        self.n += X.shape[0]
+
+    def share(self, other: "ColumnNorms") -> None:
+        self.sq, self.n, self.seen = other.sq, other.n, other.seen
+
+
 @torch.no_grad()
-def wanda(layer: torch.nn.Module, H: torch.Tensor, sparsity: float, prunen: int = 0, prunem: int = 0):
-    """Zero the lowest |w_ij| · ||x_j|| of each row (||x_j|| ∝ sqrt(H_jj)); returns the mask."""
+def wanda(layer: torch.nn.Module, sq: torch.Tensor, sparsity: float, prunen: int = 0, prunem: int = 0):
+    """Zero the lowest |w_ij| · ||x_j|| of each row; ``sq`` (columns,) holds ||x_j||² or any
+    positive multiple of it (``ColumnNorms.sq``, or ``H.diag()``). Returns the mask."""
     W = layer.weight
-    score = W.abs().float() * torch.sqrt(torch.diag(H))[None, :]  # (rows, columns)
+    score = W.abs().float() * torch.sqrt(sq.float())[None, :]  # (rows, columns)
     mask = mask_lowest(score, sparsity, prunen, prunem, per_row=True)
     W.masked_fill_(mask, 0)
     return mask

