@@ -23,6 +23,7 @@ calib_samples: int = 128  # calibration windows (the paper: 128)
 calib_seqlen: int = 0  # tokens per calibration window; 0 means the model's context (the paper: 2048)
 eval_datasets: list = ["shakespeare"]  # perplexity texts: shakespeare, wikitext2, ptb, c4
 sparsities: list = [0.3, 0.5, 0.7, 0.8, 0.9]  # sparsities of the sweep (unstructured)
+sweep_windows: int = 64  # test windows each sweep point is evaluated on (0: all); the tables use the whole split
 blocksize: int = 128  # SparseGPT columns per block (mask selection and lazy updates)
 percdamp: float = 0.01  # dampening: this share of the mean Hessian diagonal is added to it
 joint_bits: int = 4  # bits of the joint sparsity + quantization step
@@ -83,6 +84,8 @@ calib = evaldata.calibration(calib_dataset, tokenizer, calib_samples, seqlen, se
 print(f"calibration: {tuple(calib.shape)} token ids from {calib_dataset!r}")
 print(repr(tokenizer.decode(calib[0, :40])))
 eval_ids = {d: evaldata.eval_ids(d, tokenizer, ctx) for d in eval_datasets}
+n_sweep = min(sweep_windows or 10**9, eval_ids[eval_datasets[0]].numel() // ctx)
+sweep_ids = {eval_datasets[0]: eval_ids[eval_datasets[0]][:, : n_sweep * ctx]}  # the sweep's fixed windows
 
 # %% [markdown]
 # ## 3. One layer under the microscope
@@ -171,7 +174,7 @@ results = [{"method": "dense", "pattern": "dense", "sparsity": 0.0, **dense_ppl,
 for d, v in dense_ppl.items():
     rec.add("perplexity", v, "ppl", method="dense", pattern="dense", sparsity=0.0, dataset=d)
 runs = [(m, p) for p in dict.fromkeys([pattern, "unstructured", "2:4", "4:8"]) for m in methods]
-layer_checks = {}
+layer_checks, sparse_24 = {}, None
 per_layer = []
 for method, pat in tqdm(runs, desc="prune + evaluate"):
     m, layer_rows, secs = pruning.prune_fresh(model_name, calib, device, method=method, sparsity=sparsity,
@@ -187,6 +190,8 @@ for method, pat in tqdm(runs, desc="prune + evaluate"):
         if method == "sparsegpt":
             per_layer = layer_rows
     layer_checks[(method, pat)] = pruning.sparsity_report(sequential.all_linear_layers(m), pat)
+    if (method, pat) == ("sparsegpt", "2:4"):
+        sparse_24 = m  # section 7 stores it
     del m
 table = pd.DataFrame(results)
 table
@@ -219,26 +224,29 @@ print(f"SparseGPT pruning time: {per_layer_df.seconds.sum():.2f} s in the solver
 # %% [markdown]
 # ## 5. How far can we go? A sparsity sweep
 #
-# Unstructured sparsity from light to extreme, the three methods side by side (perplexity on the
-# first evaluation text, log scale).
+# Unstructured sparsity from light to extreme, the three methods side by side, log scale. Every
+# point is evaluated on the same fixed windows: the first `sweep_windows` windows of the first
+# evaluation text (by default part of the test split, to keep the notebook short: the cell prints how much);
+# the tables above use the whole split, so their 50% rows differ slightly from the sweep's.
 
 # %%
-done = {(r["method"], r["sparsity"]): r[d0] for r in results if r["pattern"] == "unstructured"}
+scope = f"first {n_sweep} test windows"
+print(f"sweep evaluated on the {scope} of {d0}: {n_sweep / (eval_ids[d0].numel() // ctx):.0%} of its test split")
+dense_sub = perplexity.evaluate(model, sweep_ids)[d0]
 sweep_rows = []
 for s in tqdm(sparsities, desc="sweep"):
     for method in methods:
-        if (method, s) not in done:  # section 4 already pruned at this sparsity
-            m, _, _ = pruning.prune_fresh(model_name, calib, device, method=method, sparsity=s, **settings)
-            done[(method, s)] = perplexity.evaluate(m, eval_ids)[d0]
-            rec.add("perplexity", done[(method, s)], "ppl", method=method, pattern="unstructured", sparsity=s, dataset=d0)
-            del m
-        sweep_rows.append({"sparsity": s, "method": method, d0: done[(method, s)]})
+        m, _, _ = pruning.prune_fresh(model_name, calib, device, method=method, sparsity=s, **settings)
+        ppl = perplexity.evaluate(m, sweep_ids)[d0]
+        rec.add("perplexity", ppl, "ppl", method=method, pattern="unstructured", sparsity=s, dataset=d0, scope=scope)
+        sweep_rows.append({"sparsity": s, "method": method, d0: ppl})
+        del m
 sweep_df = pd.DataFrame(sweep_rows).pivot(index="sparsity", columns="method", values=d0)
 fig, ax = plt.subplots(figsize=(6, 4))
 for method in methods:
     ax.plot(sweep_df.index, sweep_df[method], "o-", label=method)
-ax.axhline(head["dense"], color="k", ls=":", label="dense")
-ax.set(yscale="log", xlabel="sparsity (unstructured)", ylabel=f"{d0} perplexity", title=f"{model_name}: perplexity vs sparsity")
+ax.axhline(dense_sub, color="k", ls=":", label="dense")
+ax.set(yscale="log", xlabel="sparsity (unstructured)", ylabel=f"{d0} perplexity ({scope})", title=f"{model_name}: perplexity vs sparsity")
 ax.legend(); fig.tight_layout(); plt.show()
 sweep_df.round(2)
 
@@ -303,8 +311,8 @@ ratio
 # Bytes of the pruned linear layers at 16-bit values:
 
 # %%
-m, _, _ = pruning.prune_fresh(model_name, calib, device, method="sparsegpt", sparsity=0.5, pattern="2:4",
-                             **settings)
+m = sparse_24 if sparse_24 is not None else pruning.prune_fresh(
+    model_name, calib, device, method="sparsegpt", sparsity=0.5, pattern="2:4", **settings)[0]
 layers = sequential.all_linear_layers(m)
 fmt_rows = []
 for fmt in ["dense", "csr", "bitmask", "2:4"]:
