@@ -10,8 +10,8 @@
 # **Prerequisites.** Notebook 00 (loading, perplexity protocol). Linear algebra: least squares,
 # Cholesky.
 #
-# **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 4.5 minutes (SparseGPT itself prunes
-# the model in about 6 s; the time goes to 30 prune-and-evaluate runs); peak memory about 1 GiB RSS.
+# **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 2.5 minutes (SparseGPT itself prunes
+# the model in seconds; the time goes to the prune-and-evaluate runs of sections 4 to 6); peak memory about 1 GiB RSS.
 
 # %% tags=["parameters"]
 model_name: str = "tiny-opt"  # model to prune: tiny-opt (shipped), a local directory, or a Hub id such as facebook/opt-125m
