@@ -86,7 +86,7 @@ n_windows = eval_windows or None
 cap = qmoe.token_cap(model.config, calib.numel(), max_tokens_mult)
 print(f"calibration: {calib.shape[0]} windows x {calib.shape[1]} tokens = {calib.numel():,} tokens; "
       f"mean per expert {calib.numel() * k / E:,.0f}; cap {cap if cap else 'none'}")
-show_source(obs.Hessian.add_batch)
+show_source(obs.Calibration.take)  # every collector counts (seen) and caps (n <= cap) its tokens
 
 # %% [markdown]
 # ## 3. One expert: RTN vs GPTQ on the ternary and 2-bit grids

@@ -8,7 +8,7 @@ silences another library.
 workaround                             needed by                  used in
 =====================================  =========================  ===============================
 ``quiet_tqdm_notice``                  tqdm without ipywidgets    import of peakllm
-``quiet_bitsandbytes``                 bitsandbytes 0.45-0.50     int8 loading, decoding
+``silence_bitsandbytes``               bitsandbytes 0.45-0.50     int8 loading (models)      
 ``keep_bnb_cpu_layout``                bitsandbytes 0.50 (CPU)    QLoRA (train.recipes)
 ``compile_config``                     transformers 5.x           static-cache decoding
 ``quiet_peft_checkpointing_notice``    peft 0.21                  QLoRA (train.recipes)
@@ -17,7 +17,6 @@ workaround                             needed by                  used in
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 
@@ -28,22 +27,10 @@ def quiet_tqdm_notice() -> None:
     warnings.filterwarnings("ignore", message="IProgress not found")
 
 
-@contextlib.contextmanager
-def quiet_bitsandbytes():
-    """bitsandbytes (0.45-0.50) logs one line per LLM.int8() matmul with fp32 inputs on a CPU
-    ("inputs will be cast ... to float16"): thousands of lines per evaluation."""
-    log = logging.getLogger("bitsandbytes.autograd._functions")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def silence_bitsandbytes() -> None:
-    """The same as ``quiet_bitsandbytes`` for the rest of the process (a model loaded in int8
-    is used by cells that know nothing of bitsandbytes)."""
+    """bitsandbytes (0.45-0.50) logs one line per LLM.int8() matmul with fp32 inputs on a CPU
+    ("inputs will be cast ... to float16"): thousands of lines per evaluation. Silenced for the
+    process when an int8 model is loaded (cells that use it know nothing of bitsandbytes)."""
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 

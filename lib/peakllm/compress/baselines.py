@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .obs import Calibration
+
 
 def mask_lowest(score: torch.Tensor, sparsity: float, prunen: int, prunem: int, per_row: bool):
     """True where ``score`` is among the lowest: per matrix, per row, or N per group of M."""
@@ -43,24 +45,22 @@ def magnitude(layer: torch.nn.Module, sparsity: float, prunen: int = 0, prunem: 
     return mask
 
 
-class ColumnNorms:
+class ColumnNorms(Calibration):
     """Wanda's statistic of one layer: Σ_t x_tj² for every input feature j (``sq``, fp32)."""
 
     def __init__(self, layer, cap: int | None = None):
-        self.layer, self.cap = layer, cap
+        super().__init__(cap)
+        self.layer = layer
         self.sq = torch.zeros(layer.weight.shape[1], dtype=torch.float32, device=layer.weight.device)
-        self.n = self.seen = 0
 
     def add_batch(self, inp: torch.Tensor) -> None:
-        X = inp.reshape(-1, inp.shape[-1])  # (tokens, columns)
-        self.seen += X.shape[0]
-        if self.cap is not None:
-            X = X[: max(0, self.cap - self.n)]
-        self.sq += X.float().pow(2).sum(dim=0)
+        X = self.take(inp).float()  # (t, columns)
+        self.sq += X.pow(2).sum(dim=0)
         self.n += X.shape[0]
 
     def share(self, other: "ColumnNorms") -> None:
-        self.sq, self.n, self.seen = other.sq, other.n, other.seen
+        super().share(other)
+        self.sq = other.sq
 
 
 @torch.no_grad()

@@ -14,22 +14,18 @@ an expert the router never chose -- gets ``fallback`` instead, and its report ro
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..core.perplexity import context_length
+from ..core.timing import Timer
+from .obs import Calibration
 from .sequential import all_linear_layers, compress_sequentially
 
 
-class _Untouched:
+class _Untouched(Calibration):
     """Stands in for the collector of a layer the method leaves alone: collects nothing."""
-    n = seen = 0
 
     def add_batch(self, inp) -> None:
-        pass
-
-    def share(self, other) -> None:
         pass
 
 
@@ -57,10 +53,10 @@ def compress_model(model, calib: torch.Tensor | None, fallback, make=None, compr
     if compress is None:
         rows = []
         for name, layer in chosen.items():
-            t0 = time.perf_counter()
-            fallback(layer)
+            with Timer(layer.weight.device) as t:
+                fallback(layer)
             rows.append({"layer": name, "shape": tuple(layer.weight.shape), "tokens": 0, "routed": 0,
-                         "seconds": time.perf_counter() - t0, "how": "data-free"})
+                         "seconds": t.seconds, "how": "data-free"})
         return rows
     check_calibration(model, calib, method)
     how, routed = {}, {}

@@ -19,25 +19,35 @@ from __future__ import annotations
 import torch
 
 
-class Hessian:
-    """Running H = (2/n) Σ x xᵀ over calibration inputs of one layer, in fp32.
+class Calibration:
+    """What every collector of a layer's calibration inputs keeps track of: ``seen`` counts every
+    token offered, ``n`` those folded in -- at most ``cap`` (QMoE's per-expert cap)."""
 
-    ``cap`` keeps at most that many tokens (QMoE's per-expert cap); ``seen`` counts every token
-    offered, ``n`` the tokens folded in.
-    """
+    def __init__(self, cap: int | None = None):
+        self.cap = cap
+        self.n = self.seen = 0
+
+    def take(self, inp: torch.Tensor) -> torch.Tensor:
+        """Inputs of shape (..., columns) as (t, columns) tokens, counted and capped."""
+        X = inp.reshape(-1, inp.shape[-1])  # (tokens, columns)
+        self.seen += X.shape[0]
+        return X if self.cap is None else X[: max(0, self.cap - self.n)]
+
+    def share(self, other: "Calibration") -> None:
+        """Take ``other``'s statistics: a layer fed the very same inputs (q, k, v) has the same."""
+        self.n, self.seen = other.n, other.seen
+
+
+class Hessian(Calibration):
+    """Running H = (2/n) Σ x xᵀ over calibration inputs of one layer, in fp32."""
 
     def __init__(self, columns: int, device="cpu", cap: int | None = None):
+        super().__init__(cap)
         self.H = torch.zeros(columns, columns, dtype=torch.float32, device=device)
-        self.n = self.seen = 0
-        self.cap = cap
 
     def add_batch(self, inp: torch.Tensor) -> None:
         """Fold in inputs of shape (..., columns): every leading index is one token."""
-        X = inp.reshape(-1, inp.shape[-1])  # (t, columns)
-        self.seen += X.shape[0]
-        if self.cap is not None:
-            X = X[: max(0, self.cap - self.n)]
-        X = X.t().float()  # (columns, t)
+        X = self.take(inp).t().float()  # (columns, t)
         t = X.shape[1]
         if t == 0:
             return
@@ -47,9 +57,10 @@ class Hessian:
         self.H += X @ X.t()
 
     def share(self, other: "Hessian") -> None:
-        """Take ``other``'s statistics: a layer fed the very same inputs (q, k, v) has the same H.
-        Nothing writes H in place after collection (``prepare`` works on a copy)."""
-        self.H, self.n, self.seen = other.H, other.n, other.seen
+        """The same H, not a copy: nothing writes H in place after collection (``prepare``
+        works on a copy)."""
+        super().share(other)
+        self.H = other.H
 
 
 def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01):

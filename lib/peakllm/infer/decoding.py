@@ -35,7 +35,7 @@ import shutil
 
 import torch
 
-from ..compat import compile_config, quiet_bitsandbytes
+from ..compat import compile_config
 from ..core.checks import choice, positive_int
 from ..core.hardware import resolve_device
 from ..core import memory
@@ -187,7 +187,7 @@ def generate(model, ids, new_tokens: int, use_cache=True, static=False, compiled
         kwargs["cache_implementation"] = "static"
     if compiled:
         kwargs["compile_config"] = compile_config(ids.device.type)
-    with torch.inference_mode(), quiet_bitsandbytes():
+    with torch.inference_mode():
         return model.generate(ids, **kwargs)
 
 
