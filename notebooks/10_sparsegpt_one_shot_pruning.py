@@ -10,7 +10,7 @@
 # **Prerequisites.** Notebook 00 (loading, perplexity protocol). Linear algebra: least squares,
 # Cholesky.
 #
-# **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 2.5 minutes (SparseGPT itself prunes
+# **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 3 minutes (SparseGPT itself prunes
 # the model in seconds; the time goes to the prune-and-evaluate runs of sections 4 to 6); peak memory about 1 GiB RSS.
 
 # %% tags=["parameters"]
