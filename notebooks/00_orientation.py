@@ -100,7 +100,7 @@ show_source(memory.SavedActivations)
 
 # %%
 peakllm.seed_everything(seed)
-train_model = models.load_model(model_name, device=device)
+train_model = models.load_model(model_name, device=device, dtype="float32")  # fp32 weights for training
 optimizer = torch.optim.AdamW(train_model.parameters(), lr=1e-4)
 x = torch.randint(0, len(tokenizer), (batch_size, min(anatomy_seq_len, ctx)), device=dev)
 parts = memory.training_step_anatomy(train_model, optimizer, {"input_ids": x, "labels": x})

@@ -50,7 +50,7 @@ for q in quantizations:
 
 # %%
 print(decoding.__doc__)
-model, tokenizer = models.load(model_name, device=str(dev))
+model, tokenizer = models.load(model_name, device=str(dev), dtype="float32")  # the fp32 baseline on every device
 ceiling = roofline.ceilings(dev)
 roof = decoding.decode_roofline(model, ceiling=ceiling)
 print(f"weights read per token: {memory.human(roof['bytes_per_token'])} ({roof['weights_per_token']:,} weights)")

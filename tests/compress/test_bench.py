@@ -41,3 +41,24 @@ def test_records_and_table(monkeypatch, tmp_path, capsys):
     assert cli.main(["bench", "--models", "tiny", "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
     assert "sparsegpt 2:4" in capsys.readouterr().out
     assert {r["method"] for r in json.loads(out.read_text())} == set(bench.METHODS)
+
+
+def test_whole_model_time_counts_every_layer_of_every_block():
+    rows = [{"model": "OPT-125M", "layer": layer, "method": "gptq 4-bit", "seconds": s}
+            for layer, s in [("attention", 1.0), ("fc1", 2.0), ("fc2", 3.0)]]
+    assert bench.whole_model_seconds(rows, "OPT-125M", "gptq 4-bit") == 12 * (4 * 1.0 + 2.0 + 3.0)
+    with pytest.raises(ValueError, match="fc2"):
+        bench.whole_model_seconds(rows[:2], "OPT-125M", "gptq 4-bit")
+
+
+def test_stored_gpu_runs_are_read_per_card(tmp_path):
+    rows = [{"model": "OPT-125M", "layer": "fc1", "shape": "3072x768", "method": "gptq 4-bit", "seconds": 0.01}]
+    (tmp_path / "nvidia-h100.json").write_text(json.dumps({"card": "NVIDIA H100", "bench": {"status": "ok", "rows": rows}}))
+    (tmp_path / "broken.json").write_text(json.dumps({"card": "X", "bench": {"status": "failed", "rows": []}}))
+    assert bench.stored(tmp_path) == {"NVIDIA H100": rows}
+    assert bench.stored(tmp_path / "absent") == {}
+
+
+def test_table_as_text_carries_the_unit():
+    rows = [{"model": "OPT-125M", "layer": "fc1", "shape": "3072x768", "method": "gptq 4-bit", "seconds": 0.01234}]
+    assert bench.table(rows, digits=3).iloc[0, 0] == "0.012 s"

@@ -69,3 +69,23 @@ def test_wanda_needs_only_column_norms_and_prunes_as_with_the_hessian_diagonal(t
     baselines.wanda(h.layer, h.H.diag(), 0.5)
     assert torch.equal(sequential.all_linear_layers(a)[name0].weight == 0, h.layer.weight == 0)
     assert {r["how"] for r in rows} == {"calibrated"} and layer_b.weight.count_nonzero() == layer_b.weight.numel()
+
+
+def test_a_layers_seconds_count_its_statistics_and_its_solve_not_the_shared_forwards(tiny_model):
+    """Timed as the Wanda paper times pruning: statistics + solve, without the block forwards."""
+    m = tiny_model("opt", preset="compress")
+    seen, solved = {}, {}
+
+    def make(name, layer):
+        seen[name] = SparseGPT(layer)
+        return seen[name]
+
+    def apply(name, c):
+        solved[name] = c.seconds  # what the statistics took, before the solve
+        c.prune(0.5)
+
+    rows = {r["layer"]: r["seconds"] for r in
+            sequential.compress_sequentially(m, calib(), make, apply, batch_size=2, progress=False)}
+    q, k = "model.decoder.layers.0.self_attn.q_proj", "model.decoder.layers.0.self_attn.k_proj"
+    assert seen[q].seconds > 0 and seen[k].seconds == 0  # k takes q's Hessian: nothing folded in twice
+    assert all(rows[n] > solved[n] for n in rows)  # plus the solve

@@ -70,3 +70,38 @@ def test_list_parameters_accept_papermill_strings():
     assert checks.as_list("sweep", [0.5]) == [0.5]
     with pytest.raises(ValueError, match="sweep=5"):
         checks.as_list("sweep", 5)
+
+
+def test_the_papers_dtype_per_device(monkeypatch):
+    """fp32 on a CPU; on CUDA the checkpoint's half dtype, else fp16 (OPT, as SparseGPT/GPTQ load
+    it) or bf16 (the T5 family, where the GPU has it natively; fp32 where not)."""
+    import torch
+
+    from peakllm.core import hardware
+
+    assert hardware.default_dtype("cpu") == torch.float32
+    assert hardware.default_dtype("cpu", stored=torch.float16) == torch.float32
+    assert hardware.compute_dtype("cpu") == torch.float32
+    for native, t5 in [(True, torch.bfloat16), (False, torch.float32)]:
+        monkeypatch.setattr(hardware, "bf16_native", lambda dev, n=native: n)
+        assert hardware.default_dtype("cuda") == torch.float16
+        assert hardware.default_dtype("cuda", stored="bfloat16") == torch.bfloat16
+        assert hardware.default_dtype("cuda", encoder_decoder=True) == t5
+        assert hardware.compute_dtype("cuda") == (torch.bfloat16 if native else torch.float16)
+
+
+def test_auto_dtype_loads_fp32_on_the_cpu_and_unknown_dtypes_fail_first():
+    import torch
+
+    from peakllm import models
+
+    assert next(models.load_model("tiny-opt", device="cpu").parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype='fp8'.*auto.*float32.*bfloat16.*float16"):
+        models.load_model("tiny-opt", device="cpu", dtype="fp8")
+
+
+@pytest.mark.parametrize("bad", [[], [0, 0], [-1], [1.5], "x"])
+def test_seeds_are_distinct_non_negative_integers(bad):
+    assert checks.seeds("seeds", [0, 1, 2]) == [0, 1, 2] and checks.seeds("seeds", "[3, 4]") == [3, 4]
+    with pytest.raises(ValueError, match="seeds=.*distinct non-negative integers"):
+        checks.seeds("seeds", bad)

@@ -31,6 +31,8 @@ SHAPES = {  # model -> {layer: (rows = out features, columns = in features)}
     "switch-base expert": {"wi": (3072, 768), "wo": (768, 3072)},
 }
 METHODS = ("sparsegpt 50%", "sparsegpt 2:4", "gptq 4-bit")
+BLOCKS = {"OPT-125M": 12, "OPT-1.3B": 24}  # decoder blocks
+PER_BLOCK = {"attention": 4, "fc1": 1, "fc2": 1}  # q, k, v, out_proj share the attention shape
 
 
 def random_hessian(columns: int, device, gen: torch.Generator, tokens: int = 512) -> Hessian:
@@ -92,10 +94,39 @@ def run(models=None, methods=METHODS, device="auto", dtype: str = "float32", rep
     return rows
 
 
-def table(rows: list[dict]):
-    """Seconds per layer: one row per (model, layer, shape), one column per method."""
+def table(rows: list[dict], digits: int | None = None):
+    """Seconds per layer: one row per (model, layer, shape), one column per method; with
+    ``digits``, each cell as text with its unit ("0.198 s")."""
     import pandas as pd
 
     df = pd.DataFrame(rows).pivot_table(index=["model", "layer", "shape"], columns="method", values="seconds",
                                         sort=False)
-    return df[[m for m in METHODS if m in df.columns]]
+    df = df[[m for m in METHODS if m in df.columns]]
+    return df if digits is None else df.map(f"{{:.{digits}f}} s".format)
+
+
+def whole_model_seconds(rows: list[dict], model: str, method: str) -> float:
+    """The solver's time for every linear layer of ``model``'s decoder blocks, from its per-layer
+    rows: blocks x (4 attention + fc1 + fc2). Leaves out the calibration forwards and the Hessian
+    accumulation, which depend on the calibration set, not the shapes."""
+    choices("model", [model], BLOCKS)
+    per = {r["layer"]: r["seconds"] for r in rows if r["model"] == model and r["method"] == method}
+    if set(per) != set(PER_BLOCK):
+        raise ValueError(f"rows lack {sorted(set(PER_BLOCK) - set(per))} of {model} for method={method!r}")
+    return BLOCKS[model] * sum(PER_BLOCK[layer] * per[layer] for layer in PER_BLOCK)
+
+
+def stored(folder=None) -> dict[str, list[dict]]:
+    """The bench rows of every GPU run on record (``python -m peakllm gpucheck`` writes one JSON
+    per card into ``data/results/gpu``): ``{card name: rows}``, empty when none was recorded."""
+    import json
+    from pathlib import Path
+
+    from ..core.paths import GPU_RESULTS
+
+    found = {}
+    for path in sorted(Path(folder or GPU_RESULTS).glob("*.json")):
+        run = json.loads(path.read_text())
+        if run.get("bench", {}).get("status") == "ok" and run["bench"].get("rows"):
+            found[run["card"]] = run["bench"]["rows"]
+    return found

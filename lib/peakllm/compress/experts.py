@@ -67,6 +67,6 @@ def hook_routed_inputs(module: torch.nn.Module, name: str, collectors: dict):
         hidden = args[0] if args else kwargs["hidden_states"]
         index = args[1] if len(args) > 1 else kwargs["top_k_index"]
         for e, X_e, Z_e in routed_inputs(mod, hidden, index):
-            collectors[f"{name}.gate_up_proj.{e}"].add_batch(X_e)
-            collectors[f"{name}.down_proj.{e}"].add_batch(Z_e)
+            collectors[f"{name}.gate_up_proj.{e}"].add_timed(X_e)
+            collectors[f"{name}.down_proj.{e}"].add_timed(Z_e)
     return module.register_forward_hook(hook, with_kwargs=True)

@@ -18,20 +18,30 @@ from __future__ import annotations
 
 import torch
 
+from ..core.timing import Timer
+
 
 class Calibration:
     """What every collector of a layer's calibration inputs keeps track of: ``seen`` counts every
-    token offered, ``n`` those folded in -- at most ``cap`` (QMoE's per-expert cap)."""
+    token offered, ``n`` those folded in -- at most ``cap`` (QMoE's per-expert cap); ``seconds``
+    the time spent folding them in through ``add_timed``."""
 
     def __init__(self, cap: int | None = None):
         self.cap = cap
         self.n = self.seen = 0
+        self.seconds = 0.0
 
     def take(self, inp: torch.Tensor) -> torch.Tensor:
         """Inputs of shape (..., columns) as (t, columns) tokens, counted and capped."""
         X = inp.reshape(-1, inp.shape[-1])  # (tokens, columns)
         self.seen += X.shape[0]
         return X if self.cap is None else X[: max(0, self.cap - self.n)]
+
+    def add_timed(self, inp: torch.Tensor) -> None:
+        """``add_batch(inp)``, its time (device-synchronized) added to ``seconds``."""
+        with Timer(inp.device) as t:
+            self.add_batch(inp)
+        self.seconds += t.seconds
 
     def share(self, other: "Calibration") -> None:
         """Take ``other``'s statistics: a layer fed the very same inputs (q, k, v) has the same."""

@@ -175,7 +175,7 @@ def _collect(block, hidden, calls_i, layers: dict, collectors: dict) -> None:
             alive.append(x)  # keeps ids unique within the batch
             first = owner.setdefault((batch[0], id(x), type(c)), name)
             if first == name:
-                c.add_batch(x.detach())
+                c.add_timed(x.detach())
             shared.setdefault(name, set()).add(first)
         return f
 
@@ -203,7 +203,9 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
 
     ``make(name, layer)`` returns a collector with ``add_batch(inputs)`` (e.g. ``SparseGPT(layer)``);
     ``apply(name, collector)`` compresses the layer (names from the model's root). ``calib`` holds token windows
-    (n, seqlen). Returns one row per layer: name, shape, calibration tokens, seconds.
+    (n, seqlen). Returns one row per layer: name, shape, calibration tokens, and ``seconds``: the
+    time of the method itself -- folding the layer's inputs into its statistics plus solving --
+    without the block forwards every method shares (how the Wanda paper times pruning, section 5).
     """
     device = next(model.parameters()).device
     batches = [b.to(device) for b in calib.split(batch_size)]
@@ -218,7 +220,7 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
                 with Timer(device) as t:  # synchronized: on a GPU the solver runs asynchronously
                     apply(f"{stack_name}.{i}.{n}", collectors[n])
                 rows.append({"layer": f"{stack_name}.{i}.{n}", "shape": tuple(layer.weight.shape),
-                             "tokens": collectors[n].n, "seconds": t.seconds})
+                             "tokens": collectors[n].n, "seconds": collectors[n].seconds + t.seconds})
             del collectors
             hidden = _run_block(block, hidden, calls[i])  # inputs of the next block, from the compressed one
     return rows

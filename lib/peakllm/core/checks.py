@@ -51,3 +51,12 @@ def as_list(param: str, value) -> list:
                 raise ValueError(f"{param}={value!r} is not a valid JSON list: {e}") from None
         return [v.strip() for v in text.split(",") if v.strip()]
     raise ValueError(f"{param}={value!r} must be a list (or a JSON list as a string)")
+
+
+def seeds(param: str, value) -> list[int]:
+    """A non-empty list of distinct non-negative integer seeds (a comparison's calibration sets)."""
+    values = as_list(param, value)
+    ok = values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+    if not ok or len(set(values)) != len(values):
+        raise ValueError(f"{param}={value!r} must be a non-empty list of distinct non-negative integers")
+    return values

@@ -67,3 +67,41 @@ def bf16_native(device) -> bool:
     if dev.type == "mps":
         return bool(torch.backends.mps.is_macos_or_newer(14, 0))
     return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def configure(device) -> None:
+    """Matmul precision stated, not inherited: on CUDA fp32 matmuls stay IEEE fp32 (TF32 off), as
+    the GPTQ and SparseGPT reference code sets it -- the Hessian's Cholesky factorisation and the
+    column sweep are fp32 work that TF32's 10-bit mantissa would perturb. Nothing to set elsewhere."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.fp32_precision = "ieee"
+
+
+def default_dtype(device, encoder_decoder: bool = False, stored: torch.dtype | None = None) -> torch.dtype:
+    """The dtype the papers run a model in on ``device``.
+
+    CPU and MPS: fp32 (half-precision matmuls are emulated or slow there). CUDA: the checkpoint's
+    own half dtype when it has one (``stored``); else fp16 as SparseGPT / GPTQ load OPT, and bf16
+    for the T5 family (Switch: QMoE runs bf16; T5's feed-forward overflows fp16) where the GPU
+    computes bf16 natively, fp32 where it does not.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return torch.float32
+    if isinstance(stored, str):  # configs written by older transformers hold the name
+        stored = getattr(torch, stored, None)
+    if stored in (torch.float16, torch.bfloat16):
+        return stored
+    if encoder_decoder:
+        return torch.bfloat16 if bf16_native(dev) else torch.float32
+    return torch.float16
+
+
+def compute_dtype(device) -> torch.dtype:
+    """The dtype bitsandbytes layers compute in: bf16 on a GPU that has it natively (QLoRA's
+    setting), fp16 on an older GPU, fp32 on the CPU (its bitsandbytes kernels dequantize to fp32)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if bf16_native(dev) else torch.float16

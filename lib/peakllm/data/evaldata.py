@@ -6,10 +6,17 @@
 * ``c4``        -- the first validation shard of C4 (English), the first 1,100 documents
   joined with " ", truncated after tokenization to 256 windows of ``seqlen``.
 
-The last three come from the Hugging Face Hub through ``datasets``; without the Hub they fail
-fast with one message.
+The last three are files of Hugging Face Hub dataset repositories, fetched with
+``huggingface_hub.hf_hub_download`` -- the same call online and offline: with ``HF_HUB_OFFLINE=1``
+(or no Hub) it returns the copy in the local hub cache, so a machine that fetched them once
+evaluates without a network. Neither cached nor reachable, they fail fast with one message.
 """
 from __future__ import annotations
+
+import gzip
+import json
+from collections import namedtuple
+from pathlib import Path
 
 import torch
 
@@ -20,13 +27,50 @@ from .windows import random_windows
 
 EVAL_DATASETS = ("shakespeare", "wikitext2", "ptb", "c4")
 CALIBRATION_DATASETS = ("shakespeare", "c4")  # training text only: never an evaluation split
-HUB_DATASETS = {  # name -> (load_dataset args, split, text field, join string)
-    "wikitext2": (dict(path="Salesforce/wikitext", name="wikitext-2-raw-v1"), "test", "text", "\n\n"),
-    "ptb": (dict(path="ptb-text-only/ptb_text_only", name="penn_treebank"), "test", "sentence", " "),
-    "c4": (dict(path="allenai/c4", data_files={"validation": "en/c4-validation.00000-of-00008.json.gz"}),
-           "validation", "text", " "),
+HubFile = namedtuple("HubFile", "repo revision filename field join")
+HUB_FILES = {  # the files the GPTQ / SparseGPT loaders read through ``datasets``
+    "wikitext2": HubFile("Salesforce/wikitext", "main", "wikitext-2-raw-v1/test-00000-of-00001.parquet",
+                         "text", "\n\n"),
+    # a script dataset: the Hub serves its test split as parquet on the converted branch
+    "ptb": HubFile("ptb-text-only/ptb_text_only", "refs/convert/parquet", "penn_treebank/test/0000.parquet",
+                   "sentence", " "),
+    "c4": HubFile("allenai/c4", "main", "en/c4-validation.00000-of-00008.json.gz", "text", " "),
+    "c4-train": HubFile("allenai/c4", "main", "en/c4-train.00000-of-01024.json.gz", "text", None),
 }
 C4_DOCS, C4_WINDOWS = 1100, 256
+
+
+def hub_file(name: str) -> Path:
+    """The local path of ``HUB_FILES[name]``: from the hub cache when it is there (always so with
+    ``HF_HUB_OFFLINE=1``), else downloaded into it."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    from ..models.loading import HubUnavailable, hub_reachable
+
+    f = HUB_FILES[name]
+    cached = try_to_load_from_cache(f.repo, f.filename, revision=f.revision, repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached)
+    if not hub_reachable():
+        raise HubUnavailable(f"dataset {name!r} ({f.repo}: {f.filename}) is not in the local hub cache and "
+                             "the Hugging Face Hub cannot be reached from here; use 'shakespeare' (shipped) offline")
+    return Path(hf_hub_download(f.repo, f.filename, revision=f.revision, repo_type="dataset"))
+
+
+def read_texts(path: Path, field: str, limit: int | None = None) -> list[str]:
+    """The ``field`` column of a parquet file or of gzipped JSON lines (C4), in file order."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        texts = pq.read_table(path, columns=[field]).column(field).to_pylist()
+        return texts[:limit]
+    texts = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if limit is not None and len(texts) == limit:
+                break
+            texts.append(json.loads(line)[field])
+    return texts
 
 
 def check_dataset(name: str) -> None:
@@ -38,18 +82,10 @@ def eval_text(name: str = "shakespeare", split: str = "test") -> str:
     check_dataset(name)
     if name == "shakespeare":
         return corpus.load_split(split)
-    from ..models.loading import HubUnavailable, hub_reachable
-
-    if not hub_reachable():
-        raise HubUnavailable(f"dataset={name!r} comes from the Hugging Face Hub, which cannot be "
-                             "reached from here; use dataset='shakespeare' (shipped) offline")
-    import datasets
-
-    args, hub_split, field, join = HUB_DATASETS[name]
-    data = datasets.load_dataset(**args, split=hub_split)
-    if name == "c4":
-        data = data.select(range(C4_DOCS))
-    return join.join(data[field])
+    if split != "test":
+        raise ValueError(f"split={split!r}: dataset={name!r} is evaluated on its test split only")
+    f = HUB_FILES[name]
+    return f.join.join(read_texts(hub_file(name), f.field, C4_DOCS if name == "c4" else None))
 
 
 def eval_ids(name: str, tokenizer, seqlen: int | None = None, split: str = "test") -> torch.Tensor:
@@ -76,18 +112,13 @@ def calibration(name: str, tokenizer, nsamples: int = 128, seqlen: int = 256, se
     if name == "shakespeare":
         ids = torch.tensor(encode(tokenizer, corpus.load_split("train")), dtype=torch.long)
         return random_windows(ids, nsamples, seqlen, gen)
-    from ..models.loading import HubUnavailable, hub_reachable
-
-    if not hub_reachable():
-        raise HubUnavailable("calibration dataset 'c4' comes from the Hugging Face Hub, which cannot "
-                             "be reached from here; use 'shakespeare' (shipped) offline")
-    import datasets
-
-    docs = datasets.load_dataset("allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"},
-                                 split="train")
-    out = []
+    docs = read_texts(hub_file("c4-train"), "text")
+    out, tries = [], 0
     while len(out) < nsamples:
-        doc = docs[int(torch.randint(0, len(docs), (1,), generator=gen))]["text"]
+        tries += 1
+        if tries > 100 * nsamples:
+            raise ValueError(f"seqlen={seqlen}: hardly any C4 document is that long; use a shorter seqlen")
+        doc = docs[int(torch.randint(0, len(docs), (1,), generator=gen))]
         ids = tokenizer(doc, return_tensors="pt")["input_ids"][0]
         if len(ids) > seqlen:
             out.append(random_windows(ids, 1, seqlen, gen)[0])

@@ -23,13 +23,14 @@ import torch
 
 from ..compat import silence_bitsandbytes
 from ..core.checks import choice
-from ..core.hardware import resolve_device
+from ..core.hardware import compute_dtype, default_dtype, resolve_device
 from ..core.paths import DATA
 from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
 
 MODELS = DATA / "models"
 SHORT_NAMES = ("tiny-opt", "tiny-moe")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LOAD_DTYPES = ("auto", *DTYPES)  # "auto": ``core.hardware.default_dtype`` (fp32 on a CPU, half on a GPU)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 # Architectures of the shipped models (sized for a 2-core CPU: <= 25 MB each, < 30 min training).
@@ -140,12 +141,17 @@ def bnb_config(quantization: str, device, compute_dtype: torch.dtype = torch.flo
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
-def load_model(model_name: str, device: str = "auto", dtype: str = "float32", quantization: str = "none"):
+def load_model(model_name: str, device: str = "auto", dtype: str = "auto", quantization: str = "none"):
     """A causal LM (or any ``AutoModel`` the config names) in eval mode on ``device``;
-    ``quantization`` loads the linear layers of the blocks through bitsandbytes."""
-    choice("dtype", dtype, DTYPES)
+    ``quantization`` loads the linear layers of the blocks through bitsandbytes.
+
+    ``dtype="auto"`` is the papers' setting for the device (``core.hardware.default_dtype``): fp32
+    on a CPU, fp16 / bf16 on a GPU. bitsandbytes layers then compute in ``compute_dtype(device)``.
+    The compressors keep their Hessians and sweeps in fp32 whatever the weights' dtype.
+    """
+    choice("dtype", dtype, LOAD_DTYPES)
     dev = resolve_device(device)
-    qcfg = bnb_config(quantization, dev, DTYPES[dtype])
+    choice("quantization", quantization, QUANTIZATIONS)
     where, kwargs = _source(model_name)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
     from transformers.utils import logging
@@ -154,16 +160,24 @@ def load_model(model_name: str, device: str = "auto", dtype: str = "float32", qu
         logging.disable_progress_bar()  # a bar for loading 17 MB from disk is noise
 
     config = AutoConfig.from_pretrained(where, **kwargs)
-    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    if dtype != "auto":
+        torch_dtype = DTYPES[dtype]
+    elif quantization != "none":
+        torch_dtype = compute_dtype(dev)
+    else:
+        torch_dtype = default_dtype(dev, seq2seq, getattr(config, "dtype", None))
+    qcfg = bnb_config(quantization, dev, torch_dtype)
     if qcfg is not None:
-        model = auto.from_pretrained(where, dtype=DTYPES[dtype], quantization_config=qcfg,
+        model = auto.from_pretrained(where, dtype=torch_dtype, quantization_config=qcfg,
                                      device_map=str(dev), **kwargs)
         return model.requires_grad_(False).eval()  # quantized weights are for inference (QLoRA adds adapters)
-    model = auto.from_pretrained(where, dtype=DTYPES[dtype], **kwargs)
+    model = auto.from_pretrained(where, dtype=torch_dtype, **kwargs)
     return model.to(dev).eval()
 
 
-def load(model_name: str, device: str = "auto", dtype: str = "float32"):
+def load(model_name: str, device: str = "auto", dtype: str = "auto"):
     """``(model, tokenizer)``: checks the name first, so a typo fails before anything loads."""
     tokenizer = load_tokenizer(model_name)
     return load_model(model_name, device, dtype), tokenizer

@@ -168,7 +168,7 @@ def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_si
     if cuda:
         torch.cuda.set_device(device)
     torch.manual_seed(seed)
-    model = models.load_model(model_name, device=str(device)).train()
+    model = models.load_model(model_name, device=str(device), dtype="float32").train()  # fp32 master weights
     model.config.use_cache = False
     tokenizer = models.load_tokenizer(model_name)
     ids = token_ids("validation", tokenizer)

@@ -132,7 +132,7 @@ def prepare(cfg: FinetuneConfig):
         model = load_nf4(cfg.model_name, dev)
         note = "NF4 base (double quantization)"
     else:
-        model = models.load_model(cfg.model_name, device=str(dev))
+        model = models.load_model(cfg.model_name, device=str(dev), dtype="float32")  # fp32 master weights
     model.config.use_cache = False
     ckpt = {"use_reentrant": False}
     if cfg.method == "checkpointing":

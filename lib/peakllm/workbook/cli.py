@@ -1,4 +1,4 @@
-"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest,bench,pair}``."""
+"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest,bench,pair,gpucheck}``."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,10 @@ def main(argv=None) -> int:
     be.add_argument("--out", default=None, help="records file (default runs/bench/<device>.json)")
     pa = sub.add_parser("pair", help="write notebooks/NN_*.py, the jupytext percent script of every notebook")
     pa.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks out of sync")
+    g = sub.add_parser("gpucheck", help="on a CUDA GPU: the gpu tests, the layer bench and notebooks 10, 21, 22 "
+                                         "(device=cuda), summarized in OUT/<card>.json")
+    g.add_argument("--out", default=None, help="results folder (default data/results/gpu)")
+    g.add_argument("--skip-notebooks", action="store_true", help="only the tests and the bench")
     a = ap.parse_args(argv)
 
     if a.cmd == "workbook":
@@ -108,6 +112,20 @@ def main(argv=None) -> int:
         else:
             for path in pairing.write_pairs():
                 print(relative(path))
+    elif a.cmd == "gpucheck":
+        import json
+
+        from . import gpucheck
+        from ..core.paths import relative
+
+        try:
+            path = gpucheck.run(a.out, notebooks=() if a.skip_notebooks else gpucheck.NOTEBOOKS)
+        except gpucheck.NoCUDA as e:
+            print(f"gpucheck: {e}", file=sys.stderr)
+            return 2
+        ok = json.loads(path.read_text())["ok"]
+        print(f"{relative(path)}: {'every step passed' if ok else 'a step failed (see the status of each)'}")
+        return 0 if ok else 1
     return 0
 
 

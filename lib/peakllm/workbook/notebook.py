@@ -100,7 +100,7 @@ def setup(notebook: str, ns: dict):
     import pandas as pd
 
     from .. import seed_everything
-    from ..core.hardware import resolve_device
+    from ..core.hardware import configure, resolve_device
     from ..core.records import Recorder
 
     declared = parameters(notebook)
@@ -111,6 +111,7 @@ def setup(notebook: str, ns: dict):
         ns[name] = coerce(name, ns[name], p["type"])
     _check_common(ns)
     dev = resolve_device(ns.get("device", "auto"))
+    configure(dev)
     seed_everything(ns.get("seed", 0))
     pd.set_option("display.width", 140)
     params = {n: ns[n] for n in declared if n != "results_path"}
