@@ -76,29 +76,30 @@ for name in models.SHORT_NAMES:
     m = models.new_tiny(name)
     n = models.count_params(m)
     rows.append({"model": name, "class": type(m).__name__, "parameters": n["total"], "experts": n["experts"],
-                 "FLOPs/token (6N, active)": pretrain.flops_per_token(m)})
+                 "FLOPs/token (6N)": pretrain.flops_per_token(m)})
 pd.DataFrame(rows)
 
 # %% [markdown]
 # ## 3. What the shipped run cost: C ≈ 6·N·D
 #
-# Training a transformer costs about 6 FLOPs per parameter per token (Kaplan et al. 2020):
-# 2 for the forward pass, 4 for the backward pass. N counts the parameters a token actually
-# passes through (for the MoE: the shared parts plus 2 of 8 experts; the tied embedding counts
-# twice, as input table and output head).
+# Training a transformer costs about 6 FLOPs per weight per token (Kaplan et al. 2020, Table 1):
+# 2 for the forward pass, 4 for the backward pass. N counts the weights of the matrix
+# multiplies a token passes through: the blocks' linear layers (for the MoE: the shared parts
+# plus 2 of 8 experts) and the LM head. Embedding lookups -- the token and position tables --
+# read one row and multiply nothing, so they are left out; the tied LM head multiplies by the
+# token table and counts once.
 
 # %%
 show_source(pretrain.flops_per_token)
 
 # %%
-info = roofline.describe(device)
-C, secs = shipped["train_flops"], shipped["seconds"]
-achieved = C / secs
+C = pretrain.flops_per_token(models.new_tiny(model_name)) * shipped["tokens"]
+secs = shipped["seconds"]
 print(f"shipped {model_name}: {shipped['config']['steps']} steps x {shipped['config']['batch_size']} x "
       f"{shipped['config']['seq_len']} tokens = D = {shipped['tokens']:,} tokens")
-print(f"C = 6 N D = {shipped['flops_per_token']:,} x {shipped['tokens']:,} = {C:.3g} FLOPs")
-print(f"trained in {secs / 60:.1f} min -> {achieved / 1e9:.1f} GFLOP/s achieved "
-      f"({achieved / info['peak_flops_fp32']:.0%} of this device's measured fp32 peak)")
+print(f"C = 6 N D = {C // shipped['tokens']:,} x {shipped['tokens']:,} = {C:.3g} FLOPs")
+print(f"trained in {secs / 60:.1f} min with torch {shipped['torch']} -> {C / secs / 1e9:.1f} GFLOP/s achieved "
+      "on the machine that trained it")
 print(f"for scale: GPT-3 (N = 175e9, D = 300e9) needed {6 * 175e9 * 300e9:.2g} FLOPs, "
       f"{6 * 175e9 * 300e9 / C:.1e} times more")
 rec.add("train_flops", C, "FLOP", model=model_name)
@@ -114,8 +115,12 @@ rec.add("train_seconds", secs, "s", model=model_name)
 # %%
 result = pretrain.pretrain(cfg, out_dir=out_dir or None)
 last = result["log"][-1]
+achieved = pretrain.flops_per_token(result["model"]) * result["tokens"] / result["seconds"]
+info = roofline.describe(device)
 print(f"{cfg.steps} steps, {result['tokens']:,} tokens in {result['seconds']:.1f} s "
       f"({result['tokens'] / result['seconds']:.0f} tok/s)")
+print(f"this run: {achieved / 1e9:.1f} GFLOP/s achieved on {dev.type}, "
+      f"{achieved / info['peak_flops_fp32']:.0%} of this device's measured fp32 peak (the validation passes not counted)")
 print(f"train loss {result['log'][0]['train_loss']:.2f} -> {last['train_loss']:.2f}, validation loss {last['val_loss']:.2f}")
 rec.add("val_loss", round(last["val_loss"], 2), "nats/token", method="full" if full_run else "short", model=model_name)
 rec.add("tokens_per_s", result["tokens"] / result["seconds"], "tok/s", method="pretrain", model=model_name)
@@ -157,13 +162,13 @@ pd.DataFrame(rows)
 # **Exercise 1.** With C = 6 N D, how long would the shipped `tiny-opt` run take on one H100 (989 TFLOP/s dense bf16) at a realistic 40% model FLOP utilisation?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** C = 1.31e14 FLOPs (printed above). 1.31e14 / (0.4 x 989e12) = 0.33 s. Our 2-core CPU took about 15 minutes: the same recipe is a few thousand times cheaper on a GPU.
+# **Solution 1.** t = C / (0.4 × 989·10¹² FLOP/s), with C from section 3: evaluate `C / (0.4 * 989e12)` in a cell -- well under one second, against the minutes the shipped run took on its CPU (section 3). The same recipe is thousands of times cheaper on a GPU, if the GPU could be kept that busy with so small a model (it could not: at this size kernel launches, not FLOPs, set the pace).
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** The Chinchilla rule of thumb is about 20 training tokens per parameter. How many tokens would `tiny-opt` want, and how many did it get?
 
 # %% [markdown] tags=["solution"]
-# **Solution 2.** 20 x 4.27 M = 85 M tokens; the shipped run saw 1000 steps x 16 x 256 = 4.1 M, 20x fewer. Its loss curve is still falling at the end: more steps (and more text) would still pay.
+# **Solution 2.** About 20 × N tokens, with N the parameter count of section 2's table: `20 * models.count_params(models.new_tiny("tiny-opt"))["total"]`, tens of millions. The shipped run saw D = steps × batch × sequence length (section 3), roughly twenty times fewer. Its loss curve is still falling at the end: more steps (and more text) would still pay.
 
 # %% [markdown]
 # ## Records

@@ -20,7 +20,7 @@ batch_size: int = 8  # global batch (windows per step), split evenly across the 
 seq_len: int = 128  # tokens per window
 lr: float = 0.0001  # AdamW learning rate
 tolerance: float = 0.001  # largest allowed gap to the single-process loss curve (nats/token)
-device: str = "auto"  # auto (cuda if present, else cpu), cuda (NCCL, one rank per GPU) or cpu (gloo processes)
+device: str = "auto"  # auto (one GPU per rank when there are enough, else CPU processes), cuda (NCCL) or cpu (gloo)
 seed: int = 0  # seeds the batches and the model
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
@@ -37,9 +37,10 @@ from peakllm.core import memory
 from peakllm.train import distributed
 
 rec, dev = peakllm.setup("12_scaling_out", globals())
-use_cuda = distributed.check_args(strategies, nproc, steps, batch_size, seq_len, device)
+ranks_on, why = distributed.check_args(strategies, nproc, steps, batch_size, seq_len, device)
+print(why)
 work = Path(tempfile.mkdtemp(prefix="peakllm-dist-"))
-args = dict(model_name=model_name, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, device=device)
+args = dict(model_name=model_name, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, device=ranks_on)
 
 # %% [markdown]
 # ## 1. Four ways to cut the work

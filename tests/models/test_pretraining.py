@@ -38,9 +38,16 @@ def test_moe_flops_count_only_active_experts():
     dense, moe = models.new_tiny("tiny-opt"), models.new_tiny("tiny-moe")
     n_moe = sum(p.numel() for p in moe.parameters())
     experts = models.count_params(moe)["experts"]
-    emb = moe.get_input_embeddings().weight.numel()
-    assert flops_per_token(moe) == int(6 * (n_moe - experts * 6 / 8 + emb))
-    assert flops_per_token(dense) > 6 * sum(p.numel() for p in dense.parameters())
+    # the tied token table is a lookup (left out) and the LM head (counted): net zero for tiny-moe
+    assert flops_per_token(moe) == int(6 * (n_moe - experts * 6 / 8))
+
+
+def test_embedding_lookups_are_not_matmul_flops():
+    """OPT: the learned position table is left out, the tied token table counts once (the head)."""
+    dense = models.new_tiny("tiny-opt")
+    n = sum(p.numel() for p in dense.parameters())
+    pos = dense.model.decoder.embed_positions.weight.numel()
+    assert flops_per_token(dense) == 6 * (n - pos)
 
 
 def test_shipped_recipes_are_recorded():

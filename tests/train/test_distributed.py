@@ -24,3 +24,18 @@ def test_launch_checks_its_arguments():
         distributed.launch_command("ddp", nproc=8, nnodes=2)
     cmd = distributed.launch_command("fsdp", nproc=8, nnodes=2, rdzv_endpoint="node0:29500", steps=5)
     assert "--rdzv-endpoint=node0:29500" in cmd and cmd[-2:] == ["--steps", "5"]
+
+
+@pytest.mark.parametrize("device,nproc,gpus,want", [
+    ("auto", 2, 0, "cpu"), ("auto", 2, 1, "cpu"), ("auto", 2, 2, "cuda"), ("auto", 1, 1, "cuda"),
+    ("cpu", 2, 8, "cpu"), ("cuda", 2, 4, "cuda"),
+])
+def test_the_ranks_run_where_there_is_one_gpu_per_rank_else_on_gloo(device, nproc, gpus, want):
+    where, why = distributed.ranks_device(device, nproc, gpus)
+    assert where == want
+    assert ("gloo" in why) == (want == "cpu") and ("NCCL" in why) == (want == "cuda")
+
+
+def test_explicit_cuda_with_too_few_gpus_fails_naming_nproc():
+    with pytest.raises(ValueError, match="nproc=2 exceeds the 1 GPU"):
+        distributed.ranks_device("cuda", 2, 1)

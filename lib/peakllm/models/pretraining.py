@@ -71,15 +71,20 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 def flops_per_token(model) -> int:
-    """6 N: N = parameters a token passes through (for MoE, only its top-k experts' share)."""
+    """6 N training FLOPs per token (Kaplan et al. 2020, Table 1: 2N forward, 4N backward), with N
+    the weights of the matrix multiplies a token passes through: the blocks' linear layers (for
+    a MoE, only the shared parts and k of E experts) and the LM head. Embedding lookups --
+    token and position tables -- read one row and multiply nothing, so they are left out; a
+    tied LM head is a matmul with the token table and counts once, as the head."""
     n = sum(p.numel() for p in model.parameters())
+    n -= sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
     cfg = model.config
     if is_moe(cfg):
         E, k = routing(cfg)
         experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
         n -= experts * (1 - k / E)
     if getattr(cfg, "tie_word_embeddings", False):
-        n += model.get_input_embeddings().weight.numel()  # used twice: embedding and LM head
+        n += model.get_input_embeddings().weight.numel()  # the LM head multiplies by the token table
     return int(6 * n)
 
 

@@ -124,8 +124,10 @@ def ring_traffic(comm: dict, world: int) -> float:
     return 2 * f * comm["all_reduce"] + f * (comm["all_gather"] + comm["reduce_scatter"])
 
 
-def check_args(strategies, nproc: int, steps: int, batch_size: int, seq_len: int, device: str) -> bool:
-    """Notebook 12's settings, before any process starts; True when the ranks use CUDA (NCCL)."""
+def check_args(strategies, nproc: int, steps: int, batch_size: int, seq_len: int, device: str) -> tuple[str, str]:
+    """Notebook 12's settings, before any process starts. Returns ``(ranks_device, why)``: the
+    device every rank runs on ("cuda": NCCL, one GPU per rank; "cpu": gloo processes) -- pass
+    it to the ranks instead of "auto" -- and one sentence saying why."""
     from ..core.checks import choices, positive_int
 
     choices("strategies", strategies, [s for s in STRATEGIES if s != "single"])
@@ -133,10 +135,8 @@ def check_args(strategies, nproc: int, steps: int, batch_size: int, seq_len: int
         positive_int(k, v)
     if batch_size % nproc:
         raise ValueError(f"batch_size={batch_size} must be divisible by nproc={nproc}")
-    use_cuda = check_device(device)
-    if use_cuda and nproc > torch.cuda.device_count():
-        raise ValueError(f"nproc={nproc} exceeds the {torch.cuda.device_count()} GPUs of this machine")
-    return use_cuda
+    check_device(device)
+    return ranks_device(device, nproc, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def check_device(device: str) -> bool:
@@ -148,6 +148,22 @@ def check_device(device: str) -> bool:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' but torch sees no CUDA GPU here; use device='cpu' (gloo) or 'auto'")
     return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def ranks_device(device: str, nproc: int, gpus: int) -> tuple[str, str]:
+    """Where ``nproc`` ranks run on a machine with ``gpus`` CUDA GPUs: NCCL needs one GPU per rank.
+    ``auto`` takes the GPUs when there are enough and falls back to gloo on CPU processes when
+    there are fewer (a one-GPU laptop still runs the notebook); an explicit ``cuda`` with too few
+    GPUs is an error."""
+    if device == "cpu":
+        return "cpu", f"device='cpu': {nproc} CPU processes, gloo"
+    if gpus >= nproc:
+        return "cuda", f"device={device!r}: {nproc} of the {gpus} GPUs, one per rank, NCCL"
+    if device == "cuda":
+        raise ValueError(f"nproc={nproc} exceeds the {gpus} GPU(s) of this machine (NCCL needs one GPU per "
+                         "rank); lower nproc or use device='cpu'")
+    here = "no GPU here" if gpus == 0 else f"{gpus} GPU(s) here, fewer than nproc={nproc}"
+    return "cpu", f"device='auto': {here}, so the ranks are {nproc} CPU processes with gloo"
 
 
 def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_size: int = 8,
