@@ -8,7 +8,7 @@
 # **Prerequisites.** Python and a little PyTorch. Nothing to download: the corpus, tokenizer and
 # models ship in `data/`.
 #
-# **Runtime on the default** (2 CPU cores, no GPU): about 20 s; peak memory about 0.9 GiB RSS.
+# **Runtime on the default** (2 CPU cores, no GPU): about 20 s; peak memory under 1 GiB RSS.
 
 # %% tags=["parameters"]
 model_name: str = "tiny-opt"  # shipped model (tiny-opt, tiny-moe), a local directory, or a Hub id such as facebook/opt-125m
@@ -201,7 +201,7 @@ print(help_text[help_text.index("Parameters inferred"):])
 # **Exercise 1.** Rerun this notebook with `-p model_name tiny-moe`. Before you do, predict the weights, gradients and AdamW state of the MoE from its parameter count (6,102,720). Which part grows, relative to `tiny-opt`, and does the fact that a token visits only 2 of 8 experts help?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** Weights 6,102,720 x 4 B = 23.3 MiB, gradients another 23.3 MiB, AdamW's two moments 46.6 MiB: the model state grows with **all** parameters (1.43x tiny-opt's), because every expert has weights, gradients and optimizer state whether or not a token visits it. Routing to 2 of 8 experts saves compute and activations (only the routed tokens' expert activations are saved), not model state.
+# **Solution 1.** Weights 6,102,720 x 4 B, gradients as many bytes again, AdamW's two moments twice that: the model state grows with **all** parameters (6,102,720 / 4,274,176 of tiny-opt's), because every expert has weights, gradients and optimizer state whether or not a token visits it. Routing to 2 of 8 experts saves compute and activations (only the routed tokens' expert activations are saved), not model state.
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** Halve `anatomy_seq_len` to 128. Predict the saved-activation bytes before you run it.

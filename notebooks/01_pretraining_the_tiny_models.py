@@ -48,7 +48,7 @@ shipped = json.loads((models.MODELS / model_name / "pretrain.json").read_text())
 # ## 1. The recipe
 #
 # A plain next-token loop in the style of nanoGPT: random windows from the train split, AdamW
-# (betas 0.9/0.95, weight decay 0.1 on matrices), linear warmup then cosine decay, gradient
+# (weight decay on the matrices only), linear warmup then cosine decay, gradient
 # clipping at 1.0, validation loss on held-out plays. The shipped run used these defaults:
 
 # %%
@@ -162,7 +162,7 @@ pd.DataFrame(rows)
 # **Exercise 1.** With C = 6 N D, how long would the shipped `tiny-opt` run take on one H100 (989 TFLOP/s dense bf16) at a realistic 40% model FLOP utilisation?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** t = C / (0.4 × 989·10¹² FLOP/s), with C from section 3: evaluate `C / (0.4 * 989e12)` in a cell -- well under one second, against the minutes the shipped run took on its CPU (section 3). The same recipe is thousands of times cheaper on a GPU, if the GPU could be kept that busy with so small a model (it could not: at this size kernel launches, not FLOPs, set the pace).
+# **Solution 1.** t = C / (40% × 989·10¹² FLOP/s), with C from section 3: evaluate `C / (0.4 * 989e12)` in a cell -- well under one second, against the minutes the shipped run took on its CPU (section 3). The same recipe is thousands of times cheaper on a GPU, if the GPU could be kept that busy with so small a model (it could not: at this size kernel launches, not FLOPs, set the pace).
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** The Chinchilla rule of thumb is about 20 training tokens per parameter. How many tokens would `tiny-opt` want, and how many did it get?

@@ -227,7 +227,7 @@ pd.DataFrame(cmp_rows).set_index("quantity")
 # **Exercise 2.** Halve and double `batch_size`. Which part of the memory follows it? At which batch size do the activations of full fine-tuning fall below its model state, and which method keeps them smallest?
 
 # %% [markdown] tags=["solution"]
-# **Solution 2.** Only the activations scale with the batch: 132.3 MiB at batch 8 is about 16.5 MiB per sequence of 256 tokens. Full fine-tuning's model state is 65.2 MiB (16 B/param), so activations fall below it at batch 3 (49.6 MiB) and above it from batch 4 (66.2 MiB). Gradient checkpointing (and QLoRA, which uses it) keeps them smallest: 44.1 MiB at batch 8, most of it the logits.
+# **Solution 2.** Only the activations follow the batch: divide the activations column by the batch size and you get about the same bytes per sequence at every batch. Set full fine-tuning's activations against its model state (weights, gradients and AdamW's two moments: 16 bytes per parameter) to find where they cross. Gradient checkpointing (and QLoRA, which uses it) keeps the activations smallest, and what remains is mostly the logits: the LM head's output over the whole vocabulary for every token.
 
 # %% [markdown]
 # ## Records

@@ -178,7 +178,7 @@ print("2 nodes x 8:   ", shlex.join(distributed.launch_command("fsdp", 8, nnodes
 # **Exercise 2.** ZeRO-1 shards only the optimizer state. Using section 4's table, compute its bytes per parameter per rank for N = 2 and N = 64, and compare with DDP and FSDP.
 
 # %% [markdown] tags=["solution"]
-# **Solution 2.** ZeRO-1: weights 4 + gradients 4 + AdamW 8 / N = 12 B (N = 2) and 8.125 B (N = 64). DDP: 16 B for any N. ZeRO-2 (also shard gradients): 4 + 12 / N = 10 and 4.19 B. FSDP / ZeRO-3: 16 / N = 8 and 0.25 B. Only full sharding lets the model state shrink without bound as ranks are added.
+# **Solution 2.** ZeRO-1: weights 4 + gradients 4 + AdamW 8 / N bytes per parameter: 12 B at N = 2, just over 8 B at N = 64. DDP: 16 B for any N. ZeRO-2 (also shard the gradients): 4 + 12 / N: 10 B, and just over 4 B. FSDP / ZeRO-3: 16 / N: 8 B, and a quarter of a byte. Only full sharding lets the model state shrink without bound as ranks are added.
 
 # %% [markdown]
 # ## Records

@@ -2,8 +2,8 @@
 # # 20 · Case study 2: QMoE -- compressing a mixture of experts below one bit per parameter
 #
 # **Goal.** Reproduce the review's second case study: QMoE (Frantar & Alistarh, MLSys 2024)
-# compresses the 1.6-trillion-parameter SwitchTransformer-c2048 from 3.2 TB to 158.6 GB -- under
-# 0.8 bit per parameter -- so it runs on one server. We follow its steps on our own MoE: where the
+# compresses the 1.6-trillion-parameter SwitchTransformer-c2048 from terabytes in bf16 to under
+# 160 GB -- under one bit per parameter -- so it runs on one server. We follow its steps on our own MoE: where the
 # parameters live, calibration through the router, GPTQ with a ternary grid on every expert, the
 # natural sparsity that follows, and the dictionary code that stores it, with Tables 4 and 6 of
 # the paper beside our figures.
@@ -211,7 +211,7 @@ else:
           "per weight plus a scale and zero per row")
 
 # %% [markdown]
-# Our rows are short (192 and 256 columns), so the 64 bits of each row weigh 0.25-0.33 bit per
+# Our rows are short (192 and 256 columns), so the 64 bits of each row weigh 64/256 to 64/192 bit per
 # parameter. Switch's expert rows have 768 to 6,144 columns: the same code on wider rows, with our
 # model's symbol frequencies, shows the all-inclusive figure falling toward the codes alone.
 
@@ -311,13 +311,13 @@ fig.tight_layout()
 # **Exercise 1.** Set `percdamp` to 0.01 (GPTQ's default) and rerun. What happens to the ternary GPTQ loss, and why does a coarse grid need stronger dampening?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** Measured on tiny-moe: with 0.01 the ternary GPTQ loss is 4.242 (0.1: 4.248), a shade better, but only 72.7% of the expert weights come out zero (0.1: 76.5%), so the code needs more bits per weight. The dampening adds a share of the mean diagonal to H before inverting it; with a grid of three levels the rounding errors GPTQ pushes onto the remaining columns are large, and where H has small eigenvalues a weakly damped inverse amplifies them. On our small, well-conditioned Hessians that hardly matters; on Switch-c2048 QMoE found 0.1 necessary for stable results.
+# **Solution 1.** Compare the ternary GPTQ loss and the share of zero expert weights that the run prints with those of the default. The dampening adds a share of the mean diagonal to H before inverting it. With a grid of only three levels every rounding error is large, GPTQ pushes each onto the columns still to be rounded, and where H has small eigenvalues a weakly damped inverse amplifies them; a stronger dampening also pulls the updates toward plain rounding, which leaves more weights at zero. On our small Hessians the effect is modest; on Switch-c2048 QMoE found 0.1 necessary for stable results.
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** Set `dict_log2` to 8 and then 16. How do the codes-only and all-inclusive bits per parameter move, and which dictionary size suits this model?
 
 # %% [markdown] tags=["solution"]
-# **Solution 2.** Measured on the ternary GPTQ experts: 2^8 gives codes 1.145 / all 1.451 bits; 2^12 gives 1.110 / 1.430; 2^16 gives 1.102 / 1.686. A bigger dictionary finds longer frequent sequences, so the codewords alone get cheaper, but its storage ((entries - 9) x (codeword bits + 4)) is paid once for 4.7 M expert weights: at 2^16 it costs 0.28 bit per parameter. Around 2^10 to 2^12 balances the two here; QMoE's 2^16 suits 1.6 trillion parameters.
+# **Solution 2.** A bigger dictionary finds longer frequent sequences, so the codewords alone get cheaper; but the dictionary itself ((entries - 9) x (codeword bits + 4) bits) is stored once for all expert weights, so its share per parameter is that size divided by the expert parameter count of section 1. For a model with a few million expert weights that share grows quickly with the dictionary, and the all-inclusive figure is lowest at a middle size; QMoE's 2^16 entries cost nothing per parameter at 1.6 trillion parameters.
 
 # %% [markdown]
 # ## Records

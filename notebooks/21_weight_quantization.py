@@ -77,7 +77,7 @@ pd.DataFrame(rows)
 # * **nf4 / fp4** -- 4-bit NormalFloat (levels at the quantiles of a normal distribution: QLoRA,
 #   Dettmers et al. 2023) or 4-bit float, one absmax per block of 64 weights;
 # * **-dq** -- double quantization: the block absmaxes themselves stored in 8 bits (one fp32
-#   constant per 256 of them), 0.5 -> 0.127 bits of overhead per weight.
+#   constant per 256 of them), 32/64 -> 8/64 + 32/(64·256) bits of overhead per weight.
 
 # %%
 show_source(models.bnb_config)
@@ -184,13 +184,13 @@ compare.with_ours(paper, {f"ours {model_name} {d}": {k: r[f"ppl {d}"] for k, r i
 # **Exercise 1.** Add `2` to `grid_bits` and rerun. Where does GPTQ's advantage over RTN grow, and why?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** Measured on tiny-opt (dense 114.21): RTN 2-bit 121.50 (+7.30), GPTQ 2-bit 114.98 (+0.77). At 4 bits the two differ by 0.1 perplexity, at 3 bits by 0.6, at 2 bits by 6.5: the coarser the grid, the larger each rounding error, and the more GPTQ gains by moving every error onto the columns still to be rounded (the OBS update) instead of leaving it in the output.
+# **Solution 1.** The coarser the grid, the larger each rounding error, and the more GPTQ gains by moving every error onto the columns still to be rounded (the OBS update) instead of leaving it in the layer's output. Read the RTN and GPTQ rows bit width by bit width: the gap between them is the value of those updates, and it widens as the bits fall.
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** From the table, compute how many bytes a 7B-parameter model needs in each format, and which fit a 24 GB GPU with room left for the KV cache.
 
 # %% [markdown] tags=["solution"]
-# **Solution 2.** 6.74e9 weights x bits / 8: fp32 27.0 GB (does not fit), bf16 13.5 GB, int8 (8.09 bits with row scales) 6.8 GB, NF4 (4.50) 3.8 GB, NF4 + double quantization (4.19) 3.5 GB, GPTQ 4-bit (4.09) 3.4 GB, GPTQ 3-bit (3.09) 2.6 GB. Everything but fp32 fits; bf16 leaves about 10 GB for the KV cache and activations, the 4-bit formats about 20 GB.
+# **Solution 2.** Bytes = 6.74e9 weights x bits / 8, with each format's bits per parameter from the table (row scales and block constants included): e.g. `6.74e9 * 16 / 8 / 1e9` GB for bf16. fp32 does not fit a 24 GB GPU; bf16 fits with little room left for the KV cache and activations; int8 and the 4-bit formats leave most of the card free.
 
 # %% [markdown]
 # ## Records
