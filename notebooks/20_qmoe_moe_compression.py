@@ -16,7 +16,8 @@
 model_name: str = "tiny-moe"  # MoE to compress: tiny-moe (shipped), a local directory, or a Hub id such as google/switch-base-8
 bits: str = "ternary"  # headline grid of the experts: ternary, 2, 3 or 4
 method: str = "gptq"  # headline method: gptq (QMoE) or rtn (round to nearest)
-grid_bits: list = ["ternary", 2, 3, 4]  # bit widths of the loss-vs-bits comparison (each with rtn and gptq)
+grid_bits: list = ["ternary", 2, 3]  # bit widths of the loss-vs-bits comparison (each with rtn and gptq)
+seeds: list = [0, 1, 2]  # calibration seeds: GPTQ runs once per seed (RTN reads no data)
 calib_samples: int = 128  # calibration windows of the train split
 calib_seqlen: int = 256  # tokens per calibration window
 exclude_special: bool = True  # take special tokens out of the calibration text (QMoE masks them)
@@ -26,7 +27,7 @@ dict_log2: int = 12  # the dictionary holds 2**dict_log2 entries; codewords are 
 max_pairs: int = 14  # longest sequence of ternary pairs one codeword stands for (QMoE: 14)
 eval_windows: int = 0  # test windows for the loss; 0 means all of the test split
 device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
-seed: int = 0  # seeds calibration sampling and everything else
+seed: int = 0  # seeds everything that is not a calibration seed
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
 # %%
@@ -36,7 +37,7 @@ import pandas as pd
 import peakllm
 from peakllm import models, show_source
 from peakllm.compress import obs, qmoe, quant, ternary_coding
-from peakllm.core import checks
+from peakllm.core import checks, spread
 from peakllm.data import evaldata
 from peakllm.workbook import compare
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about mi
 rec, dev = peakllm.setup("20_qmoe_moe_compression", globals())
 bits, grid_bits = quant.parse_bits(bits), [quant.parse_bits(b) for b in grid_bits]
 checks.choice("method", method, qmoe.QUANT_METHODS)
+seeds = checks.seeds("seeds", seeds)
 for k, v in dict(calib_samples=calib_samples, calib_seqlen=calib_seqlen, max_pairs=max_pairs).items():
     checks.positive_int(k, v)
 checks.in_range("dict_log2", dict_log2, 4, 24, high_inclusive=True)
@@ -75,10 +77,14 @@ pd.DataFrame([{"part": "experts", "parameters": share["experts"], "share": round
 
 # %%
 seqlen = min(calib_seqlen, models.context_length(model))
-calib = evaldata.calibration("shakespeare", tokenizer, nsamples=calib_samples, seqlen=seqlen, seed=seed)
-if exclude_special:
-    flat = qmoe.without_special_tokens(calib.reshape(-1), tokenizer)
-    calib = flat[: len(flat) // seqlen * seqlen].view(-1, seqlen)
+calibs = {}
+for s in seeds:  # one calibration set per seed
+    c = evaldata.calibration("shakespeare", tokenizer, nsamples=calib_samples, seqlen=seqlen, seed=s)
+    if exclude_special:
+        flat = qmoe.without_special_tokens(c.reshape(-1), tokenizer)
+        c = flat[: len(flat) // seqlen * seqlen].view(-1, seqlen)
+    calibs[s] = c
+calib = calibs[seeds[0]]
 test_ids = evaldata.eval_ids("shakespeare", tokenizer)
 sentinel = qmoe.first_sentinel(tokenizer)  # T5's <extra_id_0> for SwitchTransformers' span-corruption loss
 eval_seqlen = min(256, models.context_length(model))
@@ -130,32 +136,37 @@ import copy
 
 dense_loss = qmoe.eval_loss(model, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
 rec.add("loss", round(dense_loss, 4), "nats", method="dense", bits="32")
-variants, reports = {}, {}
+variants, reports, seed_rows = {}, {}, []
 grid = sorted(set(grid_bits) | {bits}, key=lambda b: (b != "ternary", b))
-for b in tqdm(grid, desc="bit widths"):
-    for m in ["rtn", "gptq"]:
-        mm = copy.deepcopy(model)
-        reports[(m, b)] = qmoe.compress(mm, calib, bits=b, method=m, percdamp=percdamp,
-                                        max_tokens_mult=max_tokens_mult, progress=False)
-        variants[(m, b)] = {"loss": qmoe.eval_loss(mm, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel),
-                            "zeros": qmoe.zero_share(mm)}
+runs = [(b, m, s) for b in grid for m in ["rtn", "gptq"] for s in (seeds if m == "gptq" else seeds[:1])]
+for b, m, s in tqdm(runs, desc="RTN and GPTQ"):
+    mm = copy.deepcopy(model)
+    report = qmoe.compress(mm, calibs[s], bits=b, method=m, percdamp=percdamp, max_tokens_mult=max_tokens_mult,
+                           progress=False)
+    loss = qmoe.eval_loss(mm, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
+    seed_rows.append({"method": m, "bits": str(b), "seed": s if m == "gptq" else None, "loss": loss})
+    rec.add("loss", round(loss, 4), "nats", method=m, bits=str(b), seed=s if m == "gptq" else None)
+    if s == seeds[0]:  # the first seed's models serve the sections below
+        reports[(m, b)] = report
+        variants[(m, b)] = {"loss": loss, "zeros": qmoe.zero_share(mm)}
         if (m, b) == (method, bits):
             compressed = mm
-        else:
-            del mm
-        rec.add("loss", round(variants[(m, b)]["loss"], 4), "nats", method=m, bits=str(b))
-rows = [{"method": "dense", "bits": "fp32", "loss": round(dense_loss, 4), "increase": 0.0}]
-for (m, b), v in variants.items():
-    rows.append({"method": m, "bits": str(b), "loss": round(v["loss"], 4), "increase": round(v["loss"] - dense_loss, 4)})
-loss_table = pd.DataFrame(rows)
-loss_table
+    del mm
+runs_df = pd.DataFrame(seed_rows)
+loss_table = spread.table(runs_df, ["method", "bits"], "loss", digits=4)
+loss_table["increase"] = (loss_table["mean"] - dense_loss).round(4)
+print(f"dense loss {dense_loss:.4f}; GPTQ: mean ± sd over calibration seeds {seeds} (RTN reads no data: one run)")
+loss_table[["mean ± sd", "n", "increase"]]
 
 # %%
-inc = {(r["method"], r["bits"]): r["increase"] for r in rows}
 for b in ["ternary", "2"]:
-    if ("gptq", b) in inc:
-        print(f"{b:>7}: loss increase RTN {inc[('rtn', b)]:+.4f}, GPTQ {inc[('gptq', b)]:+.4f} "
-              f"-> GPTQ keeps {1 - inc[('gptq', b)] / inc[('rtn', b)]:.0%} of RTN's damage away")
+    g = runs_df[(runs_df.method == "gptq") & (runs_df.bits == b)].loss.tolist()
+    r = runs_df[(runs_df.method == "rtn") & (runs_df.bits == b)].loss.tolist()
+    if g and r:
+        v = spread.verdict(g, r)
+        print(f"{b:>7}: loss increase RTN {r[0] - dense_loss:+.4f}, GPTQ {spread.summarize(g)['mean'] - dense_loss:+.4f} "
+              f"(sd {spread.summarize(g)['sd']:.4f}) -> GPTQ keeps {1 - (spread.summarize(g)['mean'] - dense_loss) / (r[0] - dense_loss):.0%} "
+              f"of RTN's damage away: {'a tie' if v == 'tie' else 'GPTQ ' + v}")
 hist = qmoe.routing_histogram(reports.get(("gptq", bits), []))
 if len(hist):
     piv = hist.pivot_table(index="expert", columns="layer", values="routed")

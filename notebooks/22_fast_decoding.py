@@ -5,12 +5,14 @@
 # read from memory for a single multiply-add: decoding is **memory-bound**. Measure what the
 # standard tools change -- the KV cache, batching, the attention kernel, a static cache (with
 # `torch.compile` where the device supports it), and fewer bytes per weight (bf16, int8, NF4) --
-# and compare the batch-1 speed with the bandwidth roofline: bytes of weights read per token
-# divided by the memory bandwidth.
+# and compare the batch-1 speed with the bandwidth roofline: the memory bandwidth divided by the
+# bytes of weights read per token. The tiny model shows the mechanisms; a model at OPT-125M's size
+# shows the memory-bound regime itself.
 #
 # **Prerequisites.** Notebook 00 (the roofline), notebook 21 (int8 / NF4 weights).
 #
-# **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 1.5 minutes; peak memory about 1 GiB RSS.
+# **Runtime on the default** (`tiny-opt`, then OPT-125M's shape; 2 CPU cores): about 2 minutes; peak memory about 2 GiB RSS
+# (the bandwidth measurement reads a buffer 4x the last-level cache, within a quarter of the free memory).
 
 # %% tags=["parameters"]
 model_name: str = "tiny-opt"  # model to decode with: tiny-opt (shipped), a local directory, or a Hub id such as facebook/opt-125m
@@ -20,8 +22,11 @@ prompt_len: int = 32  # prompt tokens per sequence
 new_tokens: int = 64  # tokens generated per sequence (exactly this many)
 dtypes: list = ["float32", "bfloat16"]  # weight dtypes at batch 1
 quantizations: list = ["int8", "nf4"]  # bitsandbytes weights at batch 1 (empty list: skip)
+shape: str = "opt-125m"  # a real model's shape with random weights for section 6: opt-125m, opt-350m, or "" to skip
+shape_new_tokens: int = 16  # tokens decoded per timed run in section 6 (the first comes from the prefill)
+threads: int = 0  # CPU threads for every timing (0: torch's default, one per core)
 use_compile: str = "auto"  # static cache + torch.compile: auto (GPU only), yes, no
-repeats: int = 3  # timed runs per setting (best of)
+repeats: int = 3  # timed runs per setting (best of; section 6: median)
 device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds the prompts
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
@@ -29,11 +34,14 @@ results_path: str = ""  # file to write this notebook's records to as JSON; empt
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 
 import peakllm
-from peakllm import models
+from peakllm import models, show_source
 from peakllm.core import checks, memory, roofline
-from peakllm.infer import decoding
+from peakllm.infer import decoding, latency
+from peakllm.models import shapes
+from peakllm.workbook import gpucheck
 
 rec, dev = peakllm.setup("22_fast_decoding", globals())
 batches, no_cache_batches = [int(b) for b in batches], [int(b) for b in no_cache_batches]
@@ -42,6 +50,12 @@ for k, v in dict(batches=min(batches + no_cache_batches), prompt_len=prompt_len,
 checks.choices("dtypes", dtypes, models.DTYPES)
 checks.choices("quantizations", quantizations, [m for m in models.QUANTIZATIONS if m != "none"])
 checks.choice("use_compile", use_compile, ["auto", "yes", "no"])
+checks.choice("shape", shape, ["", *shapes.SHAPES])
+checks.in_range("threads", threads, 0, 1025)
+checks.in_range("shape_new_tokens", shape_new_tokens, 2, 10**6)
+if threads:
+    torch.set_num_threads(threads)  # fixed for every timing below
+print(f"{torch.get_num_threads()} threads")
 for q in quantizations:
     models.bnb_config(q, dev)  # bitsandbytes present and able to run on this device
 
@@ -54,7 +68,9 @@ model, tokenizer = models.load(model_name, device=str(dev), dtype="float32")  # 
 ceiling = roofline.ceilings(dev)
 roof = decoding.decode_roofline(model, ceiling=ceiling)
 print(f"weights read per token: {memory.human(roof['bytes_per_token'])} ({roof['weights_per_token']:,} weights)")
-print(f"memory bandwidth ({ceiling['source']}): {roof['bandwidth'] / 1e9:.1f} GB/s")
+print(f"memory bandwidth: {roof['bandwidth'] / 1e9:.1f} GB/s, {ceiling['source']}")
+rec.add("bandwidth", round(roof["bandwidth"] / 1e9, 1), "GB/s", scope=ceiling["source"],
+        buffer_bytes=ceiling.get("bandwidth_buffer_bytes"), threads=torch.get_num_threads())
 print(f"batch-1 bound B / W: {roof['ideal_tokens_per_s']:.0f} tok/s")
 
 # %% [markdown]
@@ -110,9 +126,10 @@ decoding.throughput_table(rows_attn)
 # ## 5. Fewer bytes per weight, and the batch-1 roofline
 #
 # Batch-1 decoding time should follow the bytes read per token. The achieved fraction of the
-# bound B / W says how close each format gets. On a CPU, bitsandbytes dequantizes in software and
-# the tiny model fits in the cache, so the fractions are low and the ordering can invert; on a GPU
-# with a real model the bytes win (see `data/results/gpu/`).
+# bound B / W says how close each format gets. For the tiny model the weights fit in the CPU's
+# last-level cache and Python's per-step overhead dominates, so the fractions are small and the
+# formats barely differ; bitsandbytes' int8 and NF4 layers also dequantize in software on a CPU.
+# Section 6 repeats the measurement at a size where memory sets the pace.
 
 # %%
 rows_w, roof_rows = [], []
@@ -132,13 +149,71 @@ decoding.record_throughput(rec, rows_w)
 pd.DataFrame(roof_rows).set_index("weights")
 
 # %% [markdown]
-# ## 6. What a GPU changes
+# ## 6. At real sizes: the memory-bound regime
 #
-# On a GPU the same cells tell the textbook story: fp32 -> bf16 -> int8 -> NF4 each cut the bytes
-# per token and raise batch-1 speed toward B / W; batching multiplies throughput until the compute
-# ceiling; the static cache with `torch.compile` removes most of the per-step Python and launch
-# overhead that dominates small models. Rerun with `-p device cuda` (and `-p model_name
-# facebook/opt-125m` for a real model).
+# A model is memory-bound at batch 1 only when its weights are far larger than the caches. We
+# build OPT-125M's shape (or OPT-350M's: `-p shape opt-350m`) with **random weights** -- decoding
+# speed depends on the shapes and the bytes, never on the values -- and time the two phases of a
+# request apart (`peakllm.infer.latency`): the prefill (the prompt in one forward pass: time to
+# first token) and the decode (one forward pass per further token), each the median of
+# `repeats` runs at a fixed thread count.
+
+# %%
+show_source(latency.prefill_and_decode)
+
+# %%
+shape_rows = []
+for dtype in (dtypes if shape else []):
+    m = shapes.shape_only(shape, device=dev, dtype=models.DTYPES[dtype], seed=seed)
+    r = latency.roofline_fraction(latency.prefill_and_decode(m, m.config.vocab_size, prompt_len, shape_new_tokens,
+                                                             repeats=repeats, seed=seed), roof["bandwidth"])
+    shape_rows.append(r)
+    rec.add("prefill_ms", round(r["prefill_ms"], 1), "ms", model=shape, dtype=dtype, batch=1, prompt_len=prompt_len,
+            threads=r["threads"])
+    rec.add("decode_tokens_per_s", round(r["decode_tokens_per_s"], 1), "tok/s", model=shape, dtype=dtype, batch=1,
+            threads=r["threads"])
+    rec.add("roofline_fraction", round(100 * r["fraction"], 1), "% of this device", model=shape, dtype=dtype, batch=1)
+    del m
+if shape_rows:
+    display(pd.DataFrame([{"weights": r["dtype"], "read per token": memory.human(r["bytes_per_token"]),
+                           "prefill (time to first token)": f"{r['prefill_ms']:.0f} ms",
+                           "decode": f"{r['decode_tokens_per_s']:.1f} tok/s",
+                           "bound B/W": f"{r['bound_tokens_per_s']:.1f} tok/s",
+                           "fraction of roofline": f"{100 * r['fraction']:.0f}% of this device"} for r in shape_rows])
+            .set_index("weights"))
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = range(len(shape_rows))
+    ax.bar([i - 0.2 for i in x], [r["bound_tokens_per_s"] for r in shape_rows], 0.4, label="bound B / W", color="lightgrey")
+    ax.bar([i + 0.2 for i in x], [r["decode_tokens_per_s"] for r in shape_rows], 0.4, label="measured decode")
+    ax.set(xticks=list(x), xticklabels=[r["dtype"] for r in shape_rows], ylabel="tokens/s",
+           title=f"{shape} (random weights), batch 1, {dev.type}")
+    ax.legend(); fig.tight_layout(); plt.show()
+else:
+    print("skipped: shape is empty")
+
+# %% [markdown]
+# Read each format's decode speed against its own bound. A format close to its bound is
+# memory-bound: it reads weights as fast as the memory delivers them, and only fewer bytes per
+# weight make it faster -- compare the fp32 row here with section 5, where the tiny model reached
+# a small share of its bound. A format far below its bound is limited by something else, its
+# arithmetic: on a CPU, 16-bit matrix-vector products need not run at memory speed even where
+# the CPU has bf16 instructions (notebook 00 prints whether this one has), and then half the
+# bytes do not buy twice the speed. The prefill
+# of the same prompt costs about as much as a handful of decode steps although it processes
+# `prompt_len` tokens: it multiplies matrices instead of vectors, and reads each weight once for
+# all of them.
+#
+# ## 7. What a GPU changes
+#
+# Rerun with `-p device cuda`. The runs of this notebook on a GPU that are on record
+# (`python -m peakllm gpucheck` writes them to `data/results/gpu/`) appear here:
+
+# %%
+gpu_runs = gpucheck.stored_records("22_fast_decoding", ["decode_tokens_per_s", "roofline_fraction", "prefill_ms"])
+if gpu_runs is None:
+    print("no GPU run on record yet (python -m peakllm gpucheck on a CUDA machine writes one)")
+else:
+    display(gpu_runs)
 
 # %% [markdown]
 # ## Exercises
@@ -149,13 +224,13 @@ pd.DataFrame(roof_rows).set_index("weights")
 # **Exercise 1.** Set `prompt_len` to 192 (the context is 256). How do the KV-cache bytes and the no-cache slowdown change?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** The cache holds prompt + new - 1 = 255 positions instead of 95: 760 KiB x 255 / 95 = about 2.0 MiB at batch 1 (2 x 4 layers x 256 x 4 bytes = 8 KiB per token). Without a cache every step recomputes the whole prefix, now 192 to 255 tokens instead of 32 to 95, so the no-cache run slows down by roughly the ratio of prefix lengths while the cached run barely changes.
+# **Solution 1.** The cache holds prompt + new - 1 positions: 255 instead of 95, so its bytes grow by 255/95 at every batch size (`decoding.kv_cache_bytes(model.config, 1, 255)` gives the figure: 2 x layers x hidden x 4 bytes per position). Without a cache every step recomputes the whole prefix, now 192 to 255 tokens instead of 32 to 95, so the no-cache run slows down by roughly the ratio of prefix lengths while the cached run barely changes.
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 2.** From section 5, predict the batch-1 decoding speed of a 7B model in NF4 on an H100 (3.35 TB/s) and compare with the same model in bf16.
+# **Exercise 2.** From sections 5 and 6, predict the batch-1 decoding speed of a 7B model (6.74e9 weights) in NF4 on an H100 (3.35e12 bytes/s), and compare it with the same model in bf16.
 
 # %% [markdown] tags=["solution"]
-# **Solution 2.** Bytes per token: bf16 6.74e9 x 2 = 13.5 GB; NF4 with double quantization about 6.74e9 x 4.19 / 8 = 3.5 GB. Bound B / W: bf16 3.35e12 / 13.5e9 = 248 tok/s; NF4 3.35e12 / 3.5e9 = about 950 tok/s, 3.8x faster if the kernel reaches the same fraction of bandwidth (real 4-bit kernels reach 50-80%).
+# **Solution 2.** The bound is B / W with W the bytes read per token: bf16 reads 6.74e9 x 2 bytes; NF4 with double quantization reads 6.74e9 x b / 8 bytes, with b its bits per weight including the block constants (notebook 21's table) -- a little over 4, so NF4's bound is almost 4x bf16's. Evaluate `3.35e12 / (6.74e9 * 2)` and `3.35e12 / (6.74e9 * b / 8)`. Whether a real run gets there depends on the share of the bound its kernels reach -- the fraction section 6 measures; for a GPU, measure it there (section 7).
 
 # %% [markdown]
 # ## Records

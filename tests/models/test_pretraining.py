@@ -35,7 +35,7 @@ def test_short_run_learns_and_is_reproducible():
 
 
 def test_moe_flops_count_only_active_experts():
-    dense, moe = models.new_tiny("tiny-opt"), models.new_tiny("tiny-moe")
+    moe = models.new_tiny("tiny-moe")
     n_moe = sum(p.numel() for p in moe.parameters())
     experts = models.count_params(moe)["experts"]
     # the tied token table is a lookup (left out) and the LM head (counted): net zero for tiny-moe

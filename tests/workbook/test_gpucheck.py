@@ -135,3 +135,13 @@ def test_a_misspelt_notebook_fails_before_any_step(monkeypatch, tmp_path):
     monkeypatch.setattr(gpucheck, "run_tests", lambda *a: pytest.fail("a step ran"))
     with pytest.raises(ValueError, match="99_nope"):
         gpucheck.run(tmp_path, notebooks=["99_nope"])
+
+
+def test_stored_records_of_a_notebook_name_the_card(tmp_path):
+    import json
+
+    records = [{"metric": "decode_tokens_per_s", "value": 812.0, "dtype": "bfloat16"}, {"metric": "other", "value": 1}]
+    (tmp_path / "h100.json").write_text(json.dumps({"card": "NVIDIA H100", "notebooks": {"22_fast_decoding": {"records": records}}}))
+    got = gpucheck.stored_records("22_fast_decoding", ["decode_tokens_per_s"], tmp_path)
+    assert got.to_dict("records") == [{"card": "NVIDIA H100", **records[0]}]
+    assert gpucheck.stored_records("10_sparsegpt_one_shot_pruning", ["x"], tmp_path) is None

@@ -19,7 +19,7 @@ import torch
 from ..core.perplexity import context_length
 from ..core.timing import Timer
 from .obs import Calibration
-from .sequential import all_linear_layers, compress_sequentially
+from .sequential import all_linear_layers, calibration_tensors, compress_sequentially
 
 
 class _Untouched(Calibration):
@@ -29,21 +29,23 @@ class _Untouched(Calibration):
         pass
 
 
-def check_calibration(model, calib: torch.Tensor | None, method: str) -> None:
-    """Calibration windows present and no longer than the model's context."""
+def check_calibration(model, calib, method: str) -> None:
+    """Calibration present -- token windows (n, seqlen), or padded lines with their attention
+    mask (``sequential.calibration_tensors``) -- and no longer than the model's context."""
     if calib is None:
-        raise ValueError(f"method={method!r} needs calibration windows (calib)")
+        raise ValueError(f"method={method!r} needs calibration windows or padded lines (calib)")
+    seqlen = calibration_tensors(calib)[0].shape[-1]
     try:
         ctx = context_length(model)
     except ValueError:
         return  # no fixed context (relative positions only, e.g. T5 / Switch)
-    if calib.shape[-1] > ctx:
-        raise ValueError(f"calibration windows of {calib.shape[-1]} tokens exceed the model's context "
-                         f"of {ctx}; use calib_seqlen <= {ctx}")
+    if seqlen > ctx:
+        raise ValueError(f"calibration sequences of {seqlen} tokens exceed the model's context "
+                         f"of {ctx}; use calib_seqlen (or max_length) <= {ctx}")
 
 
 @torch.no_grad()
-def compress_model(model, calib: torch.Tensor | None, fallback, make=None, compress=None, *,
+def compress_model(model, calib, fallback, make=None, compress=None, *,
                    method: str = "", only=None, batch_size: int = 8, progress: bool = True,
                    desc: str = "") -> list[dict]:
     """Compress the chosen linear layers of ``model`` in place; one row per layer:

@@ -13,8 +13,6 @@ RTN (round to nearest, no error feedback) on the same grid is the baseline.
 """
 from __future__ import annotations
 
-import torch
-
 from ..core.checks import choice
 from .obs import ColumnSweep
 from .quant import Quantizer, check_bits, rtn
@@ -30,12 +28,13 @@ class GPTQ(ColumnSweep):
         self.sweep(blocksize, percdamp, quantizer=Quantizer(bits))
 
 
-def quantize_model(model, calib: torch.Tensor | None = None, method: str = "gptq", bits=4,
+def quantize_model(model, calib=None, method: str = "gptq", bits=4,
                    blocksize: int = 128, percdamp: float = 0.01, batch_size: int = 8,
                    progress: bool = True) -> list[dict]:
     """Quantize every linear layer (and expert matrix) of every block in place.
 
-    ``gptq`` runs the sequential driver over the calibration windows; ``rtn`` needs no data.
+    ``gptq`` runs the sequential driver over ``calib`` -- token windows (n, seqlen), or padded
+    lines with their ``attention_mask`` (a dict / ``BatchEncoding``); ``rtn`` needs no data.
     A layer no calibration token reached (an unused expert) falls back to RTN.
     """
     from .driver import compress_model

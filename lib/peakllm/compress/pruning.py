@@ -66,14 +66,15 @@ def check_args(model, method: str, sparsity: float, pattern: str, bits=None) -> 
     return prunen, prunem
 
 
-def prune(model, calib: torch.Tensor | None = None, method: str = "sparsegpt", sparsity: float = 0.5,
+def prune(model, calib=None, method: str = "sparsegpt", sparsity: float = 0.5,
           pattern: str = "unstructured", blocksize: int = 128, percdamp: float = 0.01, bits=None,
           batch_size: int = 8, progress: bool = True) -> list[dict]:
     """Prune every linear layer of every block of ``model`` in place; one report row per layer.
 
-    ``magnitude`` needs no data; ``wanda`` and ``sparsegpt`` run the sequential driver over the
-    calibration windows ``calib`` (n, seqlen). ``bits`` adds SparseGPT's joint quantization.
-    A layer that no calibration token reached (an unused expert) falls back to magnitude.
+    ``magnitude`` needs no data; ``wanda`` and ``sparsegpt`` run the sequential driver over
+    ``calib``: token windows (n, seqlen), or padded lines -- a dict / ``BatchEncoding`` with
+    ``input_ids`` and ``attention_mask`` -- whose padding no layer sees. ``bits`` adds
+    SparseGPT's joint quantization. A layer that no calibration token reached (an unused expert) falls back to magnitude.
     """
     prunen, prunem = check_args(model, method, sparsity, pattern, bits)
 

@@ -14,6 +14,12 @@ memory at a time. Nothing here knows a model family:
 * block by block, hooks feed every linear layer's inputs to its compressor, the layers are
   compressed, and the block runs again to produce the next block's inputs.
 
+Calibration comes in two forms (``calibration_tensors``): token windows (n, seqlen), as the
+papers cut them from running text, or padded lines with their attention mask, as an encoder
+such as MiniLM reads sentences. One path serves both, windows being the case where every token
+is valid: the mask goes into the model's forward (so the blocks record the model's own extended
+mask), and every collector receives only the real tokens of each batch (``ValidTokens``).
+
 Experts stored as fused 3-D parameters (transformers 5.x Mixtral) are compressed matrix by
 matrix, each on the tokens the router sent to it (``peakllm.compress.experts``). Router layers
 (``router``, ``gate``) are left dense: they are tiny and decide where every token goes.
@@ -21,6 +27,7 @@ matrix, each on the tokens the router sent to it (``peakllm.compress.experts``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -65,15 +72,68 @@ def all_linear_layers(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
             for i, block in enumerate(stack) for n, m in linear_layers(block).items()}
 
 
-def model_inputs(model, batch: torch.Tensor) -> dict:
-    """Forward arguments for a batch of token windows (encoder-decoders get it on both sides)."""
-    kw = {"input_ids": batch, "use_cache": False}
+def calibration_tensors(calib) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both (n, seqlen), from either form of calibration data:
+
+    * token windows, a LongTensor (n, seqlen): every token valid, the mask all ones;
+    * padded lines, a dict or ``transformers.BatchEncoding`` holding ``input_ids`` and
+      ``attention_mask`` (1: a token, 0: padding), as a tokenizer returns them with ``padding=True``.
+    """
+    if torch.is_tensor(calib):
+        ids, mask = calib, torch.ones_like(calib)
+    elif isinstance(calib, Mapping) and "input_ids" in calib and "attention_mask" in calib:
+        ids, mask = calib["input_ids"], calib["attention_mask"]
+    else:
+        raise ValueError(f"calib of type {type(calib).__name__} is neither token windows (a LongTensor "
+                         "(n, seqlen)) nor padded lines (a dict with input_ids and attention_mask)")
+    if ids.dim() != 2 or mask.shape != ids.shape:
+        raise ValueError(f"calib: input_ids {tuple(ids.shape)} and attention_mask {tuple(mask.shape)} "
+                         "must both be (n, seqlen)")
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("calib: attention_mask must hold only 0 (padding) and 1 (a token)")
+    return ids, mask
+
+
+def calibration_batches(calib, device, batch_size: int | None = None) -> list[dict]:
+    """The calibration data as batches ``{"input_ids": (b, t), "attention_mask": (b, t)}`` on
+    ``device``; ``batch_size=None``: one batch."""
+    ids, mask = calibration_tensors(calib)
+    size = len(ids) if batch_size is None else batch_size
+    return [{"input_ids": i.to(device), "attention_mask": m.to(device)}
+            for i, m in zip(ids.split(size), mask.split(size))]
+
+
+def model_inputs(model, batch: dict) -> dict:
+    """Forward arguments for a calibration batch (encoder-decoders get it on both sides)."""
+    kw = {**batch, "use_cache": False}
     if getattr(model.config, "is_encoder_decoder", False):
-        kw["decoder_input_ids"] = batch
+        kw |= {"decoder_input_ids": batch["input_ids"], "decoder_attention_mask": batch["attention_mask"]}
     return kw
 
 
-def _record(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor], stop_before: int):
+class ValidTokens:
+    """The real (non-padded) tokens of the calibration batch now running, for the hooks that
+    collect layer inputs: the driver sets ``mask`` (b, t) before each batch.
+
+    A layer's input laid out like the batch -- (b, t, d), or flattened (b·t, d) as a fused
+    expert module receives it -- keeps the rows of real tokens. The experts of a ModuleList
+    (Switch Transformers) receive the tokens their router chose, (n_e, d), which can no longer be
+    matched to the mask: they get their tokens whole, padding included (exact for windows).
+    """
+
+    def __init__(self):
+        self.mask = None  # (b, t) bool
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, t, d) or (b·t, d) -> (real tokens, d); any other layout unchanged."""
+        if x.shape[:-1] == self.mask.shape:
+            return x[self.mask]
+        if x.shape[:-1] == (self.mask.numel(),):
+            return x[self.mask.reshape(-1)]
+        return x
+
+
+def _record(model, stack: torch.nn.ModuleList, batches: list[dict], stop_before: int):
     """Run the model on every batch until block ``stop_before`` is entered (its forward does not
     run; ``len(stack)``: through the whole stack). Returns (hidden states entering block 0, per
     batch) and, per block and batch, the other positional and keyword arguments it received."""
@@ -128,17 +188,18 @@ def _same(a, b) -> bool:
         return False
 
 
-def block_invariant(model, stack: torch.nn.ModuleList, probe: torch.Tensor) -> bool:
+def block_invariant(model, stack: torch.nn.ModuleList, probe) -> bool:
     """Do all blocks receive the same arguments besides the hidden state? Decoder-only models
     pass every block the same mask and rotary embeddings; T5 / Switch do not (block 0 computes
-    the position bias the later blocks receive). Asked on a tiny ``probe`` batch."""
+    the position bias the later blocks receive). Asked on a tiny ``probe`` batch (either form
+    of ``calibration_tensors``)."""
     if len(stack) < 2:
         return True
-    _, calls = _record(model, stack, [probe], stop_before=1)
+    _, calls = _record(model, stack, calibration_batches(probe, next(model.parameters()).device), stop_before=1)
     return _same(calls[0][0], calls[1][0])
 
 
-def record_stack(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor]):
+def record_stack(model, stack: torch.nn.ModuleList, batches: list[dict]):
     """The hidden states entering block 0 (per batch) and every block's other arguments.
 
     Where every block receives the same arguments, the calibration batches stop as block 0 is
@@ -147,7 +208,7 @@ def record_stack(model, stack: torch.nn.ModuleList, batches: list[torch.Tensor])
     next block's inputs). Otherwise (T5, Switch) each batch runs the dense stack once to record
     what every block receives.
     """
-    if block_invariant(model, stack, batches[0][:1, :2]):
+    if block_invariant(model, stack, {k: v[:1, :2] for k, v in batches[0].items()}):
         hidden0, calls = _record(model, stack, batches, stop_before=0)
         return hidden0, [calls[0]] * len(stack)
     return _record(model, stack, batches, stop_before=len(stack))
@@ -161,13 +222,14 @@ def _run_block(block, hidden, calls_i):
     return out
 
 
-def _collect(block, hidden, calls_i, layers: dict, collectors: dict) -> None:
-    """Run the block over the batches, each linear layer's inputs into its collector.
+def _collect(block, hidden, calls_i, masks: list[torch.Tensor], layers: dict, collectors: dict) -> None:
+    """Run the block over the batches, each linear layer's inputs -- the real tokens of the
+    batch, ``masks[b]`` (b, t) -- into its collector.
 
     Layers fed the very same tensor (q, k and v; gate and up) share one collector's statistics:
     the first of them accumulates, the others take its result (one Hessian per distinct input).
     """
-    owner, shared, alive, batch = {}, {}, [], [0]
+    owner, shared, alive, batch, valid = {}, {}, [], [0], ValidTokens()
 
     def hook(name):
         def f(module, inp, out):
@@ -175,15 +237,15 @@ def _collect(block, hidden, calls_i, layers: dict, collectors: dict) -> None:
             alive.append(x)  # keeps ids unique within the batch
             first = owner.setdefault((batch[0], id(x), type(c)), name)
             if first == name:
-                c.add_timed(x.detach())
+                c.add_timed(valid.tokens(x.detach()))
             shared.setdefault(name, set()).add(first)
         return f
 
     hooks = [layer.register_forward_hook(hook(n)) for n, layer in layers.items() if isinstance(layer, torch.nn.Module)]
-    hooks += [hook_routed_inputs(module, name, collectors) for name, module in fused_modules(block).items()]
+    hooks += [hook_routed_inputs(module, name, collectors, valid) for name, module in fused_modules(block).items()]
     try:
         for b, (h, (rest, kwargs)) in enumerate(zip(hidden, calls_i)):
-            batch[0] = b
+            batch[0], valid.mask = b, masks[b]
             alive.clear()
             block(h, *rest, **kwargs)
     finally:
@@ -197,25 +259,27 @@ def _collect(block, hidden, calls_i, layers: dict, collectors: dict) -> None:
 
 
 @torch.no_grad()
-def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: int = 8,
+def compress_sequentially(model, calib, make, apply, batch_size: int = 8,
                           progress: bool = True, desc: str = "blocks") -> list[dict]:
     """Compress every block's linear layers in order.
 
     ``make(name, layer)`` returns a collector with ``add_batch(inputs)`` (e.g. ``SparseGPT(layer)``);
-    ``apply(name, collector)`` compresses the layer (names from the model's root). ``calib`` holds token windows
-    (n, seqlen). Returns one row per layer: name, shape, calibration tokens, and ``seconds``: the
-    time of the method itself -- folding the layer's inputs into its statistics plus solving --
-    without the block forwards every method shares (how the Wanda paper times pruning, section 5).
+    ``apply(name, collector)`` compresses the layer (names from the model's root). ``calib`` holds token
+    windows (n, seqlen) or padded lines with their attention mask (``calibration_tensors``). Returns one
+    row per layer: name, shape, calibration tokens (padding not counted), and ``seconds``: the time of
+    the method itself -- folding the layer's inputs into its statistics plus solving -- without the
+    block forwards every method shares (how the Wanda paper times pruning, section 5).
     """
     device = next(model.parameters()).device
-    batches = [b.to(device) for b in calib.split(batch_size)]
+    batches = calibration_batches(calib, device, batch_size)
+    masks = [b["attention_mask"].bool() for b in batches]
     rows = []
     for stack_name, stack in find_stacks(model):
         hidden, calls = record_stack(model, stack, batches)
         for i, block in enumerate(tqdm(stack, desc=f"{desc} ({stack_name})", disable=not progress)):
             layers = linear_layers(block)
             collectors = {n: make(f"{stack_name}.{i}.{n}", layer) for n, layer in layers.items()}
-            _collect(block, hidden, calls[i], layers, collectors)
+            _collect(block, hidden, calls[i], masks, layers, collectors)
             for n, layer in layers.items():
                 with Timer(device) as t:  # synchronized: on a GPU the solver runs asynchronously
                     apply(f"{stack_name}.{i}.{n}", collectors[n])
@@ -227,25 +291,29 @@ def compress_sequentially(model, calib: torch.Tensor, make, apply, batch_size: i
 
 
 @torch.no_grad()
-def calibrate_layer(model, calib: torch.Tensor, name: str, make, batch_size: int = 8):
+def calibrate_layer(model, calib, name: str, make, batch_size: int = 8):
     """One layer under the microscope: ``make(layer)`` filled with the inputs the layer ``name``
-    (a key of ``all_linear_layers``) sees when the dense model runs on the calibration windows."""
+    (a key of ``all_linear_layers``) sees -- at the real tokens -- when the dense model runs on
+    the calibration data."""
     layers = all_linear_layers(model)
     if name not in layers or not isinstance(layers[name], torch.nn.Module):
         raise ValueError(f"name={name!r} is not a linear layer of this model; e.g. {list(layers)[:3]}")
-    collector = make(layers[name])
-    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(inp[0]))
-    forward_calibration(model, calib, [hook], batch_size)
+    collector, valid = make(layers[name]), ValidTokens()
+    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(valid.tokens(inp[0])))
+    forward_calibration(model, calib, [hook], batch_size, valid)
     return collector
 
 
 @torch.no_grad()
-def forward_calibration(model, calib: torch.Tensor, hooks: list, batch_size: int = 8) -> None:
-    """Run the model over the calibration windows so ``hooks`` see them; then remove the hooks."""
+def forward_calibration(model, calib, hooks: list, batch_size: int = 8, valid: ValidTokens | None = None) -> None:
+    """Run the model over the calibration data so ``hooks`` see it (``valid``, if given, holds
+    each batch's real tokens while it runs); then remove the hooks."""
     device = next(model.parameters()).device
     try:
-        for batch in calib.split(batch_size):
-            model(**model_inputs(model, batch.to(device)))
+        for batch in calibration_batches(calib, device, batch_size):
+            if valid is not None:
+                valid.mask = batch["attention_mask"].bool()
+            model(**model_inputs(model, batch))
     finally:
         for h in hooks:
             h.remove()

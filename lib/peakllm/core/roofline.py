@@ -10,6 +10,7 @@ which is why fewer bits per weight (case study 2) decode faster.
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 
 import torch
@@ -41,26 +42,81 @@ KNOWN_GPUS = [
 ]
 
 
+def llc_bytes() -> int | None:
+    """The size of the CPU's last-level cache (Linux sysfs: the highest cache level of cpu0);
+    None where the system does not say."""
+    from pathlib import Path
+
+    best = (0, None)
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level, size = int((index / "level").read_text()), (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+        best = max(best, (level, int(size.rstrip("KMG")) * scale))
+    return best[1]
+
+
+def bandwidth_buffer_bytes(device, llc: int | None = None, available: int | None = None) -> tuple[int, str]:
+    """A buffer that no cache holds: 4x the last-level cache (CPU; 1 GiB on a GPU, whose L2 is
+    at most 60 MB), within a quarter of the available memory. Returns (bytes, what it is)."""
+    if torch.device(device).type != "cpu":
+        return 2**30, "1 GiB (GPU L2 caches hold at most 60 MB)"
+    import psutil
+
+    llc = llc_bytes() if llc is None else llc
+    available = psutil.virtual_memory().available if available is None else available
+    want = 4 * llc if llc else 2**30
+    size = min(want, available // 4) // 2**20 * 2**20
+    what = f"{human(size)}, {size / llc:.1f}x the {human(llc)} last-level cache" if llc else f"{human(size)} (cache size unknown)"
+    if size < want:
+        what += "; less than 4x: a quarter of the available memory is the limit"
+    return size, what
+
+
+def measure_bandwidth(device, nbytes: int | None = None, repeats: int = 5) -> dict:
+    """Read bandwidth (bytes/s): the median time of summing a buffer of ``nbytes`` (default
+    ``bandwidth_buffer_bytes``) -- decoding reads its weights, it hardly writes. The buffer is
+    freed before returning."""
+    dev = torch.device(device)
+    what = None
+    if nbytes is None:
+        nbytes, what = bandwidth_buffer_bytes(dev)
+    x = torch.ones(nbytes // 4, device=dev)  # fp32, touched once: the pages exist before timing
+    times = []
+    for i in range(repeats + 1):
+        synchronize(dev)
+        t0 = time.perf_counter()
+        x.sum()
+        synchronize(dev)
+        if i:  # the first pass warms up
+            times.append(time.perf_counter() - t0)
+    del x
+    return {"bandwidth": nbytes / statistics.median(times), "buffer_bytes": nbytes,
+            "buffer": what or human(nbytes), "threads": torch.get_num_threads()}
+
+
 def measure(device, seconds: float = 0.5) -> dict:
-    """Measured ceilings: fp32 matmul FLOP/s and copy bandwidth (read + write bytes per second)."""
+    """Measured ceilings: fp32 matmul FLOP/s and read bandwidth (``measure_bandwidth``)."""
     dev = torch.device(device)
     n = 2048 if dev.type != "cpu" else 512
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    x = torch.empty(32 * 2**20 // 4, device=dev)  # 32 MiB, beyond most caches
-    y = torch.empty_like(x)
 
-    def rate(fn, work):
-        fn()
-        synchronize(dev)
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds / 2:
-            fn()
-            reps += 1
-        synchronize(dev)
-        return work * reps / (time.perf_counter() - t0)
+    def f():
+        return a @ b
 
-    return {"peak_flops_fp32": rate(lambda: a @ b, 2 * n**3),
-            "bandwidth": rate(lambda: y.copy_(x), 2 * x.numel() * 4)}
+    f()
+    synchronize(dev)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds / 2:
+        f()
+        reps += 1
+    synchronize(dev)
+    peak = 2 * n**3 * reps / (time.perf_counter() - t0)
+    bw = measure_bandwidth(dev)
+    return {"peak_flops_fp32": peak, "bandwidth": bw["bandwidth"], "bandwidth_buffer_bytes": bw["buffer_bytes"],
+            "bandwidth_buffer": bw["buffer"]}
 
 
 def ceilings(device) -> dict:
@@ -73,7 +129,8 @@ def ceilings(device) -> dict:
                 return {"peak_flops_16bit": tf16 * 1e12, "peak_flops_fp32": tf32 * 1e12,
                         "bandwidth": gbs * 1e9, "source": f"datasheet ({key})"}
     m = measure(dev)
-    return {"peak_flops_16bit": None, **m, "source": "measured (fp32 matmul, 32 MiB copy)"}
+    return {"peak_flops_16bit": None, **m,
+            "source": f"measured (fp32 matmul; reading {m['bandwidth_buffer']})"}
 
 
 def attainable(intensity: float, peak_flops: float, bandwidth: float) -> float:

@@ -10,6 +10,9 @@ The last three are files of Hugging Face Hub dataset repositories, fetched with
 ``huggingface_hub.hf_hub_download`` -- the same call online and offline: with ``HF_HUB_OFFLINE=1``
 (or no Hub) it returns the copy in the local hub cache, so a machine that fetched them once
 evaluates without a network. Neither cached nor reachable, they fail fast with one message.
+
+A sentence encoder (``minilm``) reads lines, not windows: ``lines`` gives the shipped corpus's
+lines that carry meaning, and ``calibration_lines`` a padded batch of random training lines.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from . import corpus
-from ..core.checks import choice
+from ..core.checks import choice, positive_int
 from .tokenizer import encode
 from .windows import random_windows
 
@@ -123,3 +126,36 @@ def calibration(name: str, tokenizer, nsamples: int = 128, seqlen: int = 256, se
         if len(ids) > seqlen:
             out.append(random_windows(ids, 1, seqlen, gen)[0])
     return torch.stack(out)
+
+
+def lines(split: str = "test", n: int | None = None, min_words: int = 5) -> list[str]:
+    """The lines of a split of the shipped corpus that carry meaning, in the text's order, the
+    first ``n`` of them (all: ``None``), stripped.
+
+    The rule: at least ``min_words`` words (whitespace-separated). Five keeps verse and prose
+    ("Nay, answer me: stand, and unfold yourself.") and leaves out what a play repeats without
+    meaning -- speaker tags ("Ber."), short stage directions ("[Exit.]"), blank lines. In the test
+    split (Hamlet, The Tempest) 5,309 of 8,398 non-empty lines pass.
+    """
+    positive_int("min_words", min_words)
+    if n is not None:
+        positive_int("n", n)
+    kept = [line.strip() for line in corpus.load_split(split).split("\n") if len(line.split()) >= min_words]
+    if n is not None and n > len(kept):
+        raise ValueError(f"n={n}: the {split} split has only {len(kept)} lines of >= {min_words} words")
+    return kept[:n]
+
+
+def calibration_lines(tokenizer, nsamples: int = 128, seed: int = 0, max_length: int = 128):
+    """``nsamples`` distinct random lines of the *train* split (``lines``; seeded with a
+    ``torch.Generator``), tokenized as one padded batch truncated to ``max_length`` tokens: a
+    ``BatchEncoding`` whose ``input_ids`` and ``attention_mask`` are (nsamples, longest line),
+    the calibration form of ``compress.sequential.calibration_tensors`` for padded lines."""
+    positive_int("nsamples", nsamples)
+    positive_int("max_length", max_length)
+    pool = lines("train")
+    if nsamples > len(pool):
+        raise ValueError(f"nsamples={nsamples}: the train split has only {len(pool)} lines")
+    pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:nsamples]
+    return tokenizer([pool[i] for i in pick.tolist()], padding=True, truncation=True, max_length=max_length,
+                     return_tensors="pt")

