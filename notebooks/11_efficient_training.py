@@ -4,7 +4,8 @@
 # **Goal.** Training memory has four parts -- weights, gradients, optimizer state, activations --
 # plus time. Fine-tune the same model on the same text with six standard recipes and measure what
 # each one removes: full fine-tuning (the baseline), mixed precision, gradient checkpointing,
-# 8-bit AdamW, LoRA and QLoRA. Then scale our measured bytes per parameter to a 7B and a 70B model
+# 8-bit AdamW, LoRA and QLoRA (as published, and a variant with adapters on the attention only).
+# Then scale our measured bytes per parameter to a 7B and a 70B model
 # to see which GPU each recipe needs, beside the published anchors.
 #
 # **Prerequisites.** Notebook 00 (the memory anatomy of one training step). Notebook 10 is not
@@ -15,13 +16,13 @@
 
 # %% tags=["parameters"]
 model_name: str = "tiny-opt"  # model to fine-tune: tiny-opt (shipped), a local directory, or a Hub id such as facebook/opt-125m
-methods: list = ["full", "amp", "checkpointing", "adamw8bit", "lora", "qlora"]  # recipes to compare (full is the baseline)
+methods: list = ["full", "amp", "checkpointing", "adamw8bit", "lora", "qlora", "qlora-attn"]  # recipes to compare (full is the baseline)
 work: str = "twelfth_night"  # the held-out play to fine-tune on (its last 10% is the validation text)
 steps: int = 20  # optimizer steps per method
 batch_size: int = 8  # windows per step
 seq_len: int = 256  # tokens per window
 lr: float = 0.0001  # learning rate when every weight trains (full, amp, checkpointing, adamw8bit)
-lora_lr: float = 0.001  # learning rate of the LoRA adapters (lora, qlora)
+lora_lr: float = 0.001  # learning rate of the LoRA adapters (lora, qlora, qlora-attn)
 lora_r: int = 8  # LoRA rank r
 lora_alpha: int = 16  # LoRA scale: the update B A is multiplied by alpha / r
 device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
@@ -78,12 +79,17 @@ show_source(training.prepare)
 #   (and falls back to fp16 with loss scaling on GPUs older than Ampere):
 # * **LoRA** trains `B A` beside each frozen attention projection `W` (d_out x d_in): A is r x d_in,
 #   B is d_out x r, so each adapted matrix adds r (d_in + d_out) trainable parameters.
+# * **QLoRA** as published puts the adapters on **every** linear layer of the blocks (the paper
+#   finds attention-only adapters fall short of 16-bit fine-tuning), computes in bf16 where the
+#   device has it, and on CUDA uses a paged 32-bit AdamW; `qlora-attn` is the same recipe with
+#   adapters on the attention projections only, kept as a labelled row.
 
 # %%
 print("mixed precision here:", training.amp_dtype(dev)[1])
 probe = models.load_model(model_name, device="cpu")
-print("LoRA targets:", training.attention_projections(probe))
-print(f"LoRA trainable at r={lora_r}: {training.lora_trainable(probe, lora_r):,} of {models.count_params(probe)['total']:,} parameters")
+for m in [m for m in methods if m in training.ADAPTER_RECIPES]:
+    print(f"{m} adapts {training.lora_targets(probe, m)}: {training.lora_trainable(probe, lora_r, m):,} trainable "
+          f"of {models.count_params(probe)['total']:,} parameters at r={lora_r}")
 del probe
 
 # %% [markdown]
@@ -92,8 +98,10 @@ del probe
 # Same batches (same seed), same number of steps. The first step of each run is measured by
 # `memory.training_step_anatomy`: weights, gradients and optimizer state counted from the tensors
 # themselves, activations from autograd's saved-tensor hooks (plus, for checkpointing, the layer
-# inputs the checkpoint keeps). These counts are exact and identical on a CPU and a GPU; on a GPU
-# the allocator's peak is shown beside them. Throughput is timed over the remaining steps.
+# inputs the checkpoint keeps). These counts are exact; they are the same on a GPU for every recipe
+# whose dtypes do not follow the device -- mixed precision picks bf16 or fp16, QLoRA computes in
+# bf16 only where the device has it and pages its optimizer on CUDA. On a GPU the allocator's peak
+# is shown beside them. Throughput is timed over the remaining steps.
 
 # %%
 runs = training.compare(methods, base, train_ids, val_ids)
@@ -148,7 +156,13 @@ fig.tight_layout()
 # * **LoRA** trains 1.5% of the parameters: gradients and optimizer state all but vanish, but the
 #   frozen weights and the activations stay.
 # * **QLoRA** also stores the frozen weights in 4-bit NormalFloat and checkpoints the layers:
-#   every part shrinks at once.
+#   every part shrinks at once. With adapters on every linear layer it trains more parameters than
+#   the attention-only variant, and its gradients and optimizer state grow accordingly -- still a
+#   sliver of the total.
+# * **The loss curves** of the four recipes that train every weight (full, amp, checkpointing,
+#   8-bit AdamW) lie on top of each other, and that is the lesson: they change where the bytes
+#   go, not what is learned. Checkpointing recomputes exactly; bf16 autocast and 8-bit moments
+#   round a little, too little to see in the loss. The adapters learn along a different path.
 #
 # The question of this chapter: how many times less exact training memory does QLoRA need than
 # full fp32 fine-tuning, at the same batch and sequence length?
@@ -167,8 +181,10 @@ bpp
 #
 # The model state (weights, gradients, optimizer) grows with the parameter count; we scale our
 # **measured** bytes per weight (4 in fp32; NF4 with its double-quantized constants, as stored)
-# and per trainable parameter to the shapes of Llama 2 7B and 70B. LoRA's trainable count comes
-# from the same r (d_in + d_out) formula on q, k, v, o of every layer. Activations are left out:
+# and per trainable parameter to the shapes of Llama 2 7B and 70B -- with LoRA's frozen base in
+# bf16, as LoRA is run on large models. The adapters' trainable count comes from the same
+# r (d_in + d_out) formula on q, k, v, o of every layer (and, for QLoRA as published, on the MLP's
+# gate, up and down). Activations are left out:
 # they depend on batch x sequence, and checkpointing keeps them to a few GB.
 
 # %%
@@ -221,7 +237,7 @@ pd.DataFrame(cmp_rows).set_index("quantity")
 # **Exercise 1.** Set `lora_r` to 64 and rerun. How do the trainable parameters, the memory and the validation loss change?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** Trainable: 64 x (256 + 256) x 4 projections x 4 layers = 524,288 (8x r = 8's 65,536). Gradients and AdamW state grow to about 2 MiB and 4 MiB, still small next to the weights and activations, so the totals barely move. The validation loss after 20 steps hardly changes: at this scale the rank is not what limits LoRA; the learning rate and the number of steps are.
+# **Solution 1.** Trainable: r (d_in + d_out) per adapted matrix, so 8x the r = 8 count of every adapter row (for LoRA: 64 x (256 + 256) x 4 projections x 4 layers). Gradients and AdamW state grow 8x with it (4 + 8 bytes per trainable parameter), still small next to the frozen weights and the activations, so the totals move little. Compare the validation loss after the rerun with this run's: the rank sets how much the adapters can express, but 20 steps at one learning rate may not use even r = 8's capacity.
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** Halve and double `batch_size`. Which part of the memory follows it? At which batch size do the activations of full fine-tuning fall below its model state, and which method keeps them smallest?

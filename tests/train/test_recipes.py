@@ -97,5 +97,26 @@ def test_qlora_needs_at_least_3x_less_memory_than_full_finetuning():
     assert full["parts"]["total"] / q["parts"]["total"] >= 3
     bits = 8 * q["linear_bytes"] / q["linear_params"]
     assert 4.0 < bits < 4.3, bits  # NF4 + double-quantized block constants
-    assert q["trainable_params"] == training.lora_trainable(models.load_model("tiny-opt", "cpu"), 8)
+    assert q["trainable_params"] == training.lora_trainable(models.load_model("tiny-opt", "cpu"), 8, "qlora")
     assert q["val_loss"] == pytest.approx(q["val_loss"]) and q["tokens_per_s"] > 0
+
+
+def test_qlora_as_published_adapts_every_block_linear_layer_and_the_variant_only_attention(random_opt):
+    m = random_opt(d=128, layers=3)
+    assert training.lora_targets(m, "qlora") == ["fc1", "fc2", "k_proj", "out_proj", "q_proj", "v_proj"]
+    assert training.lora_targets(m, "qlora-attn") == training.attention_projections(m)
+    r = 4
+    mlp = 3 * r * ((128 + 512) + (512 + 128))  # 3 layers x fc1 (128 -> 512) and fc2 (512 -> 128)
+    assert training.lora_trainable(m, r, "qlora") == training.lora_trainable(m, r, "qlora-attn") + mlp
+
+
+def test_scaled_estimates_hold_lora_in_bf16_and_count_qlora_mlp_adapters():
+    run = {"config": {"lora_r": 8, "method": "lora"}, "linear_bytes": 400, "linear_params": 100,
+           "parts": {"gradients": 40, "optimizer": 80}, "trainable_params": 10}
+    seven = training.TARGETS["7B"]
+    lora = training.model_state_estimate(run, seven)
+    assert lora["weights"] == 2.0 * seven["params"]  # a bf16 frozen base, not our fp32 one
+    qlora = training.model_state_estimate(run | {"config": {"lora_r": 8, "method": "qlora"}}, seven)
+    attn = training.model_state_estimate(run | {"config": {"lora_r": 8, "method": "qlora-attn"}}, seven)
+    assert qlora["weights"] == 4.0 * seven["params"]  # the measured bytes per weight of the run
+    assert qlora["trainable"] - attn["trainable"] == 32 * 8 * 3 * (4096 + 11008)

@@ -14,8 +14,17 @@ amp            forward in bf16 (fp16 + GradScaler where bf16 is missing)    acti
 checkpointing  keep each layer's input, recompute the rest in backward      activations
 adamw8bit      AdamW moments in 8 bits with per-block scales (bitsandbytes)  optimizer
 lora           base frozen, ΔW = B A of rank r on the attention projections  gradients, optimizer
-qlora          NF4 base (double quantization) + LoRA + checkpointing         weights too
+qlora          as published: NF4 base (double quantization), LoRA on every   weights too
+               linear layer of the blocks, checkpointing, bf16 compute where
+               the device has it, paged 32-bit AdamW on CUDA
+qlora-attn     the same with LoRA on the attention projections only          (a labelled variant)
 =============  ===========================================================  ==================
+
+QLoRA as published (Dettmers et al. 2023, section 4 and the qlora repository's defaults): LoRA
+adapters on all linear layers of the blocks -- the paper finds that adapting only the attention
+projections does not match 16-bit fine-tuning -- a bf16 compute dtype, and a paged AdamW whose
+32-bit state moves to CPU memory under pressure (CUDA unified memory; on a CPU there is nothing
+to page to, so the same 32-bit AdamW runs unpaged).
 
 ``prepare`` builds the model, optimizer and autocast context of one method;
 ``finetune`` trains it for a fixed number of steps on the same windows, seed and learning
@@ -41,8 +50,9 @@ from ..core.hardware import bf16_native, resolve_device, synchronize
 from ..core.perplexity import mean_nll
 from ..data.windows import window_batches
 
-RECIPES = ("full", "amp", "checkpointing", "adamw8bit", "lora", "qlora")
-ADAPTER_RECIPES = ("lora", "qlora")
+RECIPES = ("full", "amp", "checkpointing", "adamw8bit", "lora", "qlora", "qlora-attn")
+ADAPTER_RECIPES = ("lora", "qlora", "qlora-attn")
+QLORA_RECIPES = ("qlora", "qlora-attn")
 
 
 @dataclass
@@ -72,7 +82,7 @@ class FinetuneConfig:
             raise ValueError(f"lr={self.lr!r} and lora_lr={self.lora_lr!r} must be > 0")
         models.resolve(self.model_name)
         dev = resolve_device(self.device)
-        if self.method in ("adamw8bit", "qlora"):
+        if self.method in ("adamw8bit", *QLORA_RECIPES):
             models.require_bitsandbytes("method", self.method, dev)
 
 
@@ -115,11 +125,29 @@ def attention_projections(model) -> list[str]:
     return sorted(names)
 
 
-def lora_trainable(model, r: int) -> int:
+def block_linears(model) -> list[str]:
+    """Names (last component) of every linear layer inside the blocks -- attention and MLP, not
+    the LM head: QLoRA's targets (peft's ``target_modules="all-linear"`` selects the same)."""
+    head = model.get_output_embeddings()
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and module is not head and ".layers." in f".{name}"}
+    if not names:
+        raise ValueError(f"found no linear layers in the blocks of {type(model).__name__} to adapt with LoRA")
+    return sorted(names)
+
+
+def lora_targets(model, method: str) -> list[str]:
+    """The layers ``method`` adapts: every block linear layer for QLoRA as published, the
+    attention projections for LoRA and the attention-only QLoRA variant."""
+    return block_linears(model) if method == "qlora" else attention_projections(model)
+
+
+def lora_trainable(model, r: int, method: str = "lora") -> int:
     """LoRA's count: r * (d_in + d_out) per adapted matrix (A is r x d_in, B is d_out x r)."""
-    targets = set(attention_projections(model))
+    targets = set(lora_targets(model, method))
+    head = model.get_output_embeddings()
     return sum(r * (m.in_features + m.out_features) for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+               if isinstance(m, torch.nn.Linear) and m is not head and n.rsplit(".", 1)[-1] in targets)
 
 
 def prepare(cfg: FinetuneConfig):
@@ -128,9 +156,9 @@ def prepare(cfg: FinetuneConfig):
     dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     note = "fp32"
-    if cfg.method == "qlora":
+    if cfg.method in QLORA_RECIPES:
         model = load_nf4(cfg.model_name, dev)
-        note = "NF4 base (double quantization)"
+        note = f"NF4 base (double quantization), {str(model.dtype).removeprefix('torch.')} compute"
     else:
         model = models.load_model(cfg.model_name, device=str(dev), dtype="float32")  # fp32 master weights
     model.config.use_cache = False
@@ -138,7 +166,7 @@ def prepare(cfg: FinetuneConfig):
     if cfg.method == "checkpointing":
         model.activation_checkpointing_enable(ckpt)
         note += " + checkpointing (non-reentrant)"
-    if cfg.method == "qlora":  # peft's recipe: freeze the base, checkpoint, inputs carry grad
+    if cfg.method in QLORA_RECIPES:  # peft's recipe: freeze the base, checkpoint, inputs carry grad
         from peft import prepare_model_for_kbit_training
 
         quiet_peft_checkpointing_notice()
@@ -149,7 +177,7 @@ def prepare(cfg: FinetuneConfig):
         from peft import LoraConfig, get_peft_model
 
         quiet_peft_checkpointing_notice()
-        targets = attention_projections(model)
+        targets = lora_targets(model, cfg.method)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules=targets, bias="none", task_type="CAUSAL_LM"))
         note += f" + LoRA r={cfg.lora_r} on {', '.join(targets)}"
@@ -161,13 +189,16 @@ def prepare(cfg: FinetuneConfig):
         autocast = torch.autocast(dev.type, dtype=dtype)
         scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
         note = why
-    if cfg.method in ("adamw8bit", "qlora"):
+    if cfg.method == "adamw8bit" or (cfg.method in QLORA_RECIPES and dev.type == "cuda"):
         import bitsandbytes as bnb
 
-        paged = cfg.method == "qlora" and dev.type == "cuda"  # paging = CUDA unified memory
-        opt_cls = bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit
+        # QLoRA: paged 32-bit AdamW (paging = CUDA unified memory); else 8-bit AdamW
+        opt_cls = bnb.optim.PagedAdamW32bit if cfg.method in QLORA_RECIPES else bnb.optim.AdamW8bit
         optimizer = opt_cls(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
         note += f", {opt_cls.__name__}"
+    elif cfg.method in QLORA_RECIPES:  # on a CPU there is nothing to page to: the same 32-bit AdamW
+        optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        note += ", AdamW 32-bit (paging is a CUDA feature)"
     else:
         optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     return model, optimizer, autocast, scaler, note
@@ -177,7 +208,7 @@ def load_nf4(model_name: str, device: torch.device):
     """The model with every linear layer of its blocks in 4-bit NormalFloat (QLoRA section 3):
     64-weight blocks with an absmax each, the absmaxes themselves quantized to 8 bits (double
     quantization). Embeddings and the LM head stay in full precision."""
-    compute = "bfloat16" if device.type == "cuda" and bf16_native(device) else "float32"
+    compute = "bfloat16" if bf16_native(device) else "float32"  # QLoRA computes in bf16
     model = models.load_model(model_name, device=str(device), dtype=compute, quantization="nf4-dq")
     keep_bnb_cpu_layout(model)
     return model
@@ -235,8 +266,8 @@ def bytes_per_param(parts: dict, n_params: int) -> dict:
 
 # Two public shapes to scale to (Llama 2, Touvron et al. 2023, table 1 and appendix):
 # parameters, width d, layers, and the width of K and V (grouped-query attention in 70B).
-TARGETS = {"7B": {"params": 6.74e9, "d": 4096, "layers": 32, "d_kv": 4096},
-           "70B": {"params": 68.98e9, "d": 8192, "layers": 80, "d_kv": 1024}}
+TARGETS = {"7B": {"params": 6.74e9, "d": 4096, "layers": 32, "d_kv": 4096, "ffn": 11008},
+           "70B": {"params": 68.98e9, "d": 8192, "layers": 80, "d_kv": 1024, "ffn": 28672}}
 GPUS = [("24 GB (RTX 4090)", 24e9), ("48 GB (A6000, L40S)", 48e9), ("80 GB (A100, H100)", 80e9),
         ("141 GB (H200)", 141e9)]
 
@@ -245,18 +276,22 @@ def model_state_estimate(run: dict, target: dict) -> dict:
     """Weights + gradients + optimizer state of ``run``'s method on a model of ``target``'s shape.
 
     Weights: our measured bytes per linear-layer weight (4 in fp32, about 0.5 in NF4 with its
-    constants) times the target's parameters. Gradients and optimizer state: our measured
-    bytes per trainable parameter times the target's trainable count (all parameters, or
-    LoRA's r (d_in + d_out) on q, k, v, o of every layer). Activations are left out: they
+    constants) times the target's parameters -- except for LoRA, whose frozen base is held in bf16
+    (2 bytes), as LoRA is run on large models. Gradients and optimizer state: our measured bytes
+    per trainable parameter times the target's trainable count: all parameters, or LoRA's
+    r (d_in + d_out) per adapted matrix (q, k, v, o for LoRA and attention-only QLoRA; and the
+    MLP's gate, up and down, d <-> ffn, for QLoRA as published). Activations are left out: they
     depend on batch and sequence length, not on this table.
     """
-    r = run["config"]["lora_r"]
-    if run["config"]["method"] in ADAPTER_RECIPES:
-        d, d_kv = target["d"], target["d_kv"]
-        trainable = target["layers"] * r * (2 * (d + d) + 2 * (d + d_kv))  # q, o: d->d; k, v: d->d_kv
+    r, method = run["config"]["lora_r"], run["config"]["method"]
+    d, d_kv, L = target["d"], target["d_kv"], target["layers"]
+    attention = 2 * (d + d) + 2 * (d + d_kv)  # q, o: d -> d; k, v: d -> d_kv
+    if method in ADAPTER_RECIPES:
+        mlp = 3 * (d + target["ffn"]) if method == "qlora" else 0  # gate, up: d -> ffn; down: ffn -> d
+        trainable = L * r * (attention + mlp)
     else:
         trainable = target["params"]
-    per_weight = run["linear_bytes"] / run["linear_params"]
+    per_weight = 2.0 if method == "lora" else run["linear_bytes"] / run["linear_params"]
     per_trainable = (run["parts"]["gradients"] + run["parts"]["optimizer"]) / run["trainable_params"]
     est = {"weights": target["params"] * per_weight, "trainable": trainable,
            "gradients+optimizer": trainable * per_trainable}
