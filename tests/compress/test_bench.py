@@ -62,3 +62,18 @@ def test_stored_gpu_runs_are_read_per_card(tmp_path):
 def test_table_as_text_carries_the_unit():
     rows = [{"model": "OPT-125M", "layer": "fc1", "shape": "3072x768", "method": "gptq 4-bit", "seconds": 0.01234}]
     assert bench.table(rows, digits=3).iloc[0, 0] == "0.012 s"
+
+
+def test_no_run_starts_once_the_budget_is_spent(monkeypatch):
+    calls = []
+    real = bench._solver
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench, "_solver", counting)
+    bench.layer_seconds("gptq 4-bit", 8, 16, device="cpu", repeats=3, budget_s=0.0)
+    assert len(calls) == 1
+    bench.layer_seconds("gptq 4-bit", 8, 16, device="cpu", repeats=3)
+    assert len(calls) == 1 + 3

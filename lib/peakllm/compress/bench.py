@@ -10,7 +10,8 @@ benchmark times ``ColumnSweep`` on random weights with a Hessian from random inp
 * a switch-base expert: wi 3072 x 768, wo 768 x 3072 (the shapes of OPT-125M's MLP).
 
 Methods: SparseGPT 50% unstructured, SparseGPT 2:4, GPTQ 4-bit, each the median of ``repeats``
-device-synchronized runs of the whole solver (dead inputs, dampening, Cholesky, sweep).
+device-synchronized runs of the whole solver (dead inputs, dampening, Cholesky, sweep) -- fewer
+where the runs made already took ``budget_s`` seconds.
 """
 from __future__ import annotations
 
@@ -58,8 +59,10 @@ def _solver(method: str, rows: int, hessian: Hessian, device, dtype, gen: torch.
 
 
 def layer_seconds(method: str, rows: int, columns: int, device="auto", dtype: str = "float32",
-                  repeats: int = 3, seed: int = 0) -> float:
-    """Median seconds of ``repeats`` runs of ``method``'s solver on one rows x columns layer."""
+                  repeats: int = 3, seed: int = 0, budget_s: float = 10.0) -> float:
+    """Median seconds of up to ``repeats`` runs of ``method``'s solver on one rows x columns layer;
+    no further run starts once the runs made took ``budget_s`` together (a layer that takes 12 s
+    on a CPU is timed once: its run-to-run spread is a small share of it)."""
     choices("method", [method], METHODS)
     positive_int("repeats", repeats)
     dev = resolve_device(device)
@@ -71,6 +74,8 @@ def layer_seconds(method: str, rows: int, columns: int, device="auto", dtype: st
         with Timer(dev) as t:
             run()
         times.append(t.seconds)
+        if sum(times) >= budget_s:
+            break
     return statistics.median(times)
 
 
