@@ -39,3 +39,9 @@ def test_shape_only_models_have_the_real_parameter_counts():
     assert sum(p.numel() for p in m.parameters()) == 125_239_296
     with pytest.raises(ValueError, match="shape='opt-66b'"):
         shapes.shape_only("opt-66b")
+
+
+def test_the_flops_ceiling_alone_skips_the_large_bandwidth_buffer(monkeypatch):
+    monkeypatch.setattr(roofline, "measure_bandwidth", lambda *a, **k: pytest.fail("bandwidth measured"))
+    c = roofline.ceilings("cpu", bandwidth=False)
+    assert c["peak_flops_fp32"] > 0 and c["bandwidth"] is None

@@ -97,8 +97,9 @@ def measure_bandwidth(device, nbytes: int | None = None, repeats: int = 5) -> di
             "buffer": what or human(nbytes), "threads": torch.get_num_threads()}
 
 
-def measure(device, seconds: float = 0.5) -> dict:
-    """Measured ceilings: fp32 matmul FLOP/s and read bandwidth (``measure_bandwidth``)."""
+def measure(device, seconds: float = 0.5, bandwidth: bool = True) -> dict:
+    """Measured ceilings: fp32 matmul FLOP/s and read bandwidth (``measure_bandwidth``; its
+    buffer is large, so ``bandwidth=False`` skips it where only the FLOP/s are wanted)."""
     dev = torch.device(device)
     n = 2048 if dev.type != "cpu" else 512
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
@@ -114,13 +115,17 @@ def measure(device, seconds: float = 0.5) -> dict:
         reps += 1
     synchronize(dev)
     peak = 2 * n**3 * reps / (time.perf_counter() - t0)
+    if not bandwidth:
+        return {"peak_flops_fp32": peak, "bandwidth": None, "bandwidth_buffer_bytes": None,
+                "bandwidth_buffer": "not measured"}
     bw = measure_bandwidth(dev)
     return {"peak_flops_fp32": peak, "bandwidth": bw["bandwidth"], "bandwidth_buffer_bytes": bw["buffer_bytes"],
             "bandwidth_buffer": bw["buffer"]}
 
 
-def ceilings(device) -> dict:
-    """Peak FLOP/s (16-bit tensor and fp32) and bandwidth: datasheet if known, else measured."""
+def ceilings(device, bandwidth: bool = True) -> dict:
+    """Peak FLOP/s (16-bit tensor and fp32) and bandwidth: datasheet if known, else measured
+    (``bandwidth=False``: the FLOP/s only)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
@@ -128,7 +133,7 @@ def ceilings(device) -> dict:
             if key in name:
                 return {"peak_flops_16bit": tf16 * 1e12, "peak_flops_fp32": tf32 * 1e12,
                         "bandwidth": gbs * 1e9, "source": f"datasheet ({key})"}
-    m = measure(dev)
+    m = measure(dev, bandwidth=bandwidth)
     return {"peak_flops_16bit": None, **m,
             "source": f"measured (fp32 matmul; reading {m['bandwidth_buffer']})"}
 
@@ -160,7 +165,7 @@ def plot(peak_flops: float, bandwidth: float, points: dict | None = None, ax=Non
     return ax
 
 
-def describe(device: str = "auto") -> dict:
+def describe(device: str = "auto", bandwidth: bool = True) -> dict:
     """Name, memory, bf16 support and roofline of the device a notebook will use."""
     dev = resolve_device(device)
     info = {"device": dev.type, "torch": torch.__version__, "python": platform.python_version()}
@@ -175,7 +180,7 @@ def describe(device: str = "auto") -> dict:
                  "memory_bytes": psutil.virtual_memory().total, "capability": None,
                  "threads": torch.get_num_threads()}
     info["bf16_native"] = bf16_native(dev)
-    info |= ceilings(dev)
+    info |= ceilings(dev, bandwidth)
     return info
 
 
