@@ -206,9 +206,10 @@ compare.with_ours(paper, {f"ours {model_name} {d}": {k: r[f"ppl {d}"] for k, r i
 #   (the tables above). Rounding hurts most where a row holds a few large weights that stretch
 #   its min-max grid; the paper's model has far more such rows than ours.
 # * **The seed spread.** At 4 bits both methods stay within a fraction of a perplexity point of
-#   dense; the verdicts compare against the spread over calibration seeds only, not against the
-#   spread over evaluation texts, which at that size is larger (our fixed windows are a sample of
-#   the test split). The comparison becomes clear-cut where the grid gets coarse.
+#   dense; the verdicts compare against the spread over calibration seeds only (RTN, which reads no
+#   data, has none), not against the spread over evaluation texts, which this notebook does not
+#   measure (our fixed windows are a sample of the test split). The comparison becomes clear-cut
+#   where the grid gets coarse.
 # * **bitsandbytes on a CPU** dequantizes in software: the forward times in section 2 measure
 #   those CPU kernels, not the GPU kernels the formats were built for. Notebook 22 measures
 #   decoding speed per format, and shows the GPU runs on record.
