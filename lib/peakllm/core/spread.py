@@ -30,11 +30,13 @@ def verdict(a, b, lower_is_better: bool = True) -> str:
 
 
 def fmt(values, digits: int = 2) -> str:
-    """"mean ± sd (n seeds)" rounded to ``digits``; one value prints alone."""
+    """"mean ± sd" rounded to ``digits``; one value (a method that reads no data) prints alone."""
     s = summarize(values)
-    if s["n"] == 1:
-        return f"{s['mean']:.{digits}f}"
-    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
+    return _text(s["mean"], s["sd"], s["n"], digits)
+
+
+def _text(mean_: float, sd: float, n: int, digits: int) -> str:
+    return f"{mean_:.{digits}f}" if n == 1 else f"{mean_:.{digits}f} ± {sd:.{digits}f}"
 
 
 def table(df, by: list[str], value: str, digits: int = 2):
@@ -42,6 +44,5 @@ def table(df, by: list[str], value: str, digits: int = 2):
     g = df.groupby(by, sort=False)[value]
     out = g.agg(["mean", "std", "count"]).rename(columns={"std": "sd", "count": "n"})
     out["sd"] = out["sd"].fillna(0.0)
-    out["mean ± sd"] = [f"{m:.{digits}f}" if n == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
-                        for m, s, n in zip(out["mean"], out["sd"], out["n"])]
+    out["mean ± sd"] = [_text(m, sd, n, digits) for m, sd, n in zip(out["mean"], out["sd"], out["n"])]
     return out.round({"mean": digits, "sd": digits})
