@@ -73,10 +73,14 @@ def test_encode_experts_round_trips_bit_exactly_and_counts_bits(tiny_model):
     model = tiny_model("mixtral", preset="compress")
     qmoe.compress(model, calib(), bits="ternary", blocksize=16, batch_size=4, progress=False)
     out = qmoe.encode_experts(model, size=64)
-    assert out["verified"] == len(qmoe.expert_layers(model))
-    assert out["all"] > out["codes"] > 0
-    assert out["code_bits"] == sum(e.code_bits for e in out["encoded"].values())
-    assert out["params"] == sum(layer.weight.numel() for layer in qmoe.expert_layers(model).values())
+    experts = qmoe.expert_layers(model)
+    assert out["params"] == sum(layer.weight.numel() for layer in experts.values())
+    for fb in out["coders"].values():
+        assert fb.verified == len(experts)
+        assert fb.bits_per_param("all") >= fb.bits_per_param("rows") > fb.bits_per_param("codes") > 0
+        assert fb.code_bits == sum(e.code_bits for e in fb.encoded.values())
+    assert out["coders"]["qmoe"].row_bits == 64 * out["rows"]  # QMoE: 32-bit offset + bf16 min, max
+    assert out["coders"]["dictionary"].row_bits < 64 * out["rows"]  # ours: bf16 min, max + a count
 
 
 def test_encode_refuses_weights_that_are_not_ternary(tiny_model):
@@ -84,19 +88,11 @@ def test_encode_refuses_weights_that_are_not_ternary(tiny_model):
         qmoe.encode_experts(tiny_model("mixtral", preset="compress"))
 
 
-def test_without_special_tokens():
+def test_special_mask_marks_what_the_statistics_leave_out():
     class Tok:
         all_special_ids = [0, 1]
     ids = torch.tensor([5, 0, 7, 1, 1, 9])
-    assert qmoe.without_special_tokens(ids, Tok()).tolist() == [5, 7, 9]
-
-
-def test_span_corruption_hides_spans_behind_sentinels():
-    ids = torch.arange(10, 50)  # 40 tokens; <extra_id_0> = 63, <extra_id_1> = 62, ...
-    x, y = qmoe.span_corruption(ids, 63, noise=0.15, mean_span=3)
-    sentinels = [t for t in x.tolist() if t >= 60]
-    assert sentinels == [63, 62] and len(x) == 40 - 6 + 2 and len(y) == 2 * 4
-    assert y[0] == 63 and set(y.tolist()) - {63, 62} <= set(ids.tolist())
+    assert qmoe.special_mask(ids, Tok()).tolist() == [False, True, False, True, True, False]
 
 
 def test_eval_loss_runs_on_both_kinds_of_model(tiny_model):
@@ -104,24 +100,6 @@ def test_eval_loss_runs_on_both_kinds_of_model(tiny_model):
     for family in ("mixtral", "switch"):
         loss = qmoe.eval_loss(tiny_model(family, preset="compress"), ids, seqlen=16)
         assert 2.0 < loss < 8.0  # near log(64) = 4.16 for random weights
-
-
-def test_bits_at_scale_fall_toward_the_codes():
-    rows = qmoe.bits_at_scale((0.06, 0.88, 0.06), [64, 512], rows=32, size=256)
-    assert rows[0]["codes + rows"] - rows[0]["codes"] == pytest.approx(1.0)  # 64 bits / 64 columns
-    assert rows[1]["codes + rows"] - rows[1]["codes"] == pytest.approx(0.125)
-
-
-def test_first_sentinel_is_t5s_extra_id_0():
-    class T5Like:
-        def get_vocab(self):
-            return {"a": 1, "<extra_id_0>": 32099, "<extra_id_1>": 32098}
-
-    class Plain:
-        def get_vocab(self):
-            return {"a": 1}
-
-    assert qmoe.first_sentinel(T5Like()) == 32099 and qmoe.first_sentinel(Plain()) is None
 
 
 def test_routing_histogram_reads_both_expert_layouts():
@@ -135,3 +113,46 @@ def test_routing_histogram_reads_both_expert_layouts():
         {"layer": "encoder.block.1.layer.1.mlp.experts", "expert": "expert_2", "routed": 5, "used": 5}]
     assert list(qmoe.routing_histogram([]).columns) == ["layer", "expert", "routed", "used"]
 
+
+
+def test_batched_experts_give_the_one_at_a_time_result(tiny_model):
+    runs = {}
+    for batch in (False, True):
+        model = tiny_model("switch", preset="compress")
+        report = qmoe.compress(model, calib(n=8, seqlen=16), bits="ternary", blocksize=16, batch_size=4,
+                               progress=False, batch_experts=batch)
+        runs[batch] = (report, {n: m.weight.clone() for n, m in qmoe.expert_layers(model).items()})
+    assert [r["layer"] for r in runs[True][0]] == [r["layer"] for r in runs[False][0]]
+    assert [r["method"] for r in runs[True][0]] == [r["method"] for r in runs[False][0]]
+    for name, W in runs[False][1].items():
+        assert torch.allclose(runs[True][1][name], W, atol=1e-5), name
+
+
+def test_switch_protocol_masks_sentinels_and_drops_no_token(tiny_model):
+    from peakllm.compress.sequential import compress_sequentially
+    from peakllm.compress.obs import Hessian
+
+    model = tiny_model("switch", preset="compress", expert_capacity=2)
+    windows = torch.randint(2, 50, (6, 24), generator=torch.Generator().manual_seed(0))
+
+    class Tok:  # ids 0, 1: eos, pad; 63 = <extra_id_0> counting down
+        all_special_ids = [0, 1, *range(54, 64)]
+
+        def get_vocab(self):
+            return {"<extra_id_0>": 63}
+
+    pairs = qmoe.calibration_pairs(windows, Tok(), model)
+    assert pairs["input_ids"].shape == (6, 24 - 3 + 1) and pairs["decoder_input_ids"].shape == (6, 4)  # one span
+    assert qmoe.dropped_tokens(model, pairs)["dropped"] > 0  # capacity 2 per expert and sequence
+    assert qmoe.no_token_dropped(model) == 4 and qmoe.dropped_tokens(model, pairs)["dropped"] == 0
+    seen = {}
+
+    def make(name, layer):
+        seen[name] = Hessian(layer.weight.shape[1])
+        return seen[name]
+
+    compress_sequentially(model, pairs, make, lambda name, c: None, batch_size=4, progress=False)
+    for stack, key in (("encoder", "token_mask"), ("decoder", "decoder_token_mask")):
+        wi = [c.n for n, c in seen.items() if n.startswith(stack) and ".experts." in n and n.endswith(".wi")]
+        per_layer = len(wi) // 4  # 4 experts per MoE layer: every kept token reaches exactly one
+        assert per_layer >= 1 and sum(wi[:4]) == int(pairs[key].sum()) < pairs[key].numel()

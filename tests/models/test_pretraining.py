@@ -34,6 +34,16 @@ def test_short_run_learns_and_is_reproducible():
     assert a["train_flops"] == a["flops_per_token"] * 8 * 4 * 64
 
 
+@pytest.mark.slow  # ~8 s: two steps of span corruption on tiny-switch
+def test_tiny_switch_learns_span_corruption():
+    cfg = PretrainConfig.for_model("tiny-switch", steps=3, batch_size=2, warmup=1, eval_every=3, eval_windows=2)
+    assert cfg.seq_len == 128  # the shipped recipe's windows
+    r = pretrain(cfg, progress=False)
+    assert r["log"][-1]["train_loss"] < r["log"][0]["train_loss"]
+    assert 0 < r["log"][-1]["val_loss"] < r["log"][0]["train_loss"]
+    assert r["params"]["experts"] == 2 * 16 * 2 * 384 * 512  # 2 MoE layers x 16 experts x (wi, wo)
+
+
 def test_moe_flops_count_only_active_experts():
     moe = models.new_tiny("tiny-moe")
     n_moe = sum(p.numel() for p in moe.parameters())

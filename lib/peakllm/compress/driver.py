@@ -47,10 +47,13 @@ def check_calibration(model, calib, method: str) -> None:
 @torch.no_grad()
 def compress_model(model, calib, fallback, make=None, compress=None, *,
                    method: str = "", only=None, batch_size: int = 8, progress: bool = True,
-                   desc: str = "") -> list[dict]:
+                   desc: str = "", compress_group=None) -> list[dict]:
     """Compress the chosen linear layers of ``model`` in place; one row per layer:
     ``layer``, ``shape``, ``tokens`` (folded into its Hessian), ``routed`` (offered to it),
-    ``seconds`` and ``how`` ("data-free", "calibrated" or "fallback (no tokens)")."""
+    ``seconds`` and ``how`` ("data-free", "calibrated" or "fallback (no tokens)").
+
+    ``compress_group(collectors)``, if given, compresses in one call the calibrated layers of a
+    block that share a weight shape (QMoE's batched experts); a shape met once goes to ``compress``."""
     chosen = {n: m for n, m in all_linear_layers(model).items() if only is None or only(n, m)}
     if compress is None:
         rows = []
@@ -77,5 +80,21 @@ def compress_model(model, calib, fallback, make=None, compress=None, *,
             compress(c)
             how[name] = "calibrated"
 
-    rows = compress_sequentially(model, calib, make_, apply, batch_size, progress, desc=desc or method)
+    def apply_group(items):
+        same_shape = {}
+        for name, c in items:
+            if isinstance(c, _Untouched) or c.n == 0:
+                apply(name, c)
+            else:
+                same_shape.setdefault(tuple(c.layer.weight.shape), []).append((name, c))
+        for group in same_shape.values():
+            if len(group) == 1:
+                apply(*group[0])
+                continue
+            compress_group([c for _, c in group])
+            for name, c in group:
+                routed[name], how[name] = c.seen, "calibrated"
+
+    rows = compress_sequentially(model, calib, make_, apply, batch_size, progress, desc=desc or method,
+                                 apply_group=apply_group if compress_group is not None else None)
     return [r | {"routed": routed[r["layer"]], "how": how[r["layer"]]} for r in rows if r["layer"] in how]

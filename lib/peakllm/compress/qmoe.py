@@ -62,11 +62,85 @@ def token_cap(config, n_tokens: int, max_tokens_mult: float) -> int | None:
     return max(1, int(max_tokens_mult * n_tokens * k / E))
 
 
-def without_special_tokens(ids: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Calibration text with special tokens (padding, end of sequence...) taken out: QMoE masks
-    them, since they are frequent, carry no content, and the router sends them all one way."""
+def special_mask(ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """True where ``ids`` holds a special token (padding, end of sequence, T5's sentinels)."""
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype)
-    return ids[~torch.isin(ids, special)]
+    return torch.isin(ids, special)
+
+
+def calibration_pairs(windows: torch.Tensor, tokenizer, model, seed: int = 0) -> dict:
+    """QMoE's calibration data from token windows (n, T), for ``sequential.calibration_batches``.
+
+    Special tokens stay in the forward pass (the model reads them) but are masked out of the
+    statistics (``token_mask``): they are frequent, carry no content, and the router sends them
+    all one way. An encoder-decoder (Switch) is calibrated as it is trained and evaluated, on T5
+    span corruption: the encoder reads the corrupted window, the decoder the target shifted right
+    behind the decoder-start token (``decoder_input_ids``); sentinels and that start token are
+    masked out on both sides.
+    """
+    from ..data.spans import first_sentinel, span_pairs
+
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return {"input_ids": windows, "attention_mask": torch.ones_like(windows),
+                "token_mask": ~special_mask(windows, tokenizer)}
+    sentinel = first_sentinel(tokenizer)
+    if sentinel is None:
+        raise ValueError("an encoder-decoder is calibrated on span corruption, and this tokenizer has no "
+                         "<extra_id_0> sentinel (T5's); use the model's own tokenizer")
+    pair = span_pairs(windows, sentinel, seed=seed * len(windows))  # (n, T_in), (n, T_out)
+    start = torch.full_like(pair["labels"][:, :1], model.config.decoder_start_token_id)
+    dec = torch.cat([start, pair["labels"][:, :-1]], dim=1)  # (n, T_out): teacher forcing
+    return {"input_ids": pair["input_ids"], "attention_mask": torch.ones_like(pair["input_ids"]),
+            "decoder_input_ids": dec, "decoder_attention_mask": torch.ones_like(dec),
+            "token_mask": ~special_mask(pair["input_ids"], tokenizer),
+            "decoder_token_mask": ~special_mask(dec, tokenizer)}
+
+
+def no_token_dropped(model, capacity: int = 1024) -> int:
+    """Raise every Switch router's expert capacity to ``capacity`` tokens per expert and sequence
+    (QMoE: 1024), so no token is dropped in calibration or evaluation; returns the routers changed.
+    transformers' Switch keeps at most ``expert_capacity`` (switch-base: 64) tokens per expert in
+    a sequence and passes the rest through the residual only."""
+    routers = [m for m in model.modules() if hasattr(m, "expert_capacity") and hasattr(m, "num_experts")]
+    for r in routers:
+        r.expert_capacity = max(r.expert_capacity, capacity)
+    if routers:
+        model.config.expert_capacity = max(model.config.expert_capacity, capacity)
+    return len(routers)
+
+
+@torch.no_grad()
+def dropped_tokens(model, calib, capacity: int | None = None, batch_size: int = 8) -> dict:
+    """Tokens the Switch routers drop on ``calib`` at expert capacity ``capacity`` (None: as the
+    model is set now): {"routed": tokens that reached a router, "dropped": those over capacity}.
+    A dropped token skips the expert layer (only the residual carries it on)."""
+    from .sequential import forward_calibration
+
+    routers = [m for m in model.modules() if hasattr(m, "expert_capacity") and hasattr(m, "num_experts")]
+    before = [r.expert_capacity for r in routers]
+    count = {"routed": 0, "dropped": 0}
+
+    def hook(module, inp, out):  # out[0]: (b, t, E) one-hot of the kept choice; all zero = dropped
+        kept = out[0].reshape(-1, out[0].shape[-1]).sum(-1)
+        count["routed"] += kept.numel()
+        count["dropped"] += int((kept == 0).sum())
+    try:
+        for r in routers:
+            r.expert_capacity = capacity if capacity is not None else r.expert_capacity
+        forward_calibration(model, calib, [r.register_forward_hook(hook) for r in routers], batch_size)
+    finally:
+        for r, c in zip(routers, before):
+            r.expert_capacity = c
+    return count
+
+
+def stack_tokens(model, calib) -> dict:
+    """Calibration tokens feeding the statistics, per stack (``encoder.block`` / ``decoder.block``
+    of an encoder-decoder calibrated on pairs; the one stack of a decoder-only model)."""
+    from .sequential import calibration_batches, find_stacks, statistics_masks
+
+    batches = calibration_batches(calib, "cpu", None)
+    return {name: int(statistics_masks(model, name, batches)[0].sum()) for name, _ in find_stacks(model)}
 
 
 @torch.no_grad()
@@ -77,21 +151,22 @@ def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8)
 
     from .driver import _Untouched
     from .experts import hook_routed_inputs
-    from .sequential import forward_calibration
+    from .sequential import ValidTokens, forward_calibration
 
     layers = check_moe(model)
     if name not in layers:
         raise ValueError(f"name={name!r} is not an expert matrix of this model; e.g. {list(layers)[:2]}")
-    layer = layers[name]
+    layer, valid = layers[name], ValidTokens()
     probe = GPTQ(layer)
     if isinstance(layer, ExpertMatrix):
         module = next(m for m in model.modules() if any(getattr(m, p, None) is layer.param for p in FUSED))
         which = next(p for p in FUSED if getattr(module, p) is layer.param)
         sink = defaultdict(_Untouched, {f".{which}.{layer.e}": probe})
-        handle = hook_routed_inputs(module, "", sink)
-    else:
-        handle = layer.register_forward_hook(lambda m, inp, out: probe.add_batch(inp[0]))
-    forward_calibration(model, calib, [handle], batch_size)
+        handles = [hook_routed_inputs(module, "", sink, valid)]
+    else:  # nn.Linear experts (Switch): the routers tell which of the expert's tokens to keep
+        handles = [layer.register_forward_hook(lambda m, inp, out: probe.add_batch(valid.tokens(inp[0], name))),
+                   *valid.hook_routers(model)]
+    forward_calibration(model, calib, handles, batch_size, valid, name)
     return probe
 
 
@@ -104,14 +179,24 @@ def snap_ternary_scales(W: torch.Tensor) -> None:
     W.copy_(torch.where(W < 0, lo, torch.where(W > 0, hi, torch.zeros_like(W))))
 
 
+def _key(layer):
+    """The same key for an expert matrix however often it is looked up (a fused expert's
+    ``ExpertMatrix`` view is made anew each time)."""
+    return (id(layer.param), layer.e) if isinstance(layer, ExpertMatrix) else id(layer)
+
+
 def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: str = "gptq",
              percdamp: float = 0.1, max_tokens_mult: float = 4.0, blocksize: int = 128,
-             batch_size: int = 8, progress: bool = True) -> list[dict]:
+             batch_size: int = 8, progress: bool = True, batch_experts: bool = False) -> list[dict]:
     """Quantize every expert matrix in place; one report row per expert matrix.
 
-    ``gptq`` runs the sequential driver over the calibration windows ``calib`` (n, seqlen), each
-    expert on its routed tokens (capped); an expert no token reached falls back to RTN. ``rtn``
-    needs no data. Everything else in the model is left as it is.
+    ``gptq`` runs the sequential driver over ``calib`` -- token windows (n, seqlen), or the dict
+    of ``calibration_pairs`` (QMoE's protocol: special tokens masked out of the statistics, span
+    corruption for an encoder-decoder) -- each expert on its routed tokens, at most
+    ``max_tokens_mult`` x the mean per expert of its stack; an expert no token reached falls back
+    to RTN. ``batch_experts``: the experts of a block that share a shape go through one batched
+    sweep (``peakllm.compress.batched``, QMoE section 4), with the same result. ``rtn`` needs no
+    data. Everything else in the model is left as it is.
     """
     choice("method", method, QUANT_METHODS)
     check_bits(bits)
@@ -123,7 +208,11 @@ def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: s
         if bits == "ternary":
             snap_ternary_scales(W)
 
-    cap = token_cap(model.config, calib.numel(), max_tokens_mult) if calib is not None else None
+    caps = {}  # expert matrix -> its cap: max_tokens_mult x the mean over its stack's tokens
+    if calib is not None:
+        for stack, n in stack_tokens(model, calib).items():
+            caps |= {_key(m): token_cap(model.config, n, max_tokens_mult) for name, m in experts.items()
+                     if name.startswith(stack + ".")}
 
     def fallback(layer):
         layer.weight.copy_(rtn(layer.weight, bits))
@@ -133,10 +222,18 @@ def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: s
         c.quantize(bits, blocksize, percdamp)
         finish(c.layer.weight)
 
-    rows = compress_model(model, calib, fallback, lambda layer: GPTQ(layer, cap),
+    def quantize_group(cs):
+        from .batched import quantize_group as batched
+
+        batched(cs, bits, blocksize, percdamp)
+        for c in cs:
+            finish(c.layer.weight)
+
+    rows = compress_model(model, calib, fallback, lambda layer: GPTQ(layer, caps.get(_key(layer))),
                           None if method == "rtn" else quantize, method=method,
                           only=lambda name, layer: name in experts, batch_size=batch_size,
-                          progress=progress, desc=f"qmoe {bits}")
+                          progress=progress, desc=f"qmoe {bits}",
+                          compress_group=quantize_group if batch_experts else None)
     labels = {"data-free": "rtn", "calibrated": "gptq", "fallback (no tokens)": "rtn (no tokens)"}
     return [r | {"method": labels[r["how"]]} for r in rows]
 
@@ -159,6 +256,23 @@ def routing_histogram(rows: list[dict]):
     return pd.DataFrame(out, columns=["layer", "expert", "routed", "used"])
 
 
+@torch.no_grad()
+def zero_share_by_column(model, bins: int = 8) -> list[float]:
+    """Share of zeros among the expert weights in each of ``bins`` equal stretches of columns, in
+    the order GPTQ sweeps them (left to right). RTN rounds every column alike; GPTQ adds each
+    column's rounding error to the columns still to come, which widens their spread, so fewer of
+    them fall inside the zero band (|w| below half the row's extreme) the further right they sit."""
+    zeros, total = torch.zeros(bins), torch.zeros(bins)
+    for m in check_moe(model).values():
+        W = m.weight
+        edges = torch.linspace(0, W.shape[1], bins + 1).round().long()
+        for b in range(bins):
+            part = W[:, edges[b]:edges[b + 1]]
+            zeros[b] += int((part == 0).sum())
+            total[b] += part.numel()
+    return (zeros / total).tolist()
+
+
 def zero_share(model) -> float:
     """Share of exact zeros among the expert weights (the natural sparsity of ternary QMoE)."""
     layers = check_moe(model).values()
@@ -166,14 +280,14 @@ def zero_share(model) -> float:
 
 
 @torch.no_grad()
-def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, verify: bool = True) -> dict:
-    """Store every ternary expert matrix with one dictionary code fitted to all of them.
-
-    Returns the code, the encoded matrices and the bit counts: codewords alone ("codes"), and
-    with per-row metadata and the dictionary ("all"); the entropy bound and lzma on the same
-    codes. With ``verify``, every matrix is decoded and compared with the model's weights.
-    """
-    from . import ternary_coding as tc
+def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, coders=("dictionary", "qmoe"),
+                   verify: bool = True) -> dict:
+    """Store every ternary expert matrix with each coder of ``qmoe_format.bits_report``: ours
+    (one dictionary fitted to all the experts, compact rows) and QMoE's (fixed dictionary, 64
+    bits a row). Returns ``coders`` (coder -> ``FormatBits``), the parameter count, and the
+    entropy bound and lzma on the same codes. With ``verify``, every matrix is decoded from its
+    bytes and the weights it gives are compared with the model's, bit for bit."""
+    from . import qmoe_format, ternary_coding as tc
 
     mats = {n: m.weight.float() for n, m in check_moe(model).items()}  # name -> (rows, cols)
     for n, W in mats.items():
@@ -181,92 +295,23 @@ def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, verify: bool
                                           torch.where(W > 0, W.max(1, keepdim=True).values, 0 * W))):
             raise ValueError(f"{n} is not ternary (more than three values in a row): compress with bits='ternary' first")
     codes = {n: torch.sign(W).to(torch.int8) for n, W in mats.items()}
-    code = tc.DictionaryCode.fit(list(codes.values()), size=size, max_pairs=max_pairs)
-    encoded = {n: code.encode(codes[n], W.min(1).values, W.max(1).values) for n, W in mats.items()}
-    params = sum(e.params for e in encoded.values())
-    code_bits = sum(e.code_bits for e in encoded.values())
-    row_bits = sum(e.row_bits for e in encoded.values())
-    dict_bits = next(iter(encoded.values())).dictionary_bits
+    scales = {n: (W.min(1).values, W.max(1).values) for n, W in mats.items()}
+    report = qmoe_format.bits_report(codes, scales, coders, size=size, max_pairs=max_pairs, verify=verify)
+    if verify:  # the stored scales give back the very weights (snap_ternary_scales made them bf16)
+        for fb in report.values():
+            for n, e in fb.encoded.items():
+                if not torch.equal(tc.from_codes(fb.code.decode(e), *e.scales()), mats[n]):
+                    raise AssertionError(f"{n}: the decoded weights differ from the model's")
     allq = torch.cat([c.reshape(-1) for c in codes.values()])[None]  # (1, params)
-    out = {"code": code, "encoded": encoded, "params": params, "rows": sum(e.rows for e in encoded.values()),
-           "codewords": sum(e.n_codewords for e in encoded.values()), "code_bits": code_bits,
-           "row_bits": row_bits, "dictionary_bits": dict_bits,
-           "entropy": tc.entropy_bits(allq), "lzma": tc.lzma_bits(allq) / params,
-           "codes": code_bits / params, "all": (code_bits + row_bits + dict_bits) / params,
-           "stored_bytes": sum(len(e.to_bytes()) for e in encoded.values()) + dict_bits // 8}
-    if verify:
-        for n, e in encoded.items():
-            back = tc.from_codes(code.decode(e.to_bytes()), *e.scales())
-            if not torch.equal(back, mats[n]):
-                raise AssertionError(f"{n}: the decoded weights differ from the model's")
-        out["verified"] = len(encoded)
-    return out
-
-
-def iid_codes(rows: int, cols: int, probs: tuple[float, float, float], seed: int = 0) -> torch.Tensor:
-    """Random ternary codes with P(-1), P(0), P(+1) = ``probs``: stand-ins of a given shape."""
-    g = torch.Generator().manual_seed(seed)
-    return (torch.multinomial(torch.tensor(probs), rows * cols, replacement=True, generator=g) - 1
-            ).to(torch.int8).reshape(rows, cols)
-
-
-def bits_at_scale(probs, cols_list, rows: int = 256, size: int = 2 ** 12, max_pairs: int = 14,
-                  seed: int = 0) -> list[dict]:
-    """Bits per parameter of the dictionary code for rows of growing width, on i.i.d. codes with
-    our model's symbol frequencies: codewords alone, and with the 64 bits of each row (offset,
-    bf16 wmin / wmax). The dictionary is shared by the whole model and fades with its size."""
-    from . import ternary_coding as tc
-
-    out = []
-    for cols in cols_list:
-        q = iid_codes(rows, cols, probs, seed)
-        e = tc.DictionaryCode.fit(q, size=size, max_pairs=max_pairs).encode(q)
-        out.append({"columns": cols, "codes": e.code_bits / e.params,
-                    "codes + rows": (e.code_bits + e.row_bits) / e.params, "entropy": tc.entropy_bits(q)})
-    return out
-
-
-def span_corruption(ids: torch.Tensor, first_sentinel: int, noise: float = 0.15, mean_span: int = 3,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """T5's denoising objective for one window (Raffel et al. 2020, section 3.1.4): spans of
-    ``mean_span`` tokens, ``noise`` of the window in all, each replaced by a sentinel
-    (<extra_id_0> = ``first_sentinel``, <extra_id_1> = one less, ...); the labels list each
-    sentinel followed by the span it hides."""
-    g = torch.Generator().manual_seed(seed)
-    T = ids.numel()
-    n_spans = max(1, round(T * noise / mean_span))
-    starts = sorted(torch.randperm(T // mean_span, generator=g)[:n_spans].mul(mean_span).tolist())
-    inp, lab, pos = [], [], 0
-    for i, s in enumerate(starts):
-        sentinel = first_sentinel - i
-        inp += ids[pos:s].tolist() + [sentinel]
-        lab += [sentinel] + ids[s: s + mean_span].tolist()
-        pos = s + mean_span
-    inp += ids[pos:].tolist()
-    return torch.tensor(inp), torch.tensor(lab)
-
-
-@torch.no_grad()
-def first_sentinel(tokenizer) -> int | None:
-    """The id of T5's ``<extra_id_0>`` (SwitchTransformers use T5's tokenizer), if it has one."""
-    vocab = tokenizer.get_vocab()
-    return vocab.get("<extra_id_0>")
+    params = sum(W.numel() for W in mats.values())
+    return {"coders": report, "params": params, "rows": sum(W.shape[0] for W in mats.values()),
+            "entropy": tc.entropy_bits(allq), "lzma": tc.lzma_bits(allq) / params}
 
 
 def eval_loss(model, ids: torch.Tensor, seqlen: int, batch_size: int = 8, max_windows: int | None = None,
               sentinel: int | None = None) -> float:
-    """Mean loss per predicted token (nats): next-token cross-entropy for a causal LM; for an
-    encoder-decoder (SwitchTransformers) the span-corruption loss the paper reports, with
-    ``sentinel`` the id of <extra_id_0> (default: the last id of the vocabulary)."""
-    from ..core.perplexity import mean_nll, windows
+    """The loss QMoE reports: the model's own objective per predicted token (``perplexity.mean_loss``):
+    span corruption for Switch (C4 masked-LM loss in the paper), next-token loss for a causal MoE."""
+    from ..core.perplexity import mean_loss
 
-    if not getattr(model.config, "is_encoder_decoder", False):
-        return mean_nll(model, ids, seqlen, batch_size, max_windows)
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for i, w in enumerate(windows(ids, seqlen)[:max_windows]):
-        x, y = span_corruption(w, sentinel if sentinel is not None else model.config.vocab_size - 1, seed=i)
-        out = model(input_ids=x[None].to(device), labels=y[None].to(device))
-        total += out.loss.item() * y.numel()
-        count += y.numel()
-    return total / count
+    return mean_loss(model, ids, seqlen, batch_size, max_windows, sentinel)

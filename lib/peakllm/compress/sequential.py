@@ -36,6 +36,7 @@ from ..core.timing import Timer
 from .experts import expert_matrices, fused_modules, hook_routed_inputs
 
 _ROUTER = re.compile(r"(^|\.)(router|gate)(\.|$)")
+_LIST_EXPERT = re.compile(r"^(.*)\.experts\.expert_(\d+)\.")  # Switch: <moe>.experts.expert_<e>.wi
 
 
 class _Stop(Exception):
@@ -94,21 +95,50 @@ def calibration_tensors(calib) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
+# Optional keys of the dict form: the decoder's own inputs (an encoder-decoder calibrated on
+# (input, target) pairs, as QMoE calibrates Switch on span corruption), and the tokens whose
+# activations go into the statistics (default: the attention mask; QMoE leaves special tokens out).
+PAIR_KEYS = ("decoder_input_ids", "decoder_attention_mask")
+STATISTICS_KEYS = ("token_mask", "decoder_token_mask")
+
+
 def calibration_batches(calib, device, batch_size: int | None = None) -> list[dict]:
-    """The calibration data as batches ``{"input_ids": (b, t), "attention_mask": (b, t)}`` on
-    ``device``; ``batch_size=None``: one batch."""
+    """The calibration data as batches ``{"input_ids": (b, t), "attention_mask": (b, t), ...}``
+    on ``device`` (with whichever of ``PAIR_KEYS`` and ``STATISTICS_KEYS`` ``calib`` holds);
+    ``batch_size=None``: one batch."""
     ids, mask = calibration_tensors(calib)
+    parts = {"input_ids": ids, "attention_mask": mask}
+    if isinstance(calib, Mapping):
+        for k in (*PAIR_KEYS, *STATISTICS_KEYS):
+            if k in calib:
+                if len(calib[k]) != len(ids):
+                    raise ValueError(f"calib[{k!r}] has {len(calib[k])} rows, input_ids {len(ids)}")
+                parts[k] = calib[k]
     size = len(ids) if batch_size is None else batch_size
-    return [{"input_ids": i.to(device), "attention_mask": m.to(device)}
-            for i, m in zip(ids.split(size), mask.split(size))]
+    return [{k: v[i:i + size].to(device) for k, v in parts.items()} for i in range(0, len(ids), size)]
 
 
 def model_inputs(model, batch: dict) -> dict:
-    """Forward arguments for a calibration batch (encoder-decoders get it on both sides)."""
-    kw = {**batch, "use_cache": False}
-    if getattr(model.config, "is_encoder_decoder", False):
+    """Forward arguments for a calibration batch: an encoder-decoder gets its decoder inputs, or
+    the encoder's on both sides when the batch has none."""
+    kw = {k: v for k, v in batch.items() if k not in STATISTICS_KEYS} | {"use_cache": False}
+    if getattr(model.config, "is_encoder_decoder", False) and "decoder_input_ids" not in batch:
         kw |= {"decoder_input_ids": batch["input_ids"], "decoder_attention_mask": batch["attention_mask"]}
     return kw
+
+
+def statistics_masks(model, stack_name: str, batches: list[dict]) -> list[torch.Tensor]:
+    """Per batch, the (b, t) tokens of stack ``stack_name`` whose activations feed the statistics:
+    ``token_mask`` (or the attention mask) in an encoder or decoder-only stack, and in the decoder
+    of an encoder-decoder given its own inputs ``decoder_token_mask`` (or its attention mask)."""
+    decoder = (getattr(model.config, "is_encoder_decoder", False) and "decoder" in stack_name.split(".")
+               and "decoder_input_ids" in batches[0])
+    keys = ("decoder_token_mask", "decoder_attention_mask") if decoder else ("token_mask", "attention_mask")
+    out = []
+    for b in batches:
+        m = b.get(keys[0], b.get(keys[1]))
+        out.append(torch.ones_like(b["decoder_input_ids"], dtype=torch.bool) if m is None else m.bool())
+    return out
 
 
 class ValidTokens:
@@ -123,14 +153,32 @@ class ValidTokens:
 
     def __init__(self):
         self.mask = None  # (b, t) bool
+        self.routed = {}  # MoE module name -> (b·t, E) bool: where its router sent each token
 
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, t, d) or (b·t, d) -> (real tokens, d); any other layout unchanged."""
+    def tokens(self, x: torch.Tensor, name: str = "") -> torch.Tensor:
+        """(b, t, d) or (b·t, d) -> (real tokens, d). The input of ``<moe>.experts.expert_<e>.*``,
+        (n_e, d), keeps the real ones among the tokens ``<moe>``'s router sent to expert e (in
+        position order, as the experts loop takes them); any other layout unchanged."""
         if x.shape[:-1] == self.mask.shape:
             return x[self.mask]
         if x.shape[:-1] == (self.mask.numel(),):
             return x[self.mask.reshape(-1)]
+        m = _LIST_EXPERT.search(name)
+        if m and m.group(1) in self.routed:
+            keep = self.mask.reshape(-1)[self.routed[m.group(1)][:, int(m.group(2))]]  # (n_e,)
+            if keep.numel() == x.shape[0]:
+                return x[keep]
         return x
+
+    def hook_routers(self, block: torch.nn.Module) -> list:
+        """Forward hooks on the block's Switch-style routers (``<moe>.router`` returning the
+        one-hot expert choice (b, t, E) first) that keep each choice in ``routed``."""
+        def hook(moe):
+            def f(module, inp, out):
+                self.routed[moe] = out[0].reshape(-1, out[0].shape[-1]).bool()
+            return f
+        return [m.register_forward_hook(hook(n.rsplit(".", 1)[0])) for n, m in block.named_modules()
+                if n.endswith(".router") and hasattr(m, "num_experts") and hasattr(m, "expert_capacity")]
 
 
 def _record(model, stack: torch.nn.ModuleList, batches: list[dict], stop_before: int):
@@ -237,12 +285,13 @@ def _collect(block, hidden, calls_i, masks: list[torch.Tensor], layers: dict, co
             alive.append(x)  # keeps ids unique within the batch
             first = owner.setdefault((batch[0], id(x), type(c)), name)
             if first == name:
-                c.add_timed(valid.tokens(x.detach()))
+                c.add_timed(valid.tokens(x.detach(), name))
             shared.setdefault(name, set()).add(first)
         return f
 
     hooks = [layer.register_forward_hook(hook(n)) for n, layer in layers.items() if isinstance(layer, torch.nn.Module)]
     hooks += [hook_routed_inputs(module, name, collectors, valid) for name, module in fused_modules(block).items()]
+    hooks += valid.hook_routers(block)
     try:
         for b, (h, (rest, kwargs)) in enumerate(zip(hidden, calls_i)):
             batch[0], valid.mask = b, masks[b]
@@ -260,7 +309,7 @@ def _collect(block, hidden, calls_i, masks: list[torch.Tensor], layers: dict, co
 
 @torch.no_grad()
 def compress_sequentially(model, calib, make, apply, batch_size: int = 8,
-                          progress: bool = True, desc: str = "blocks") -> list[dict]:
+                          progress: bool = True, desc: str = "blocks", apply_group=None) -> list[dict]:
     """Compress every block's linear layers in order.
 
     ``make(name, layer)`` returns a collector with ``add_batch(inputs)`` (e.g. ``SparseGPT(layer)``);
@@ -269,22 +318,32 @@ def compress_sequentially(model, calib, make, apply, batch_size: int = 8,
     row per layer: name, shape, calibration tokens (padding not counted), and ``seconds``: the time of
     the method itself -- folding the layer's inputs into its statistics plus solving -- without the
     block forwards every method shares (how the Wanda paper times pruning, section 5).
+    ``apply_group([(name, collector), ...])``, if given, compresses a block's layers in one call
+    instead (QMoE batches experts of one shape); its time is shared out equally among them.
     """
     device = next(model.parameters()).device
     batches = calibration_batches(calib, device, batch_size)
-    masks = [b["attention_mask"].bool() for b in batches]
     rows = []
     for stack_name, stack in find_stacks(model):
+        masks = statistics_masks(model, stack_name, batches)
         hidden, calls = record_stack(model, stack, batches)
         for i, block in enumerate(tqdm(stack, desc=f"{desc} ({stack_name})", disable=not progress)):
             layers = linear_layers(block)
             collectors = {n: make(f"{stack_name}.{i}.{n}", layer) for n, layer in layers.items()}
             _collect(block, hidden, calls[i], masks, layers, collectors)
-            for n, layer in layers.items():
-                with Timer(device) as t:  # synchronized: on a GPU the solver runs asynchronously
-                    apply(f"{stack_name}.{i}.{n}", collectors[n])
-                rows.append({"layer": f"{stack_name}.{i}.{n}", "shape": tuple(layer.weight.shape),
-                             "tokens": collectors[n].n, "seconds": collectors[n].seconds + t.seconds})
+            if apply_group is not None:
+                with Timer(device) as t:
+                    apply_group([(f"{stack_name}.{i}.{n}", collectors[n]) for n in layers])
+                solve = {n: t.seconds / len(layers) for n in layers}
+            else:
+                solve = {}
+                for n in layers:
+                    with Timer(device) as t:  # synchronized: on a GPU the solver runs asynchronously
+                        apply(f"{stack_name}.{i}.{n}", collectors[n])
+                    solve[n] = t.seconds
+            rows += [{"layer": f"{stack_name}.{i}.{n}", "shape": tuple(layer.weight.shape),
+                      "tokens": collectors[n].n, "seconds": collectors[n].seconds + solve[n]}
+                     for n, layer in layers.items()]
             del collectors
             hidden = _run_block(block, hidden, calls[i])  # inputs of the next block, from the compressed one
     return rows
@@ -299,20 +358,21 @@ def calibrate_layer(model, calib, name: str, make, batch_size: int = 8):
     if name not in layers or not isinstance(layers[name], torch.nn.Module):
         raise ValueError(f"name={name!r} is not a linear layer of this model; e.g. {list(layers)[:3]}")
     collector, valid = make(layers[name]), ValidTokens()
-    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(valid.tokens(inp[0])))
-    forward_calibration(model, calib, [hook], batch_size, valid)
+    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(valid.tokens(inp[0], name)))
+    forward_calibration(model, calib, [hook, *valid.hook_routers(model)], batch_size, valid, name)
     return collector
 
 
 @torch.no_grad()
-def forward_calibration(model, calib, hooks: list, batch_size: int = 8, valid: ValidTokens | None = None) -> None:
+def forward_calibration(model, calib, hooks: list, batch_size: int = 8, valid: ValidTokens | None = None,
+                        layer: str = "") -> None:
     """Run the model over the calibration data so ``hooks`` see it (``valid``, if given, holds
-    each batch's real tokens while it runs); then remove the hooks."""
+    each batch's tokens for the statistics of ``layer``'s stack while it runs); then remove the hooks."""
     device = next(model.parameters()).device
     try:
         for batch in calibration_batches(calib, device, batch_size):
             if valid is not None:
-                valid.mask = batch["attention_mask"].bool()
+                valid.mask = statistics_masks(model, layer, [batch])[0]
             model(**model_inputs(model, batch))
     finally:
         for h in hooks:

@@ -22,7 +22,17 @@ This module's own design (no code from the QMoE repository):
 * dictionary as stored (``Encoded.dictionary_bits``): entries in rank order, parents first, so
   entry e > 8 is (parent codeword, last pair symbol): codeword_bits + 4 bits; the 9 single pairs
   are implicit. ``DictionaryCode.table_bits`` is the flat GPU table instead: 4 * max_pairs + 8
-  bits per entry, i.e. 64 bits and 512 KiB for 2^16 entries of 14 pairs as in QMoE.
+  bits per entry, i.e. 64 bits and 512 KiB for 2^16 entries of 14 pairs as in QMoE;
+* row metadata, two layouts (``Encoded.to_bytes(rows=...)``, one ``from_bytes`` for both):
+  ``"offsets"`` is QMoE's 64 bits per row (32-bit offset, bf16 wmin, bf16 wmax); ``"compact"``
+  keeps bf16 wmin / wmax (32 bits) and the row's codeword COUNT in ``count_bits`` bits, the bit
+  length of the matrix's largest count (6 to 8 bits for rows of 768 to 3072 weights at
+  P(0) = 0.885): 38 to 40 bits per row instead of 64. Random access per row survives: the
+  counts have a fixed width, and the offsets are their running sum, one prefix sum per matrix
+  at load time (a GPU scan); row r's codewords start at bit offset[r] * codeword_bits. Per
+  matrix a 30-byte header (``COMPACT_HEADER``: magic, rows, cols, codeword width, count width,
+  dictionary size, codewords, dictionary CRC32, CRC32); counts and codewords are one bit
+  stream, zero-padded once to a byte.
 
 The bound is the zero-order entropy ``entropy_bits(q)`` (bits per weight of i.i.d. -1/0/+1);
 ``lzma_bits`` is the generic-compressor baseline (adaptive, so near that bound on i.i.d. codes,
@@ -31,26 +41,18 @@ but without random access to rows).
 from __future__ import annotations
 
 import lzma
-import struct
 import zlib
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .ternary_stream import (COMPACT_HEADER, COMPACT_MAGIC, HEADER, MAGIC, ROW_BITS, ROW_LAYOUTS,  # noqa: F401
+                             Encoded, _bf16_bits, _column, _from_bits, _pack, _unpack, compression_ratio)
+
 SYMBOLS = 9  # pair symbols; symbol s of a single pair is dictionary entry s
-ROW_BITS = 64  # per row: 32-bit offset + bf16 wmin + bf16 wmax
-MAGIC = b"QMT1"
-HEADER = struct.Struct("<4sIIBIIII")  # magic rows cols codeword_bits entries codewords dict_crc crc
 PARSES = ("optimal", "greedy")
 MAX_PAIRS = 18  # n-gram keys are base-10 int64 with one digit (s + 1) per pair
 
-
-def _column(v, rows: int, name: str, dtype) -> torch.Tensor:
-    v = torch.as_tensor(v).to(dtype)
-    if tuple(v.shape) not in ((rows,), (rows, 1)):
-        raise ValueError(f"{name} must have shape ({rows},) or ({rows}, 1), got {tuple(v.shape)}")
-    return v.reshape(rows, 1)
 
 
 def ternary_codes(W: torch.Tensor, wmin, wmax) -> torch.Tensor:
@@ -112,109 +114,6 @@ def lzma_bits(q) -> int:
     t = np.concatenate([t, np.ones(-len(t) % 4, np.uint8)]).reshape(-1, 4)
     packed = (t @ np.array([27, 9, 3, 1], np.uint8)).astype(np.uint8).tobytes()
     return 8 * len(lzma.compress(packed, preset=9 | lzma.PRESET_EXTREME))
-
-
-def compression_ratio(rows: int, cols: int, codewords: int, bf16_bits: int = 16,
-                      codeword_bits: int = 16, row_bits: int = ROW_BITS) -> float:
-    """QMoE's ratio against bf16: (16 rows cols) / (16 codewords + 64 rows)."""
-    return bf16_bits * rows * cols / (codeword_bits * codewords + row_bits * rows)
-
-
-def _stream_bytes(n: int, bits: int) -> int:
-    return (n * bits + 7) // 8
-
-
-def _pack(codes: np.ndarray, bits: int) -> bytes:
-    """Fixed-width codewords, most significant bit first, zero-padded to a byte."""
-    b = (codes[:, None] >> np.arange(bits - 1, -1, -1)) & 1  # (n, bits)
-    return np.packbits(b.astype(np.uint8).ravel()).tobytes()
-
-
-def _unpack(stream: bytes, n: int, bits: int) -> np.ndarray:
-    if len(stream) != _stream_bytes(n, bits):
-        raise ValueError(f"codeword stream has {len(stream)} bytes, expected "
-                         f"{_stream_bytes(n, bits)} for {n} codewords of {bits} bits")
-    b = np.unpackbits(np.frombuffer(stream, np.uint8))
-    if b[n * bits:].any():
-        raise ValueError("codeword stream has nonzero padding bits: corrupted")
-    return b[: n * bits].reshape(n, bits).astype(np.int64) @ (1 << np.arange(bits - 1, -1, -1))
-
-
-def _bf16_bits(v, rows: int, name: str) -> np.ndarray:
-    v = _column(v, rows, name, torch.float32).reshape(rows).to(torch.bfloat16)
-    return v.view(torch.int16).numpy().view(np.uint16).copy()
-
-
-@dataclass(frozen=True, eq=False)
-class Encoded:
-    """One encoded matrix: the codeword stream, per-row offsets and bf16 wmin / wmax."""
-    rows: int
-    cols: int
-    codeword_bits: int
-    entries: int  # dictionary size the codewords index
-    dictionary_crc: int
-    offsets: np.ndarray = field(repr=False)  # (rows,) uint32: index of each row's first codeword
-    wmin_bf16: np.ndarray = field(repr=False)  # (rows,) uint16 bf16 bit patterns
-    wmax_bf16: np.ndarray = field(repr=False)
-    stream: bytes = field(repr=False)  # codewords, codeword_bits each, MSB first
-    n_codewords: int
-
-    params = property(lambda self: self.rows * self.cols)
-    code_bits = property(lambda self: self.n_codewords * self.codeword_bits)
-    row_bits = property(lambda self: ROW_BITS * self.rows)
-    dictionary_bits = property(lambda self: (self.entries - SYMBOLS) * (self.codeword_bits + 4))
-    header_bits = property(lambda self: 8 * HEADER.size)
-
-    @property
-    def codes(self) -> np.ndarray:
-        return _unpack(self.stream, self.n_codewords, self.codeword_bits)  # (n_codewords,)
-
-    def scales(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(wmin, wmax), each (rows, 1) float32, as stored in bf16."""
-        def f(b):
-            return torch.from_numpy(b.view(np.int16).copy()).view(torch.bfloat16).float()
-        return f(self.wmin_bf16)[:, None], f(self.wmax_bf16)[:, None]
-
-    def bits_per_param(self, counts: str = "codes") -> float:
-        """"codes": codewords only; "all": + 64 bits per row + the dictionary (no header)."""
-        if counts not in ("codes", "all"):
-            raise ValueError(f"counts={counts!r}; allowed values are 'codes', 'all'")
-        extra = self.row_bits + self.dictionary_bits if counts == "all" else 0
-        return (self.code_bits + extra) / self.params
-
-    def compression_ratio(self) -> float:
-        return compression_ratio(self.rows, self.cols, self.n_codewords,
-                                 codeword_bits=self.codeword_bits)
-
-    def _header(self, crc: int) -> bytes:
-        return HEADER.pack(MAGIC, self.rows, self.cols, self.codeword_bits, self.entries,
-                           self.n_codewords, self.dictionary_crc, crc)
-
-    def to_bytes(self) -> bytes:
-        """header | offsets (u32) | wmin (bf16) | wmax (bf16) | codewords; CRC32 over the rest."""
-        body = (self.offsets.astype("<u4").tobytes() + self.wmin_bf16.astype("<u2").tobytes()
-                + self.wmax_bf16.astype("<u2").tobytes() + self.stream)
-        return self._header(zlib.crc32(self._header(0) + body)) + body
-
-    @classmethod
-    def from_bytes(cls, b: bytes) -> "Encoded":
-        b, h = bytes(b), HEADER.size
-        if len(b) < h:
-            raise ValueError(f"stream truncated: {len(b)} bytes, the header alone takes {h}")
-        magic, rows, cols, bits, entries, n, dcrc, crc = HEADER.unpack_from(b)
-        if magic != MAGIC:
-            raise ValueError(f"not a ternary dictionary stream: magic {magic!r}, expected {MAGIC!r}")
-        size = h + 8 * rows + _stream_bytes(n, bits)
-        if len(b) != size:
-            raise ValueError(f"stream has {len(b)} bytes, its header announces {size}: "
-                             "truncated or padded")
-        def u2(at):
-            return np.frombuffer(b, "<u2", rows, at).copy()
-        e = cls(rows, cols, bits, entries, dcrc, np.frombuffer(b, "<u4", rows, h).copy(),
-                u2(h + 4 * rows), u2(h + 6 * rows), b[h + 8 * rows:], n)
-        if zlib.crc32(e._header(0) + b[h:]) != crc:
-            raise ValueError("CRC32 mismatch: the stream is corrupted")
-        return e
 
 
 def _check_parameters(size, max_pairs, rounds, parse) -> None:

@@ -5,7 +5,10 @@ Short names are the tiny models this project pretrains and ships in ``data/model
 * ``tiny-opt`` -- the OPT architecture (``OPTForCausalLM``), so the very code path that serves
   ``facebook/opt-125m`` serves it too;
 * ``tiny-moe`` -- a Mixtral-style sparse mixture of experts (``MixtralForCausalLM``: 8 experts,
-  top-2 router, experts stored as fused 3-D parameters in transformers 5.x).
+  top-2 router, experts stored as fused 3-D parameters in transformers 5.x);
+* ``tiny-switch`` -- the QMoE paper's own family (``SwitchTransformersForConditionalGeneration``:
+  encoder-decoder, 16 experts of ``nn.Linear`` per MoE layer, top-1 router), pretrained on T5
+  span corruption (``peakllm.data.spans``), with T5's 100 sentinel tokens.
 
 One pretrained model comes as a Python package rather than from ``data/models`` (``PACKAGED``):
 
@@ -36,7 +39,7 @@ from ..core.paths import DATA, sha256
 from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
 
 MODELS = DATA / "models"
-SHORT_NAMES = ("tiny-opt", "tiny-moe")
+SHORT_NAMES = ("tiny-opt", "tiny-moe", "tiny-switch")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOAD_DTYPES = ("auto", *DTYPES)  # "auto": ``core.hardware.default_dtype`` (fp32 on a CPU, half on a GPU)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -63,6 +66,15 @@ TINY_CONFIGS = {
         num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=6, num_local_experts=8,
         num_experts_per_tok=2, max_position_embeddings=256, router_aux_loss_coef=0.01,
         tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=0),
+    # Switch's layout (an MoE layer every other block, encoder and decoder) at 2 + 2 blocks. QMoE's
+    # bits per weight fall with an expert row's length (more zeros, less row metadata per weight):
+    # rows of d_model = 384 (wi) and d_ff = 512 (wo) are as long as 16 experts allow in 40 MB of bf16.
+    "tiny-switch": dict(
+        model_type="switch_transformers", vocab_size=4096 + 100, d_model=384, d_ff=512, d_kv=64,
+        num_heads=6, num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=1,
+        num_sparse_decoder_layers=1, num_experts=16, expert_capacity=64, router_aux_loss_coef=0.01,
+        dropout_rate=0.0, tie_word_embeddings=True, pad_token_id=1, eos_token_id=0,
+        decoder_start_token_id=1, dtype="bfloat16"),
 }
 
 
@@ -234,18 +246,33 @@ def load(model_name: str, device: str = "auto", dtype: str = "auto"):
 
 def new_tiny(model_name: str, seed: int = 0):
     """A freshly initialised (untrained) shipped architecture, for pretraining and tests."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     choice("model_name", model_name, TINY_CONFIGS)
     cfg = dict(TINY_CONFIGS[model_name])
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_config(config, dtype=torch.float32)  # trained in fp32 whatever dtype it is stored in
+
+
+def architecture(config) -> dict:
+    """One row describing a config: class family, blocks, width, context, experts per MoE layer
+    (decoder-only and encoder-decoder alike; T5 / Switch have no fixed context: None)."""
+    from .moe import experts_per_layer
+
+    blocks = (getattr(config, "num_hidden_layers", None)
+              or config.num_layers + (getattr(config, "num_decoder_layers", None) or 0))
+    return {"architecture": config.model_type, "blocks": blocks,
+            "hidden": getattr(config, "hidden_size", None) or config.d_model,
+            "context": getattr(config, "max_position_embeddings", None),
+            "experts": experts_per_layer(config)}
 
 
 def count_params(model) -> dict:
     """Parameters by kind: total, embeddings, and (for MoE) experts."""
     total = sum(p.numel() for p in model.parameters())
     experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    embed = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
+    embed = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)
+                and m.weight.dim() == 2 and m.weight.shape[0] >= model.config.vocab_size // 2)  # token tables
     return {"total": total, "embeddings": embed, "experts": experts}

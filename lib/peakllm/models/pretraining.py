@@ -1,8 +1,10 @@
-"""Pretraining the tiny models: the recipe behind ``data/models/tiny-opt`` and ``tiny-moe``.
+"""Pretraining the tiny models: the recipe behind ``data/models/tiny-opt``, ``tiny-moe`` and ``tiny-switch``.
 
-A plain next-token loop in the style of nanoGPT: random windows of ``seq_len`` tokens from the
-train split, AdamW, linear warmup then cosine decay, gradient clipping, validation loss every
-``eval_every`` steps. Its cost follows the standard estimate C = 6 N D FLOPs (Kaplan et al.
+A plain loop in the style of nanoGPT: random windows of ``seq_len`` tokens from the train split,
+AdamW, linear warmup then cosine decay, gradient clipping, validation loss every ``eval_every``
+steps. Decoder-only models learn the next token; ``tiny-switch`` (an encoder-decoder, as Switch
+Transformers are) learns T5's span corruption of the same windows (``peakllm.data.spans``), with
+the routers' load-balancing and z-losses added as in the Switch paper. Its cost follows the standard estimate C = 6 N D FLOPs (Kaplan et al.
 2020): 2 N per token forward, 4 N backward, N the parameters a token passes through, D tokens.
 
 ``python -m peakllm pretrain tiny-opt`` reproduces the shipped checkpoint (same seed, same
@@ -26,7 +28,8 @@ from .. import models
 from ..core.checks import choice, positive_int
 from ..core.hardware import resolve_device
 from ..core.paths import atomic_write_text
-from ..core.perplexity import mean_nll
+from ..core.perplexity import mean_nll, mean_span_nll
+from ..data import spans
 from ..data.tokenizer import encode
 from ..data.windows import window_batches
 from .moe import is_moe, routing
@@ -48,14 +51,25 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
 
+    @classmethod
+    def for_model(cls, model_name: str, **changes) -> "PretrainConfig":
+        """The shipped recipe of ``model_name`` (``RECIPES``), with ``changes``."""
+        choice("model_name", model_name, models.TINY_CONFIGS)
+        return cls(model_name=model_name, **(RECIPES.get(model_name, {}) | changes))
+
     def check(self):
         choice("model_name", self.model_name, models.TINY_CONFIGS)
         for k in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows"):
             positive_int(k, getattr(self, k))
-        ctx = models.TINY_CONFIGS[self.model_name]["max_position_embeddings"]
+        ctx = models.TINY_CONFIGS[self.model_name].get("max_position_embeddings", self.seq_len)  # T5: relative positions
         if self.seq_len > ctx:
             raise ValueError(f"seq_len={self.seq_len} exceeds the model's context {ctx}")
         resolve_device(self.device)
+
+
+# Where a shipped model's recipe differs from PretrainConfig's defaults. tiny-switch: windows of
+# 128 tokens (inputs of 116 + 6 sentinels' targets of 24); 1,000 steps of 16 pairs take ~20 min on 2 cores.
+RECIPES = {"tiny-switch": {"seq_len": 128}}
 
 
 def token_ids(split: str, tokenizer) -> torch.Tensor:
@@ -98,9 +112,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
                               "or choose another directory")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    tokenizer = _tokenizer()
-    train_ids, val_ids = token_ids("train", tokenizer), token_ids("validation", tokenizer)
     model = models.new_tiny(cfg.model_name, seed=cfg.seed).to(device).train()
+    seq2seq = model.config.is_encoder_decoder
+    tokenizer = spans.with_sentinels(_tokenizer()) if seq2seq else _tokenizer()
+    if len(tokenizer) != model.config.vocab_size:
+        raise ValueError(f"{cfg.model_name}: the tokenizer has {len(tokenizer)} tokens, the config {model.config.vocab_size}")
+    train_ids, val_ids = token_ids("train", tokenizer), token_ids("validation", tokenizer)
+    sentinel = spans.first_sentinel(tokenizer)
     router_logits = {"output_router_logits": True} if is_moe(model.config) else {}
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -112,18 +130,19 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        x = next(batches).to(device)
-        out_ = model(input_ids=x, labels=x, **router_logits)
+        x = next(batches)
+        pair = spans.span_pairs(x, sentinel, seed=step * cfg.batch_size) if seq2seq else {"input_ids": x, "labels": x}
+        out_ = model(**{k: v.to(device) for k, v in pair.items()}, **router_logits)
         out_.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += x.numel()
+        tokens += x.numel()  # window tokens (a span-corrupted pair holds each of them once)
         row = {"step": step + 1, "tokens": tokens, "lr": round(lr_at(step, cfg), 6),
                "train_loss": round(out_.loss.item(), 4), "val_loss": None,
                "seconds": round(time.perf_counter() - t0, 1)}
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row["val_loss"] = round(mean_nll(model, val_ids, cfg.seq_len, cfg.batch_size, cfg.eval_windows), 4)
+            row["val_loss"] = round(validation_loss(model, val_ids, cfg, sentinel), 4)
             bar.set_postfix(val_loss=row["val_loss"])
         log.append(row)
     result = {"config": asdict(cfg), "log": log, "seconds": time.perf_counter() - t0,
@@ -135,6 +154,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
     return result
 
 
+def validation_loss(model, ids: torch.Tensor, cfg: PretrainConfig, sentinel: int | None) -> float:
+    """Next-token loss, or for an encoder-decoder the span-corruption loss, on ``cfg.eval_windows``."""
+    if model.config.is_encoder_decoder:
+        return mean_span_nll(model, ids, cfg.seq_len, sentinel, cfg.batch_size, cfg.eval_windows)
+    return mean_nll(model, ids, cfg.seq_len, cfg.batch_size, cfg.eval_windows)
+
+
 def _tokenizer():
     from transformers import AutoTokenizer
 
@@ -144,9 +170,13 @@ def _tokenizer():
 
 
 def save(result: dict, tokenizer, out: Path) -> None:
-    """Checkpoint (safetensors) + tokenizer + recipe (config, log, loss curve) in ``out``."""
+    """Checkpoint (safetensors, in the config's ``dtype``: bf16 for tiny-switch, as Switch
+    checkpoints are used) + tokenizer + recipe (config, log, loss curve) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    result["model"].save_pretrained(out, safe_serialization=True)
+    model = result["model"]
+    stored = models.TINY_CONFIGS[result["config"]["model_name"]].get("dtype", "float32")
+    model.to(getattr(torch, stored)).save_pretrained(out, safe_serialization=True)
+    model.float()
     tokenizer.save_pretrained(out)
     meta = {k: v for k, v in result.items() if k not in ("model", "log")}
     meta["torch"] = torch.__version__

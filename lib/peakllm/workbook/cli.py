@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     st.add_argument("out_dir")
     st.add_argument("--overwrite", action="store_true", help="replace notebooks already in OUT_DIR")
     p = sub.add_parser("pretrain", help="pretrain a tiny model (reproduces the shipped one)")
-    p.add_argument("model_name", choices=["tiny-opt", "tiny-moe"])
+    p.add_argument("model_name", choices=["tiny-opt", "tiny-moe", "tiny-switch"])
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped run)")
     p.add_argument("--out", default=None, help="output directory (default data/models/MODEL)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         from ..models.loading import MODELS
         from ..models.pretraining import PretrainConfig, pretrain
 
-        cfg = PretrainConfig(model_name=a.model_name)
+        cfg = PretrainConfig.for_model(a.model_name)
         if a.steps:
             cfg.steps = a.steps
         r = pretrain(cfg, a.out or MODELS / a.model_name, overwrite=a.overwrite)

@@ -1,0 +1,181 @@
+"""GPTQ on many expert matrices of one shape at once: QMoE's batched execution.
+
+An expert of a mixture-of-experts layer is a small matrix (a switch-base expert: 3072 x 768), so
+quantizing it one at a time with GPTQ leaves the device mostly idle: the per-column Python loop
+of ``ColumnSweep.sweep`` issues a few small kernels per column, whatever the matrix size.
+QMoE (Frantar & Alistarh 2023, arXiv 2310.16795, section 4, "expert grouping" in its
+system design) therefore stacks experts of the same shape (16 at a time) and runs one GPTQ
+sweep over the stack: the same number of loop iterations, each doing E experts' work.
+
+``quantize_batched`` is exactly ``GPTQ.quantize`` applied to every (W_e, H_e) independently --
+the same dead-input handling and dampening (``obs.prepare``), the same per-row grid
+(``quant.Quantizer``), the same blocked OBS updates with lazy batch updates -- with every
+tensor operation carrying a leading expert dimension E: batched Cholesky factors, broadcast
+in-block updates and ``torch.bmm`` for the lazy updates. Per-row grids need no batched
+quantizer: a stack (E, rows, columns) is the matrix (E·rows, columns) row for row.
+
+``quantize_group`` is the entry point at the level of ``GPTQ`` collectors (what the sequential
+driver holds); ``time_batched_vs_sequential`` times both ways on random experts.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.checks import positive_int
+from ..core.timing import Timer
+from .gptq import GPTQ
+from .quant import Quantizer, check_bits
+
+
+def _check_stack(Ws: torch.Tensor, Hs: torch.Tensor) -> None:
+    if Ws.dim() != 3:
+        raise ValueError(f"Ws must be a 3-D tensor (experts, rows, columns); got shape {tuple(Ws.shape)}")
+    E, _, columns = Ws.shape
+    if tuple(Hs.shape) != (E, columns, columns):
+        raise ValueError(f"Hs must have shape (experts, columns, columns) = {(E, columns, columns)} "
+                         f"to match Ws {tuple(Ws.shape)}; got {tuple(Hs.shape)}")
+
+
+def prepare_batched(Ws: torch.Tensor, Hs: torch.Tensor, percdamp: float = 0.01):
+    """``obs.prepare`` for every expert at once: returns (W, Hinv), (E, rows, columns) fp32 and
+    (E, columns, columns) upper Cholesky factors of each dampened H_e⁻¹.
+
+    Per expert, as ``prepare``: a dead input j (H_e[j, j] = 0) gets H_e[j, j] = 1 and
+    W_e[:, j] = 0; then λ_e = percdamp · mean(diag H_e) is added to H_e's diagonal.
+    """
+    _check_stack(Ws, Hs)
+    W, H = Ws.float().clone(), Hs.clone()                 # (E, rows, columns), (E, columns, columns)
+    diag = H.diagonal(dim1=-2, dim2=-1)                   # (E, columns), a view: writes reach H
+    dead = diag == 0                                      # (E, columns)
+    diag.masked_fill_(dead, 1)
+    W.masked_fill_(dead[:, None, :], 0)
+    damp = percdamp * torch.mean(diag.contiguous(), dim=-1)  # (E,); contiguous: summed in prepare's order
+    diag.add_(damp[:, None])
+    L = torch.linalg.cholesky(H)                          # (E, columns, columns), lower
+    Hinv = torch.cholesky_inverse(L)                      # (E, columns, columns) = H⁻¹
+    Hinv = torch.linalg.cholesky(Hinv, upper=True)
+    return W, Hinv
+
+
+@torch.no_grad()
+def quantize_batched(Ws: torch.Tensor, Hs: torch.Tensor, bits=4, blocksize: int = 128,
+                     percdamp: float = 0.01) -> torch.Tensor:
+    """GPTQ of E matrices at once: Ws (E, rows, columns), Hs (E, columns, columns) their
+    Hessians; returns the quantized weights (E, rows, columns) in fp32. Expert e's result is
+    what ``GPTQ.quantize(bits, blocksize, percdamp)`` makes of (W_e, H_e), up to float rounding
+    (``torch.bmm`` may sum in another order than one matrix product). Inputs are not modified.
+    """
+    check_bits(bits)
+    positive_int("blocksize", blocksize)
+    W, Hinv = prepare_batched(Ws, Hs, percdamp)           # (E, rows, columns), (E, columns, columns)
+    E, rows, columns = W.shape
+    quantizer = Quantizer(bits).fit(W.reshape(E * rows, columns))  # per-row grid: exact on the flattened stack
+
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        W1 = W[:, :, i1:i2].clone()                       # (E, rows, B)
+        Q1 = torch.zeros_like(W1)                         # (E, rows, B) the block's final weights
+        Err1 = torch.zeros_like(W1)                       # (E, rows, B) scaled errors, for the lazy update
+        Hinv1 = Hinv[:, i1:i2, i1:i2]                     # (E, B, B)
+        d = Hinv1.diagonal(dim1=-2, dim2=-1)              # (E, B)
+
+        for i in range(i2 - i1):
+            w = W1[:, :, i]                               # (E, rows)
+            q = quantizer.quantize(w.reshape(E * rows)).view(E, rows)  # (E, rows)
+            Q1[:, :, i] = q
+            err = (w - q) / d[:, i, None]                 # (E, rows)
+            W1[:, :, i:] -= err[:, :, None] * Hinv1[:, None, i, i:]  # (E, rows, B - i): OBS update inside the block
+            Err1[:, :, i] = err
+
+        W[:, :, i1:i2] = Q1
+        W[:, :, i2:] -= torch.bmm(Err1, Hinv[:, i1:i2, i2:])  # (E, rows, B) @ (E, B, columns - i2): lazy update
+    return W
+
+
+@torch.no_grad()
+def quantize_group(collectors: list[GPTQ], bits=4, blocksize: int = 128, percdamp: float = 0.01) -> None:
+    """Quantize the layers of ``collectors`` (``GPTQ`` collectors whose layers share one weight
+    shape) in one batched sweep, writing each result into its ``layer.weight`` in place.
+
+    Every collector must have seen calibration data (``n > 0``): one with none has H = 0, which
+    the sweep would read as all inputs dead and zero the whole matrix; the caller gives those
+    their fallback (RTN) instead, as the sequential driver does. A group of one runs
+    ``GPTQ.quantize`` itself. Put at most a few dozen experts in one group (QMoE: 16): the
+    stack holds E Hessians and E copies of the weights at once.
+    """
+    collectors = list(collectors)
+    if not collectors:
+        raise ValueError("collectors must hold at least one GPTQ collector; got none")
+    shape = tuple(collectors[0].layer.weight.shape)
+    for k, c in enumerate(collectors):
+        if tuple(c.layer.weight.shape) != shape:
+            raise ValueError(f"collectors must share one weight shape: collectors[0] is {shape}, "
+                             f"collectors[{k}] is {tuple(c.layer.weight.shape)}")
+        if c.n == 0:
+            raise ValueError(f"collectors[{k}] has no calibration data (n == 0); give it its fallback "
+                             f"instead of quantize_group")
+    if len(collectors) == 1:
+        collectors[0].quantize(bits, blocksize, percdamp)
+        return
+    Ws = torch.stack([c.layer.weight.detach() for c in collectors])  # (E, rows, columns)
+    Hs = torch.stack([c.H for c in collectors])                      # (E, columns, columns)
+    Q = quantize_batched(Ws, Hs, bits, blocksize, percdamp)
+    for c, q in zip(collectors, Q):
+        c.layer.weight.copy_(q)  # in place: also right for an expert's slice of a fused parameter
+
+
+def time_batched_vs_sequential(E: int = 16, rows: int = 512, cols: int = 256, bits="ternary",
+                               repeats: int = 3, device="cpu", blocksize: int = 128,
+                               percdamp: float = 0.01, seed: int = 0) -> dict:
+    """Seconds to GPTQ-quantize E random experts (rows x cols, each with its own H from random
+    inputs) one at a time (``GPTQ.quantize`` per collector) and batched (``quantize_group``):
+    the fastest of ``repeats`` device-synchronized runs of each (the two ways alternating, after
+    one untimed warm-up on a tiny group), the weights restored between runs (outside the timer). Returns {"sequential_s", "batched_s", "speedup"} (speedup =
+    sequential / batched). A benchmark, not a test: timings depend on the machine.
+    """
+    from .bench import random_hessian
+
+    check_bits(bits)
+    for name, value in (("E", E), ("rows", rows), ("cols", cols), ("repeats", repeats)):
+        positive_int(name, value)
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    collectors = []
+    for _ in range(E):
+        layer = torch.nn.Linear(cols, rows, bias=False, device=dev)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(rows, cols, generator=gen).to(dev))
+        c = GPTQ(layer)
+        c.share(random_hessian(cols, dev, gen))
+        collectors.append(c)
+    originals = [c.layer.weight.detach().clone() for c in collectors]
+
+    def restore():
+        with torch.no_grad():
+            for c, w in zip(collectors, originals):
+                c.layer.weight.copy_(w)
+
+    def sequential():
+        for c in collectors:
+            c.quantize(bits, blocksize, percdamp)
+
+    def batched():
+        quantize_group(collectors, bits, blocksize, percdamp)
+
+    # one-time costs (library and kernel initialisation, a GPU's solver handles) outside the timings
+    warm = [GPTQ(torch.nn.Linear(16, 8, bias=False, device=dev)) for _ in range(2)]
+    for c in warm:
+        c.add_batch(torch.randn(32, 16, generator=gen).to(dev))
+    warm[0].quantize(bits, blocksize, percdamp)
+    quantize_group(warm, bits, blocksize, percdamp)
+
+    times = {"sequential_s": [], "batched_s": []}
+    for _ in range(repeats):  # alternate the two ways, so a change in the machine's load hits both
+        for key, fn in (("sequential_s", sequential), ("batched_s", batched)):
+            restore()
+            with Timer(dev) as t:
+                fn()
+            times[key].append(t.seconds)
+    best = {key: min(ts) for key, ts in times.items()}
+    best["speedup"] = best["sequential_s"] / best["batched_s"]
+    return best
