@@ -156,3 +156,10 @@ def test_switch_protocol_masks_sentinels_and_drops_no_token(tiny_model):
         wi = [c.n for n, c in seen.items() if n.startswith(stack) and ".experts." in n and n.endswith(".wi")]
         per_layer = len(wi) // 4  # 4 experts per MoE layer: every kept token reaches exactly one
         assert per_layer >= 1 and sum(wi[:4]) == int(pairs[key].sum()) < pairs[key].numel()
+
+
+def test_zero_share_by_column_brackets_the_zero_share(tiny_model):
+    model = tiny_model("mixtral", preset="compress")
+    qmoe.compress(model, None, bits="ternary", method="rtn", progress=False)
+    z = qmoe.zero_share_by_column(model, bins=4)
+    assert len(z) == 4 and min(z) <= qmoe.zero_share(model) <= max(z) and 0.5 < min(z)

@@ -41,12 +41,12 @@ def test_every_shipped_file_matches_the_manifest():
     assert manifest.verify() == []
 
 
-@pytest.mark.parametrize("name, size", [("tiny-opt", 4096), ("tiny-moe", 4096), ("tiny-switch", 4096 + 100)])
+@pytest.mark.parametrize("name, size", [("tiny-opt", 4096), ("tiny-moe", 4096)])
 def test_tokenizer_round_trips_text(name, size):
     tok = load_tokenizer(name)
     s = "Enter HAMLET.\n\nHam. To be, or not to be: that is the question -- 1603, é!"
     assert tok.decode(tok(s)["input_ids"]) == s
-    assert len(tok) == size  # tiny-switch: + T5's 100 sentinels
+    assert len(tok) == size
 
 
 def test_chunked_encoding_gives_the_ids_of_the_whole_text():

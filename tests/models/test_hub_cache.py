@@ -57,13 +57,14 @@ def cache_dataset_file(cache, repo_id, revision, filename, texts, field):
 def hub_cache(tmp_path_factory, tiny_model):
     """A hub cache holding a tiny OPT and a tiny Switch (random weights, the shipped tokenizer) and
     the evaluation / calibration files of wikitext2, ptb and c4 (shipped plays, in their layout)."""
-    from peakllm.data import corpus, evaldata
+    from peakllm.data import corpus, evaldata, spans
     from peakllm.models import load_tokenizer
 
     cache = tmp_path_factory.mktemp("hf") / "hub"
     tok = load_tokenizer("tiny-opt")
     cache_model(cache, "peakllm-test/tiny-opt", tiny_model("opt", vocab_size=len(tok)), tok)
-    cache_model(cache, "peakllm-test/tiny-switch", tiny_model("switch", vocab_size=len(tok)), tok)
+    t5_like = spans.with_sentinels(load_tokenizer("tiny-opt"))  # like switch-base's T5 tokenizer: 100 sentinels
+    cache_model(cache, "peakllm-test/tiny-switch", tiny_model("switch", vocab_size=len(t5_like)), t5_like)
     lines = [ln for ln in corpus.load_split("test").splitlines() if ln.strip()]
     docs = [" ".join(lines[i:i + 40]) for i in range(0, 2400, 40)]  # C4-like documents, a few hundred tokens
     for f in evaldata.HUB_FILES.values():
@@ -132,6 +133,9 @@ print(json.dumps(out))
     ("00_orientation", dict(dataset="wikitext2", anatomy_seq_len=32, batch_size=4)),
     ("10_sparsegpt_one_shot_pruning", dict(eval_datasets=["wikitext2", "ptb", "c4"], calib_dataset="c4",
                                           calib_samples=8, sparsities=[0.5, 0.9], sweep_windows=4)),
+    ("20_qmoe_moe_compression", dict(model_name="peakllm-test/tiny-switch", calib_dataset="c4", eval_dataset="c4",
+                                     seeds=[0], grid_bits=["ternary"], calib_samples=8, calib_seqlen=64,
+                                     eval_seqlen=64, eval_windows=4)),
 ])
 def test_notebook_runs_on_a_hub_id_from_the_cache_offline(hub_cache, monkeypatch, tmp_path, stem, params):
     """The notebook executed exactly as a practitioner would run it with a Hub id (papermill, the
@@ -146,9 +150,9 @@ def test_notebook_runs_on_a_hub_id_from_the_cache_offline(hub_cache, monkeypatch
     results = tmp_path / "results.json"
     pm.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(tmp_path / f"{stem}.ipynb"), cwd=str(NOTEBOOKS),
                         kernel_name="python3", progress_bar=False,
-                        parameters=dict(params, model_name="peakllm-test/tiny-opt", device="cpu",
-                                        results_path=str(results)))
+                        parameters={"model_name": "peakllm-test/tiny-opt", **params, "device": "cpu",
+                                    "results_path": str(results)})
     records = json.loads(results.read_text())
-    datasets = {r.get("dataset") for r in records if r["metric"] == "perplexity"}
-    assert set(params.get("eval_datasets", [params.get("dataset")])) <= datasets
-    assert all(r["value"] == r["value"] for r in records if r["metric"] == "perplexity")  # no NaN
+    scored = [r for r in records if r["metric"] in ("perplexity", "loss")]
+    assert set(params.get("eval_datasets", [params.get("dataset", params.get("eval_dataset"))])) <= {r.get("dataset") for r in scored}
+    assert scored and all(r["value"] == r["value"] for r in scored)  # no NaN

@@ -55,26 +55,11 @@ def test_shipped_models_load_offline(name, cls, experts):
 
 
 def test_checkpoints_are_safetensors_under_their_size_limits():
-    limits = {"tiny-opt": 25e6, "tiny-moe": 25e6, "tiny-switch": 40e6}  # tiny-switch: bf16, 18.5 M parameters
+    limits = {"tiny-opt": 25e6, "tiny-moe": 25e6}
     for name in models.SHORT_NAMES:
         d = models.MODELS / name
         assert (d / "model.safetensors").stat().st_size <= limits[name]
         assert not list(d.glob("*.bin")) and not list(d.glob("*.pt"))
-
-
-def test_tiny_switch_is_a_switch_transformer_with_t5s_sentinels():
-    from peakllm.data import spans
-
-    model, tok = models.load("tiny-switch", device="cpu")
-    assert type(model).__name__ == "SwitchTransformersForConditionalGeneration"
-    assert next(model.parameters()).dtype == torch.float32  # stored in bf16, computed in fp32 on a CPU
-    assert model.config.num_experts == 16 and model.config.dtype == torch.bfloat16
-    assert len(tok) == model.config.vocab_size == 4096 + 100 and spans.first_sentinel(tok) == 4195
-    ids = tok("Good night, sweet prince, and flights of angels sing thee to thy rest", return_tensors="pt")["input_ids"]
-    pair = spans.span_pairs(ids, spans.first_sentinel(tok))
-    with torch.no_grad():
-        loss = model(**pair).loss.item()
-    assert 0 < loss < 8  # a trained model: below the uniform guess, log(4196) = 8.3
 
 
 def test_local_directory_loads(tmp_path, tiny_random_opt):
@@ -107,3 +92,4 @@ def test_bad_quantization_fails_before_loading():
         models.load_model("tiny-opt", device="cpu", quantization="int3")
     with pytest.raises(RuntimeError, match="bitsandbytes has no kernels"):
         models.bnb_config("nf4", "mps")
+

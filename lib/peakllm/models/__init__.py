@@ -5,5 +5,5 @@ pretrained the shipped tiny models, and the one reader of mixture-of-experts con
 """
 from . import moe  # noqa: F401
 from .loading import (DTYPES, LOAD_DTYPES, MODELS, QUANTIZATIONS, SHORT_NAMES, TINY_CONFIGS, HubUnavailable,  # noqa: F401
-                      architecture, bnb_config, context_length, count_params, hub_reachable, load, load_model,
+                      bnb_config, context_length, count_params, hub_reachable, load, load_model,
                       load_tokenizer, new_tiny, require_bitsandbytes, resolve)

@@ -5,10 +5,14 @@ Short names are the tiny models this project pretrains and ships in ``data/model
 * ``tiny-opt`` -- the OPT architecture (``OPTForCausalLM``), so the very code path that serves
   ``facebook/opt-125m`` serves it too;
 * ``tiny-moe`` -- a Mixtral-style sparse mixture of experts (``MixtralForCausalLM``: 8 experts,
-  top-2 router, experts stored as fused 3-D parameters in transformers 5.x);
-* ``tiny-switch`` -- the QMoE paper's own family (``SwitchTransformersForConditionalGeneration``:
-  encoder-decoder, 16 experts of ``nn.Linear`` per MoE layer, top-1 router), pretrained on T5
-  span corruption (``peakllm.data.spans``), with T5's 100 sentinel tokens.
+  top-2 router, experts stored as fused 3-D parameters in transformers 5.x).
+
+``TINY_CONFIGS`` also holds ``tiny-switch``, the QMoE paper's own family
+(``SwitchTransformersForConditionalGeneration``: encoder-decoder, 16 experts per MoE layer, top-1
+router) with a span-corruption recipe in ``pretraining``. It is not shipped: trained that way
+(1,200 steps of 16 pairs on 2 CPU cores, or 2,400 of 64 on an H100) its decoder learns to ignore
+the encoder -- the loss does not change when the encoder reads other windows -- and its experts
+stay near their initialisation.
 
 One pretrained model comes as a Python package rather than from ``data/models`` (``PACKAGED``):
 
@@ -39,7 +43,7 @@ from ..core.paths import DATA, sha256
 from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
 
 MODELS = DATA / "models"
-SHORT_NAMES = ("tiny-opt", "tiny-moe", "tiny-switch")
+SHORT_NAMES = ("tiny-opt", "tiny-moe")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOAD_DTYPES = ("auto", *DTYPES)  # "auto": ``core.hardware.default_dtype`` (fp32 on a CPU, half on a GPU)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -256,23 +260,11 @@ def new_tiny(model_name: str, seed: int = 0):
     return auto.from_config(config, dtype=torch.float32)  # trained in fp32 whatever dtype it is stored in
 
 
-def architecture(config) -> dict:
-    """One row describing a config: class family, blocks, width, context, experts per MoE layer
-    (decoder-only and encoder-decoder alike; T5 / Switch have no fixed context: None)."""
-    from .moe import experts_per_layer
-
-    blocks = (getattr(config, "num_hidden_layers", None)
-              or config.num_layers + (getattr(config, "num_decoder_layers", None) or 0))
-    return {"architecture": config.model_type, "blocks": blocks,
-            "hidden": getattr(config, "hidden_size", None) or config.d_model,
-            "context": getattr(config, "max_position_embeddings", None),
-            "experts": experts_per_layer(config)}
-
-
 def count_params(model) -> dict:
     """Parameters by kind: total, embeddings, and (for MoE) experts."""
     total = sum(p.numel() for p in model.parameters())
     experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    embed = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)
-                and m.weight.dim() == 2 and m.weight.shape[0] >= model.config.vocab_size // 2)  # token tables
+    tables = {m.weight.data_ptr(): m.weight.numel() for m in model.modules()  # each table once (T5 shares one)
+              if isinstance(m, torch.nn.Embedding)}
+    embed = sum(tables.values())
     return {"total": total, "embeddings": embed, "experts": experts}

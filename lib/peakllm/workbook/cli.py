@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     st.add_argument("out_dir")
     st.add_argument("--overwrite", action="store_true", help="replace notebooks already in OUT_DIR")
     p = sub.add_parser("pretrain", help="pretrain a tiny model (reproduces the shipped one)")
-    p.add_argument("model_name", choices=["tiny-opt", "tiny-moe", "tiny-switch"])
+    p.add_argument("model_name", choices=["tiny-opt", "tiny-moe", "tiny-switch"],
+                   help="tiny-switch is not shipped (see peakllm.models.loading)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped run)")
     p.add_argument("--out", default=None, help="output directory (default data/models/MODEL)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
