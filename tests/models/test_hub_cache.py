@@ -102,7 +102,7 @@ x = torch.randint(0, 64, (1, 8))
 out = m(input_ids=x, decoder_input_ids=x)
 print(json.dumps({"cls": type(m).__name__, "logits": list(out.logits.shape)}))
 """)
-    assert got["cls"] == "SwitchTransformersForConditionalGeneration" and got["logits"] == [1, 8, 4096]
+    assert got["cls"] == "SwitchTransformersForConditionalGeneration" and got["logits"] == [1, 8, 4096 + 100]  # + sentinels
 
 
 def test_a_repo_id_missing_from_the_cache_fails_fast_with_one_message(hub_cache):

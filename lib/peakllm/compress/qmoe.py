@@ -134,6 +134,19 @@ def dropped_tokens(model, calib, capacity: int | None = None, batch_size: int = 
     return count
 
 
+def load(model_name: str, device: str = "auto", expert_capacity: int = 1024):
+    """The MoE to compress as QMoE runs it: (model, tokenizer, the checkpoint's expert capacity --
+    None for a family without one), every Switch router set to drop no token. A notebook loads
+    afresh for each compression, so one working copy is in memory at a time."""
+    from ..models.loading import load as load_model
+
+    model, tokenizer = load_model(model_name, device=device)
+    check_moe(model)
+    capacity = getattr(model.config, "expert_capacity", None)
+    no_token_dropped(model, expert_capacity)
+    return model, tokenizer, capacity
+
+
 def stack_tokens(model, calib) -> dict:
     """Calibration tokens feeding the statistics, per stack (``encoder.block`` / ``decoder.block``
     of an encoder-decoder calibrated on pairs; the one stack of a decoder-only model)."""
