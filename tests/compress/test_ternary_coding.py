@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from peakllm.compress.quant import Quantizer
-from peakllm.compress.ternary_coding import (HEADER, DictionaryCode, Encoded, compression_ratio, entropy_bits,
+from peakllm.compress.ternary_coding import (COMPACT_HEADER, HEADER, DictionaryCode, Encoded, compression_ratio, entropy_bits,
                                     from_codes, lzma_bits, ternary_codes)
 
 
@@ -118,9 +118,10 @@ def test_lzma_baseline():
     assert bits % 8 == 0 and 0.5 * entropy_bits(q) < bits / q.size < 2.0
 
 
-def test_every_flipped_byte_is_detected(small):
+@pytest.mark.parametrize("rows", ["offsets", "compact"])
+def test_every_flipped_byte_is_detected(small, rows):
     q, code, enc = small
-    data = enc.to_bytes()
+    data = enc.to_bytes(rows)
     for i in range(len(data)):
         bad = bytearray(data)
         bad[i] ^= 0x5A
@@ -128,10 +129,13 @@ def test_every_flipped_byte_is_detected(small):
             code.decode(bytes(bad))
 
 
-@pytest.mark.parametrize("keep", [0, 3, HEADER.size, HEADER.size + 10, -1])
-def test_truncated_or_padded_stream_raises(small, keep):
+@pytest.mark.parametrize("rows", ["offsets", "compact"])
+@pytest.mark.parametrize("keep", [0, 3, "header", "header + 10", -1])
+def test_truncated_or_padded_stream_raises(small, rows, keep):
     _, code, enc = small
-    data = enc.to_bytes()
+    data = enc.to_bytes(rows)
+    header = (HEADER if rows == "offsets" else COMPACT_HEADER).size
+    keep = {"header": header, "header + 10": header + 10}.get(keep, keep)
     with pytest.raises(ValueError, match="truncated|magic"):
         code.decode(data[:keep])
     with pytest.raises(ValueError, match="announces"):

@@ -77,3 +77,9 @@ def hook_routed_inputs(module: torch.nn.Module, name: str, collectors: dict, val
             collectors[f"{name}.gate_up_proj.{e}"].add_timed(X_e)
             collectors[f"{name}.down_proj.{e}"].add_timed(Z_e)
     return module.register_forward_hook(hook, with_kwargs=True)
+
+
+def capacity_routers(module: torch.nn.Module) -> dict:
+    """Routers with an expert capacity (Switch Transformers' top-1 router), by name: each returns
+    its one-hot choice (b, t, E) first, all zero for a token dropped over capacity."""
+    return {n: m for n, m in module.named_modules() if hasattr(m, "expert_capacity") and hasattr(m, "num_experts")}

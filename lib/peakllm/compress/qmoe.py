@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..core.checks import choice
-from .experts import FUSED, ExpertMatrix
+from .experts import FUSED, ExpertMatrix, capacity_routers
 from .gptq import GPTQ, QUANT_METHODS
 from .quant import check_bits, rtn
 from ..models.moe import routing
@@ -101,7 +101,7 @@ def no_token_dropped(model, capacity: int = 1024) -> int:
     (QMoE: 1024), so no token is dropped in calibration or evaluation; returns the routers changed.
     transformers' Switch keeps at most ``expert_capacity`` (switch-base: 64) tokens per expert in
     a sequence and passes the rest through the residual only."""
-    routers = [m for m in model.modules() if hasattr(m, "expert_capacity") and hasattr(m, "num_experts")]
+    routers = list(capacity_routers(model).values())
     for r in routers:
         r.expert_capacity = max(r.expert_capacity, capacity)
     if routers:
@@ -116,7 +116,7 @@ def dropped_tokens(model, calib, capacity: int | None = None, batch_size: int = 
     A dropped token skips the expert layer (only the residual carries it on)."""
     from .sequential import forward_calibration
 
-    routers = [m for m in model.modules() if hasattr(m, "expert_capacity") and hasattr(m, "num_experts")]
+    routers = list(capacity_routers(model).values())
     before = [r.expert_capacity for r in routers]
     count = {"routed": 0, "dropped": 0}
 

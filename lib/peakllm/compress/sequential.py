@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.timing import Timer
-from .experts import expert_matrices, fused_modules, hook_routed_inputs
+from .experts import capacity_routers, expert_matrices, fused_modules, hook_routed_inputs
 
 _ROUTER = re.compile(r"(^|\.)(router|gate)(\.|$)")
 _LIST_EXPERT = re.compile(r"^(.*)\.experts\.expert_(\d+)\.")  # Switch: <moe>.experts.expert_<e>.wi
@@ -177,8 +177,7 @@ class ValidTokens:
             def f(module, inp, out):
                 self.routed[moe] = out[0].reshape(-1, out[0].shape[-1]).bool()
             return f
-        return [m.register_forward_hook(hook(n.rsplit(".", 1)[0])) for n, m in block.named_modules()
-                if n.endswith(".router") and hasattr(m, "num_experts") and hasattr(m, "expert_capacity")]
+        return [m.register_forward_hook(hook(n.rsplit(".", 1)[0])) for n, m in capacity_routers(block).items()]
 
 
 def _record(model, stack: torch.nn.ModuleList, batches: list[dict], stop_before: int):

@@ -28,7 +28,7 @@ from .. import models
 from ..core.checks import choice, positive_int
 from ..core.hardware import resolve_device
 from ..core.paths import atomic_write_text
-from ..core.perplexity import mean_nll, mean_span_nll
+from ..core.perplexity import mean_loss
 from ..data import spans
 from ..data.tokenizer import encode
 from ..data.windows import window_batches
@@ -143,7 +143,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
                "train_loss": round(out_.loss.item(), 4), "val_loss": None,
                "seconds": round(time.perf_counter() - t0, 1)}
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row["val_loss"] = round(validation_loss(model, val_ids, cfg, sentinel), 4)
+            row["val_loss"] = round(mean_loss(model, val_ids, cfg.seq_len, cfg.batch_size, cfg.eval_windows, sentinel), 4)
             bar.set_postfix(val_loss=row["val_loss"])
         log.append(row)
     result = {"config": asdict(cfg), "log": log, "seconds": time.perf_counter() - t0,
@@ -153,13 +153,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
     if out is not None:
         save(result, tokenizer, out)
     return result
-
-
-def validation_loss(model, ids: torch.Tensor, cfg: PretrainConfig, sentinel: int | None) -> float:
-    """Next-token loss, or for an encoder-decoder the span-corruption loss, on ``cfg.eval_windows``."""
-    if model.config.is_encoder_decoder:
-        return mean_span_nll(model, ids, cfg.seq_len, sentinel, cfg.batch_size, cfg.eval_windows)
-    return mean_nll(model, ids, cfg.seq_len, cfg.batch_size, cfg.eval_windows)
 
 
 def _tokenizer():
