@@ -283,7 +283,7 @@ if storage is not None:  # qmoe.encode_experts ran on the headline model in sect
         for counts in ("codes", "rows", "all"):
             rec.add("bits_per_param", round(fb.bits_per_param(counts), 4), "bit", scope="experts", coder=c, counts=counts)
         # the whole checkpoint: the dense part stays in bf16, as in the paper's 0.807 bit
-        full = (16 * share["dense"] + fb.bits_per_param("all") * share["experts"]) / share["total"]
+        full = qmoe.checkpoint_bits(share, fb.bits_per_param("all"))
         rec.add("bits_per_param", round(full, 4), "bit", scope="full", coder=c, counts="all")
         rec.add("compression_ratio", round(16 / fb.bits_per_param("all"), 2), "x", scope="experts", coder=c)
         rec.add("compression_ratio", round(16 / full, 2), "x", scope="full", coder=c)
@@ -391,7 +391,7 @@ table = [paper]
 if storage is not None:
     for c, label in (("qmoe", "QMoE's format"), ("dictionary", "our coder")):
         fb = coders[c]
-        full = (16 * share["dense"] + fb.bits_per_param("all") * share["experts"]) / share["total"]
+        full = qmoe.checkpoint_bits(share, fb.bits_per_param("all"))
         row = ours | {"ratio experts": round(16 / fb.bits_per_param("all"), 2), "ratio full": round(16 / full, 2)}
         table.append(pd.DataFrame([row], index=pd.Index([f"ours: {model_name}, {label}"], name="model")))
 else:
@@ -407,7 +407,7 @@ if storage is not None:
     for c, label in (("qmoe", "ours, QMoE's format"), ("dictionary", "ours, our coder")):
         b = coders[c].bits_per_param("all")
         bit_rows[0][label] = round(b, 3)
-        bit_rows[1][label] = round((16 * share["dense"] + b * share["experts"]) / share["total"], 3)
+        bit_rows[1][label] = round(qmoe.checkpoint_bits(share, b), 3)
 pd.DataFrame(bit_rows).set_index("figure")
 
 # %% [markdown]

@@ -163,3 +163,9 @@ def test_zero_share_by_column_brackets_the_zero_share(tiny_model):
     qmoe.compress(model, None, bits="ternary", method="rtn", progress=False)
     z = qmoe.zero_share_by_column(model, bins=4)
     assert len(z) == 4 and min(z) <= qmoe.zero_share(model) <= max(z) and 0.5 < min(z)
+
+
+def test_checkpoint_bits_weighs_the_dense_part_at_bf16():
+    share = {"total": 100, "experts": 80, "dense": 20}
+    assert qmoe.checkpoint_bits(share, 0.5) == pytest.approx((20 * 16 + 80 * 0.5) / 100)
+    assert qmoe.checkpoint_bits({"total": 1, "experts": 1, "dense": 0}, 0.8) == pytest.approx(0.8)

@@ -54,6 +54,12 @@ def experts_share(model) -> dict:
     return {"total": total, "experts": experts, "dense": total - experts, "share": experts / total}
 
 
+def checkpoint_bits(share: dict, expert_bits: float, dense_bits: int = 16) -> float:
+    """Bits per parameter of the whole checkpoint: experts at ``expert_bits`` each, the dense part
+    (``experts_share``) kept in bf16 -- the scope of QMoE's 0.8 bit for switch-c-2048."""
+    return (dense_bits * share["dense"] + expert_bits * share["experts"]) / share["total"]
+
+
 def token_cap(config, n_tokens: int, max_tokens_mult: float) -> int | None:
     """At most ``max_tokens_mult`` x the mean tokens per expert (n_tokens k / E); None: no cap."""
     if max_tokens_mult <= 0:
