@@ -55,7 +55,7 @@ def test_shipped_models_load_offline(name, cls, experts):
 
 
 def test_checkpoints_are_safetensors_under_their_size_limits():
-    limits = {"tiny-opt": 25e6, "tiny-moe": 25e6}
+    limits = {"tiny-opt": 25e6, "tiny-moe": 25e6, "tiny-switch": 15e6}  # the repository travels to GPU machines (64 MiB)
     for name in models.SHORT_NAMES:
         d = models.MODELS / name
         assert (d / "model.safetensors").stat().st_size <= limits[name]

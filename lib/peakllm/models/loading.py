@@ -7,12 +7,9 @@ Short names are the tiny models this project pretrains and ships in ``data/model
 * ``tiny-moe`` -- a Mixtral-style sparse mixture of experts (``MixtralForCausalLM``: 8 experts,
   top-2 router, experts stored as fused 3-D parameters in transformers 5.x).
 
-``TINY_CONFIGS`` also holds ``tiny-switch``, the QMoE paper's own family
-(``SwitchTransformersForConditionalGeneration``: encoder-decoder, 16 experts per MoE layer, top-1
-router) with a span-corruption recipe in ``pretraining``. It is not shipped: trained that way
-(1,200 steps of 16 pairs on 2 CPU cores, or 2,400 of 64 on an H100) its decoder learns to ignore
-the encoder -- the loss does not change when the encoder reads other windows -- and its experts
-stay near their initialisation.
+* ``tiny-switch`` -- the QMoE paper's own family (``SwitchTransformersForConditionalGeneration``:
+  encoder-decoder, 16 experts per MoE layer, top-1 router, an MoE layer every other block), pretrained
+  on T5's span corruption of the same corpus (recipe in ``pretraining.RECIPES``).
 
 One pretrained model comes as a Python package rather than from ``data/models`` (``PACKAGED``):
 
@@ -43,7 +40,7 @@ from ..core.paths import DATA, sha256
 from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
 
 MODELS = DATA / "models"
-SHORT_NAMES = ("tiny-opt", "tiny-moe")
+SHORT_NAMES = ("tiny-opt", "tiny-moe", "tiny-switch")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOAD_DTYPES = ("auto", *DTYPES)  # "auto": ``core.hardware.default_dtype`` (fp32 on a CPU, half on a GPU)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -70,12 +67,13 @@ TINY_CONFIGS = {
         num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=6, num_local_experts=8,
         num_experts_per_tok=2, max_position_embeddings=256, router_aux_loss_coef=0.01,
         tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=0),
-    # Switch's layout (an MoE layer every other block, encoder and decoder) at 2 + 2 blocks. QMoE's
-    # bits per weight fall with an expert row's length (more zeros, less row metadata per weight):
-    # rows of d_model = 384 (wi) and d_ff = 512 (wo) are as long as 16 experts allow in 40 MB of bf16.
+    # Switch's layout (an MoE layer every other block, encoder and decoder) at 2 + 2 blocks, 16
+    # experts. QMoE's bits per weight fall with an expert row's length (more zeros, less row metadata
+    # per weight); rows of 256 keep the checkpoint at 14 MB of bf16, so the repository stays small
+    # enough to travel to a lent GPU machine with its wheels.
     "tiny-switch": dict(
-        model_type="switch_transformers", vocab_size=4096 + 100, d_model=384, d_ff=512, d_kv=64,
-        num_heads=6, num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=1,
+        model_type="switch_transformers", vocab_size=4096 + 100, d_model=256, d_ff=256, d_kv=64,
+        num_heads=4, num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=1,
         num_sparse_decoder_layers=1, num_experts=16, expert_capacity=64, router_aux_loss_coef=0.01,
         dropout_rate=0.0, tie_word_embeddings=True, pad_token_id=1, eos_token_id=0,
         decoder_start_token_id=1, dtype="bfloat16"),

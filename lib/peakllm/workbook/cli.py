@@ -1,4 +1,4 @@
-"""Command line: ``python -m peakllm {workbook,sweep,report,student,pretrain,corpus,manifest,bench,pair,gpucheck}``."""
+"""Command line: ``python -m peakllm {workbook,sweep,report (book),student,pretrain,corpus,manifest,bench,pair,gpucheck}``."""
 from __future__ import annotations
 
 import argparse
@@ -16,15 +16,16 @@ def main(argv=None) -> int:
     s.add_argument("--out", default=None, help="root of the run folders (default runs/)")
     s.add_argument("--retry-failed", action="store_true", help="run the failed grid points again")
     s.add_argument("--workers", type=int, default=None, help="runs at once (default: the file's workers)")
-    r = sub.add_parser("report", help="one self-contained HTML page of every table and plot")
+    r = sub.add_parser("report", aliases=["book"], help="the executed workbook as a static Jupyter Book site "
+                                                        "(notebooks, paper-vs-ours results, course plan), built offline")
     r.add_argument("--run-dir", default=None, help="executed notebooks (default runs/default, else notebooks/)")
-    r.add_argument("--out", default=None, help="HTML file (default RUN_DIR/report.html)")
+    r.add_argument("--out", default=None, help="folder of the book's sources and build (default runs/book)")
     st = sub.add_parser("student", help="copies of the notebooks without solutions or outputs")
     st.add_argument("out_dir")
     st.add_argument("--overwrite", action="store_true", help="replace notebooks already in OUT_DIR")
     p = sub.add_parser("pretrain", help="pretrain a tiny model (reproduces the shipped one)")
     p.add_argument("model_name", choices=["tiny-opt", "tiny-moe", "tiny-switch"],
-                   help="tiny-switch is not shipped (see peakllm.models.loading)")
+                   help="the shipped tiny models (recipes in peakllm.models.pretraining)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped run)")
     p.add_argument("--out", default=None, help="output directory (default data/models/MODEL)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
@@ -56,13 +57,16 @@ def main(argv=None) -> int:
 
         df, _ = sweeps.run(sweeps.load(a.file), a.out or REPO / "runs", a.retry_failed, a.workers)
         print(f"{len(df)} records gathered")
-    elif a.cmd == "report":
-        from . import report
-        from ..core.paths import relative
+    elif a.cmd in ("report", "book"):
+        from . import book
+        from ..core.paths import REPO, relative
 
-        path = report.build(a.run_dir, a.out)
-        found = report.verify(path)
-        print(f"{relative(path)}: {found['sections']} sections, {found['tables']} tables, {found['images']} plots")
+        built = book.build(a.run_dir, a.out)
+        found = book.verify(built["html"].parent)
+        where = relative(built["html"]) if built["html"].resolve().is_relative_to(REPO) else built["html"]
+        print(f"{where}: {found['pages']} pages, {found['images']} images, "
+              f"{built['tables']} paper-vs-ours tables from {built['records']} records of "
+              f"{relative(built['source'])}/, built in {built['seconds']:.0f} s")
     elif a.cmd == "student":
         from . import student
         from ..core.paths import relative
