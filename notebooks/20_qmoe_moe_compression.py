@@ -4,17 +4,19 @@
 # **Goal.** Reproduce the review's second case study: QMoE (Frantar & Alistarh, MLSys 2024)
 # compresses the 1.6-trillion-parameter SwitchTransformer-c2048 from terabytes in bf16 to under
 # 160 GB -- under one bit per parameter -- so it runs on one server. We follow its steps on our
-# own MoE (`tiny-moe`, 8 experts, top-2 routing; `-p model_name google/switch-base-8` runs the
-# same cells on a real Switch Transformer): where the parameters live, calibration as the paper
+# own Switch Transformer (`tiny-switch`: an encoder-decoder like the paper's, 16 experts per MoE
+# layer, top-1 routing, pretrained by this project on T5's span corruption; `-p model_name tiny-moe`
+# takes a decoder-only MoE with top-2 routing, `-p model_name google/switch-base-8` a real Switch
+# Transformer): where the parameters live, calibration as the paper
 # does it, GPTQ with a ternary grid on every expert, the zeros that follow, and two storage
 # formats -- QMoE's own and ours -- counted to the bit beside the paper's tables.
 #
 # **Prerequisites.** Notebook 10 (the OBS / GPTQ column sweep). Notebook 21 shows GPTQ on a dense model.
 #
-# **Runtime on the default** (`tiny-moe`, 2 CPU cores): 2 to 3 minutes; peak memory about 1 GiB RSS.
+# **Runtime on the default** (`tiny-switch`, 2 CPU cores): 2 to 3 minutes; peak memory about 1 GiB RSS.
 
 # %% tags=["parameters"]
-model_name: str = "tiny-moe"  # MoE to compress: tiny-moe (shipped), a local directory, or a Hub id such as google/switch-base-8 (Switch: span-corruption pairs)
+model_name: str = "tiny-switch"  # MoE to compress: tiny-switch or tiny-moe (shipped), a local directory, or a Hub id such as google/switch-base-8 (Switch: span-corruption pairs)
 bits: str = "ternary"  # headline grid of the experts: ternary, 2, 3 or 4
 method: str = "gptq"  # headline method: gptq (QMoE) or rtn (round to nearest)
 grid_bits: list = ["ternary", 2]  # bit widths of the loss-vs-bits comparison (each with rtn and gptq)
@@ -22,8 +24,8 @@ seeds: list = [0, 1, 2]  # calibration seeds: GPTQ runs once per seed (RTN reads
 calib_dataset: str = "shakespeare"  # calibration text: shakespeare (shipped train split) or c4 (Hub train shard, QMoE's choice)
 eval_dataset: str = "shakespeare"  # loss text: shakespeare (shipped test split) or c4 (Hub validation shard, as the paper)
 calib_samples: int = 128  # calibration windows
-calib_seqlen: int = 256  # tokens per calibration window (an encoder-decoder gets its span-corrupted pair)
-eval_seqlen: int = 256  # tokens per evaluation window (at most the context of a decoder-only model)
+calib_seqlen: int = 128  # tokens per calibration window (an encoder-decoder gets its span-corrupted pair)
+eval_seqlen: int = 128  # tokens per evaluation window (at most the context of a decoder-only model)
 eval_windows: int = 0  # evaluation windows for the loss; 0 means all of the split
 expert_capacity: int = 1024  # tokens one expert may take per sequence (Switch; QMoE: 1024; transformers' default drops the rest)
 percdamp: float = 0.1  # dampening, as a share of the mean Hessian diagonal (QMoE: 0.1, 10x GPTQ's)
@@ -37,6 +39,7 @@ results_path: str = ""  # file to write this notebook's records to as JSON; empt
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import torch
 
@@ -45,7 +48,7 @@ from peakllm import models, show_source
 from peakllm.compress import batched, obs, qmoe, qmoe_format, quant, ternary_coding
 from peakllm.core import checks, spread
 from peakllm.data import evaldata, spans
-from peakllm.workbook import compare
+from peakllm.workbook import compare, diagrams
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
 rec, dev = peakllm.setup("20_qmoe_moe_compression", globals())
@@ -122,16 +125,21 @@ print(f"the cap lets one expert take at most {max_tokens_mult:g} x {k}/{E} = {ma
       + (": it can never bind" if max_tokens_mult * k / E >= 1 else ""))
 
 # %% [markdown]
-# The cap is a share of the tokens: `max_tokens_mult` x k / E. With top-2 routing over 8 experts
-# (`tiny-moe`) that is all of them, so the cap cannot bind here (the histogram of section 4 draws
-# no cap line then); with top-1 routing over 8 experts (switch-base-8) it is half the tokens, over
-# 128 experts (switch-base-128) one in 32, which popular experts exceed.
+# The cap is a share of the tokens: `max_tokens_mult` x k / E. With top-1 routing over 16 experts
+# (`tiny-switch`) it is a quarter of them, so an expert the router sends more than four times its
+# share reaches it (the histogram of section 4 draws the line); with top-2 routing over 8 experts
+# (`tiny-moe`) it is all of them and cannot bind (no line then); over 128 experts
+# (switch-base-128) it is one in 32, which popular experts exceed.
 
 # %% [markdown]
 # ## 3. One expert: RTN vs GPTQ on the ternary and 2-bit grids
 #
-# The **ternary** grid of a row has three values {wmin, 0, wmax}: w > wmax/2 goes to wmax,
-# w < wmin/2 to wmin, the rest to 0. We take one expert matrix, collect its routed inputs, and
+# The **ternary** grid of a row has three values, its extremes and zero:
+#
+# $$\hat w = \begin{cases} w_{\max} & w > w_{\max}/2 \\ w_{\min} & w < w_{\min}/2 \\ 0 & \text{otherwise.} \end{cases}$$
+#
+# GPTQ quantizes the columns one at a time and spreads each column's rounding error over the
+# columns still to come, weighted by the inverse Hessian $H^{-1}$ with $H = 2 X X^\top$ (notebook 10). We take one expert matrix, collect its routed inputs, and
 # compare the output error ||W X - Ŵ X||² / ||W X||² of round-to-nearest and of GPTQ.
 
 # %%
@@ -145,6 +153,8 @@ for b in ["ternary", 2]:
     err_rtn = obs.layer_error(W0, quant.rtn(W0, b), probe.H) / signal
     probe.quantize(b, percdamp=percdamp)
     err_gptq = obs.layer_error(W0, probe.layer.weight, probe.H) / signal
+    if b == "ternary":
+        W_ternary = probe.layer.weight.detach().clone()  # section 6 codes one of its rows by hand
     with torch.no_grad():
         probe.layer.weight.copy_(W0)  # put the dense expert back
     one.append({"bits": str(b), "rtn": round(err_rtn, 4), "gptq": round(err_gptq, 4), "gptq / rtn": round(err_gptq / err_rtn, 3)})
@@ -268,6 +278,40 @@ pd.DataFrame(zrows).set_index("method") if zrows else print("no ternary variant 
 # (`qmoe.encode_experts`, run on the headline model in section 4 before its copy was freed).
 
 # %%
+diagrams.qmoe_layout();
+
+# %% [markdown]
+# **One row by hand.** Take row 0 of the ternary GPTQ expert of section 3. Its codes are the
+# signs of its weights ($w_{\min} \to -1$, $0 \to 0$, $w_{\max} \to +1$). Each pair of codes $(a, b)$
+# becomes one of nine symbols $s = 3(a+1) + (b+1)$. QMoE's dictionary is read greedily: at each
+# position, the longest sequence of pairs it holds; each sequence costs one 16-bit codeword, and
+# the row adds 64 bits (a 32-bit offset, bf16 $w_{\min}$ and $w_{\max}$):
+#
+# $$\text{bits(row)} = 16\, n_\text{codewords} + 64, \qquad \text{bit per weight} = \frac{16\, n_\text{codewords} + 64}{\text{cols}}.$$
+#
+# Decoding reads each codeword's pairs from the table, so a row needs nothing but its own offset.
+
+# %%
+q_row = torch.sign(W_ternary[0]).to(torch.int8).numpy()  # (cols,) codes of row 0: -1, 0, +1
+S = 3 * (q_row[0::2] + 1) + (q_row[1::2] + 1)  # (cols / 2,) pair symbols 0..8
+D = qmoe_format.qmoe_dictionary()  # 2^16 entries, each a sequence of 1-14 pairs
+entry_of = {tuple(D.table[e, :D.lengths[e]]): e for e in range(len(D))}  # sequence -> codeword
+words, p = [], 0
+while p < len(S):  # greedy: the longest sequence of the dictionary that starts at p
+    n = max(n for n in range(1, min(D.max_pairs, len(S) - p) + 1) if tuple(S[p:p + n]) in entry_of)
+    words.append(entry_of[tuple(S[p:p + n])])
+    p += n
+decoded = np.concatenate([D.table[w, :D.lengths[w]] for w in words])  # codewords -> pairs again
+row_bits = 16 * len(words) + 64
+print(f"row 0: {len(q_row)} weights, {(q_row == 0).mean():.1%} zeros -> {len(S)} pairs -> {len(words)} codewords")
+print("first codewords and the pairs they stand for:", [(w, D.table[w, :D.lengths[w]].tolist()) for w in words[:4]])
+print(f"bits = 16 x {len(words)} + 64 = {row_bits}: {row_bits / len(q_row):.3f} bit per weight")
+lib = D.encode(q_row[None])  # the library's encoder on the same row
+assert (decoded == S).all() and words == lib.codes.tolist() and row_bits == lib.code_bits + lib.row_bits
+assert (D.decode(lib).numpy()[0] == q_row).all()
+print("by hand = qmoe_format's encoder, codeword for codeword and bit for bit; decoded exactly")
+
+# %%
 print(qmoe_format.__doc__.split("Bit accounting")[1].split("Entropy limit")[0])
 
 # %%
@@ -303,7 +347,12 @@ if storage is not None:
         print(f"Why not below: {zeros:.1%} of the weights are zero (Switch in the paper: 86-89%), so even the "
               f"entropy bound is {storage['entropy']:.3f} bit, and the row metadata adds "
               f"{coders['dictionary'].bits_per_param('rows') - coders['dictionary'].bits_per_param('codes'):.3f} bit "
-              f"on rows of {cols[0]} to {cols[-1]} weights.")
+              f"on rows of {cols[0]} weights." if cols[0] == cols[-1] else f"on rows of {cols[0]} to {cols[-1]} weights.")
+        g = torch.Generator().manual_seed(0)
+        gauss = {n: (quant.rtn(torch.randn(2048, n, generator=g), "ternary") == 0).float().mean().item() for n in (cols[0], 768, 3072)}
+        print(f"The zeros follow the row length: the grid is set by each row's extremes, and longer rows reach further "
+              f"into the tails. Rows of Gaussian weights leave {gauss[cols[0]]:.1%} zeros at {cols[0]} weights per row, "
+              f"{gauss[768]:.1%} at 768 and {gauss[3072]:.1%} at 3,072 (switch-base's two row lengths).")
     print(f"Where our figure goes: codewords {coders['dictionary'].bits_per_param('codes'):.3f}, row metadata "
           f"{coders['dictionary'].bits_per_param('rows') - coders['dictionary'].bits_per_param('codes'):.3f}, "
           f"dictionary {coders['dictionary'].bits_per_param('all') - coders['dictionary'].bits_per_param('rows'):.3f} bit per parameter")
@@ -418,11 +467,13 @@ pd.DataFrame(bit_rows).set_index("figure")
 # * **Zeros and row length set the bits.** Section 7 shows both coders on codes with the paper's
 #   statistics; section 6 says where our own figure goes. Our expert rows are shorter than
 #   Switch's (768 to 6,144 weights), so each row's metadata weighs more per weight, and shorter
-#   rows have extremes nearer the bulk, which leaves fewer zeros.
+#   rows have extremes nearer the bulk, which leaves fewer zeros (section 6 prints the share that
+#   Gaussian rows of each length leave). `tiny-switch` keeps its rows at 256 weights so that its
+#   checkpoint stays at 14 MB; rows as long as switch-base's would need a model several times larger.
 # * **Two coders, two trade-offs.** QMoE's fixed dictionary needs no fitting and one table for
 #   every model; ours is fitted to the codes at hand and stores rows more cheaply.
 # * **Loss**: the paper reports C4 masked-LM (span-corruption) loss of encoder-decoder models;
-#   `tiny-moe`'s is next-token loss on held-out plays. With `-p model_name google/switch-base-8
+#   `tiny-switch`'s is the same loss on held-out plays (`tiny-moe`'s would be next-token loss). With `-p model_name google/switch-base-8
 #   -p calib_dataset c4 -p eval_dataset c4` (GPU, Hub) the same cells run on a real Switch
 #   Transformer, calibrated and evaluated on C4 span-corruption pairs as in the paper.
 
@@ -451,6 +502,22 @@ ax.legend()
 fig.tight_layout()
 
 # %% [markdown]
+# ## Key takeaways
+#
+# * In an MoE the experts hold most of the weights (0.59 of `tiny-switch`'s parameters), so
+#   compressing them alone moves the checkpoint's size; attention, embeddings and routers stay in bf16.
+# * The ternary grid is too coarse for rounding alone: on one expert, round-to-nearest leaves a
+#   relative output error of 0.4253 where GPTQ leaves 0.0158. Over all experts ternary RTN raises
+#   the span-corruption loss by +0.0135 nats, while ternary GPTQ lands at 3.9496 ± 0.0004 against
+#   the dense 3.9498: inside its seed spread.
+# * Zeros are what a code below one bit feeds on: 82.8% of GPTQ's ternary weights are zero here,
+#   about what Gaussian rows of 256 weights leave (83.5%); Switch's longer rows leave 86-89%.
+# * Counted to the bit with row metadata, our coder stores the experts in 1.084 bit per parameter
+#   and QMoE's format in 1.274, against the paper's 0.797 on switch-c-2048; at the paper's
+#   statistics the same two coders reach 0.7362 and 0.7911, and the entropy limit is
+#   16 / 0.629816 = 25.404259x.
+
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -466,6 +533,24 @@ fig.tight_layout()
 
 # %% [markdown] tags=["solution"]
 # **Solution 2.** A bigger dictionary finds longer frequent sequences, so the codewords alone get cheaper; but the dictionary itself ((entries - 9) x (codeword bits + 4) bits) is stored once for all expert weights, so its share per parameter is that size divided by the expert parameter count of section 1. For a model with a few million expert weights that share grows quickly with the dictionary, and the all-inclusive figure is lowest at a middle size; QMoE's fixed 2^16 entries cost nothing per model, since every model shares them.
+
+# %% [markdown]
+# **Exercise 3 (code).** The zero-order entropy of row 0's codes bounds what any code that
+# treats weights as independent can reach: $H = -\sum_{v \in \{-1, 0, 1\}} P(v) \log_2 P(v)$ bit per
+# weight, with $P(v)$ the share of codes equal to $v$. Compute it as `H_row` from `q_row`, and
+# compare it with the bits per weight QMoE's format spent on the row above.
+
+# %%
+### BEGIN SOLUTION
+P_v = np.array([(q_row == v).mean() for v in (-1, 0, 1)])  # (3,) shares of -1, 0, +1
+H_row = float(-(P_v[P_v > 0] * np.log2(P_v[P_v > 0])).sum())
+### END SOLUTION
+print(f"H = {H_row:.3f} bit per weight; QMoE's format spent {row_bits / len(q_row):.3f} on this row")
+
+# %% tags=["check"]
+assert isinstance(H_row, float) and 0 <= H_row <= np.log2(3)
+assert abs(H_row - ternary_coding.entropy_bits(q_row[None])) < 1e-9, "H_row differs from the library's entropy"
+print("check passed")
 
 # %% [markdown]
 # ## Records
