@@ -170,3 +170,19 @@ def test_whatif_table():
     assert 0.76 < q["codes + rows"] < 0.82  # 768-weight rows of wi: 20.2x on Switch-base shapes
     assert d["codes + rows"] < q["codes + rows"] and d["row bits / row"] < 64
     assert by["qmoe", "48x3072"]["ratio (codes + rows)"] == pytest.approx(21.11, rel=0.03)
+
+
+def test_one_row_coded_by_hand_is_the_encoders_stream():
+    """Notebook 20's hand-built row: pair symbols, greedy longest match, 16 bits per codeword + 64 per row."""
+    D = F.qmoe_dictionary()
+    row = iid_codes(1, 256, (0.0575, 0.885, 0.0575), seed=3).numpy()[0]
+    S = 3 * (row[0::2].astype(int) + 1) + row[1::2] + 1
+    index = {tuple(D.table[e, :D.lengths[e]]): e for e in range(len(D))}
+    words, p = [], 0
+    while p < len(S):
+        n = max(k for k in range(1, min(14, len(S) - p) + 1) if tuple(S[p:p + k]) in index)
+        words, p = words + [index[tuple(S[p:p + n])]], p + n
+    enc = D.encode(row[None])
+    assert words == enc.codes.tolist()
+    assert 16 * len(words) + 64 == enc.code_bits + enc.row_bits
+    assert (np.concatenate([D.table[w, :D.lengths[w]] for w in words]) == S).all()
