@@ -12,7 +12,7 @@ LOCK_VENV ?= /tmp/peakllm-lock
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: workbook test test-fast setup interactive clean sweep report student
+.PHONY: workbook test test-fast setup interactive clean sweep report book student
 .PHONY: lint lock pair
 
 $(STAMP): $(REQS) requirements/constraints.txt requirements/nodeps.txt pyproject.toml
@@ -40,11 +40,28 @@ test-fast: $(STAMP)  ## the unit tests without the slow and notebook-executing o
 sweep: $(STAMP)  ## make sweep SWEEP=sweeps/sparsity.yaml [ARGS=--retry-failed]
 	$(PY) -m peakllm sweep $(SWEEP) $(ARGS)
 
-report: $(STAMP)  ## one HTML page of every paper-vs-ours table and plot (runs/default after make workbook)
-	$(PY) -m peakllm report
+book: $(STAMP)  ## the executed notebooks of runs/default (else the stored outputs) as a static site: runs/book/_build/html/index.html
+	$(PY) -m peakllm report $(if $(RUN),--run-dir $(RUN))
 
-student: $(STAMP)  ## make student OUT=handout: notebooks without solutions or outputs
+report: book  ## the same site (the results page holds every paper-vs-ours table and plot)
+
+student: $(STAMP)  ## make student OUT=handout: notebooks without solutions or outputs, coding exercises stubbed
 	$(PY) -m peakllm student $(OUT)
+
+# The cross-check with llm-compressor: a second venv, since llm-compressor pins an older transformers.
+.PHONY: crosscheck
+CC_VENV  ?= .venv-crosscheck
+CC_STAMP := $(CC_VENV)/.peakllm-crosscheck-installed
+
+$(CC_STAMP): requirements/crosscheck.txt pyproject.toml
+	test -x $(CC_VENV)/bin/python || $(PYTHON) -m venv $(CC_VENV)
+	env -u PYTHONDONTWRITEBYTECODE $(CC_VENV)/bin/python -m pip install --quiet --compile --disable-pip-version-check -r requirements/crosscheck.txt
+	env -u PYTHONDONTWRITEBYTECODE $(CC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+crosscheck: $(STAMP) $(CC_STAMP)  ## llm-compressor's SparseGPT / GPTQ beside ours on tiny-opt -> runs/crosscheck/results.json (not in make test)
+	$(CC_VENV)/bin/python tools/crosscheck_llmcompressor.py
+	$(PY) tools/crosscheck.py
 
 interactive:  ## the test environment plus JupyterLab (not used by make test)
 	$(MAKE) setup REQS=requirements/interactive.txt STAMP=$(VENV)/.peakllm-interactive
