@@ -8,7 +8,8 @@
 # **Prerequisites.** Python and a little PyTorch. Nothing to download: the corpus, tokenizer and
 # models ship in `data/`.
 #
-# **Runtime on the default** (2 CPU cores, no GPU): about 20 s; peak memory under 1 GiB RSS.
+# **Runtime on the default** (2 CPU cores, no GPU): about 25 s; peak memory about 1.5 GiB RSS, most of
+# it the buffer of the bandwidth measurement (4x the last-level cache).
 
 # %% tags=["parameters"]
 model_name: str = "tiny-opt"  # shipped model (tiny-opt, tiny-moe), a local directory, or a Hub id such as facebook/opt-125m
@@ -52,9 +53,11 @@ print(roofline.format_description(info))
 # * **Corpus** -- Shakespeare's complete works (Project Gutenberg, public domain), split **by work**:
 #   the validation and test plays were never seen in training, in any form.
 # * **Tokenizer** -- byte-level BPE with 4,096 tokens, trained on the train split (the GPT-2/OPT scheme).
-# * **Two tiny models**, pretrained here from scratch (notebook 01 shows how):
-#   `tiny-opt` (the OPT architecture, so the same code serves `facebook/opt-125m`) and
-#   `tiny-moe` (a Mixtral-style mixture of experts: 8 experts, top-2 routing).
+# * **Three tiny models**, pretrained here from scratch (notebook 01 shows how):
+#   `tiny-opt` (the OPT architecture, so the same code serves `facebook/opt-125m`),
+#   `tiny-moe` (a Mixtral-style mixture of experts: 8 experts, top-2 routing) and
+#   `tiny-switch` (a Switch Transformer, the QMoE paper's family: an encoder-decoder with 16
+#   experts and top-1 routing in every other block, trained on T5's span corruption; notebook 20).
 
 # %%
 m = corpus.manifest()
@@ -68,8 +71,8 @@ for name in models.SHORT_NAMES:
     cfg = models.TINY_CONFIGS[name]
     tiny = models.new_tiny(name)
     n = models.count_params(tiny)
-    rows.append({"model": name, "architecture": cfg["model_type"], "layers": cfg["num_hidden_layers"],
-                 "hidden": cfg["hidden_size"], "context": cfg["max_position_embeddings"],
+    rows.append({"model": name, "architecture": cfg["model_type"], "layers": tiny.config.num_hidden_layers,
+                 "hidden": tiny.config.hidden_size, "context": cfg.get("max_position_embeddings", "relative"),
                  "experts": models.moe.experts_per_layer(tiny.config), "parameters": n["total"],
                  "expert share": f"{n['experts'] / n['total']:.0%}",
                  "checkpoint MB": round((models.MODELS / name / "model.safetensors").stat().st_size / 1e6, 1)})
@@ -92,11 +95,41 @@ print(tokenizer.convert_ids_to_tokens(tokenizer("To be, or not to be: that is th
 #
 # A training step holds four kinds of bytes (the ZeRO paper's accounting): **weights**,
 # **gradients**, **optimizer state** (AdamW keeps two fp32 moments: 8 bytes per parameter) and
-# **activations** saved in the forward pass for the backward pass. `peakllm.core.memory` counts each
-# one exactly -- activations through autograd's saved-tensor hooks:
+# **activations** saved in the forward pass for the backward pass.
+#
+# **What one layer saves, by hand.** A linear layer computes $y = xW^\top + b$. Its backward pass
+# needs $\partial L/\partial W = (\partial L/\partial y)^\top x$ -- the input x -- and
+# $\partial L/\partial x = (\partial L/\partial y)\,W$ -- the weight, which is in memory anyway. So
+# for an input of B sequences of T tokens of width d_in, in fp32, it keeps
+#
+# $$\text{saved bytes} = B \cdot T \cdot d_\text{in} \cdot 4.$$
+#
+# PyTorch lets us watch: `torch.autograd.graph.saved_tensors_hooks` calls a *pack* hook on every
+# tensor autograd saves. Here the hook is a list's `append`, on the model's first linear layer:
 
 # %%
-show_source(memory.SavedActivations)
+lin_name, lin = next((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+T = min(anatomy_seq_len, ctx)
+x_lin = torch.randn(batch_size, T, lin.in_features, device=dev, requires_grad=True)  # (B, T, d_in), as from an earlier layer
+saved = []  # the pack hook appends each tensor autograd saves (no backward here, so no unpack hook runs)
+with torch.autograd.graph.saved_tensors_hooks(saved.append, saved.append):
+    y_lin = lin(x_lin)                                                   # (B, T, d_out)
+for t in saved:
+    is_x = t.untyped_storage().data_ptr() == x_lin.untyped_storage().data_ptr()
+    print(f"saved {tuple(t.shape)} {t.dtype}: " + ("the input x, as a (B·T, d_in) view: new bytes" if is_x
+          else "the weight, transposed (a view of the parameter): no new bytes"))
+by_hand = batch_size * T * lin.in_features * 4
+with memory.SavedActivations(model) as counter:                         # the library's counter
+    lin(x_lin)
+assert counter.bytes == by_hand
+print(f"{lin_name}: B·T·d_in·4 = {batch_size}·{T}·{lin.in_features}·4 = {by_hand:,} bytes by hand; "
+      f"memory.SavedActivations counts {counter.bytes:,}")
+del saved, y_lin
+
+# %% [markdown]
+# `memory.SavedActivations` is this hook, run over a whole training step: it counts each storage
+# once (a tensor saved by two operations, or a view of it, is one allocation) and leaves the
+# parameters out. `memory.training_step_anatomy` counts the four parts of one step with it:
 
 # %%
 peakllm.seed_everything(seed)
@@ -126,10 +159,10 @@ del train_model, optimizer
 # ## 5. Quality: perplexity with the papers' protocol
 #
 # The GPTQ and SparseGPT papers tokenize the test text **once**, cut it into non-overlapping
-# windows of the model's context, drop the tail, and report `exp(mean token cross-entropy)`:
-
-# %%
-show_source(perplexity.nll)
+# windows of the model's context, drop the tail, and report the exponential of the mean token
+# cross-entropy over all N predicted tokens:
+#
+# $$\mathrm{PPL} = \exp\Big(-\frac{1}{N}\sum_{t} \log p_\theta(x_t \mid x_{<t})\Big).$$
 
 # %%
 ids = evaldata.eval_ids(dataset, tokenizer, seqlen or ctx)
@@ -144,6 +177,14 @@ if dataset == "shakespeare":
     table.append({"model": "unigram baseline", "dataset": dataset, "tokens": ids.numel(),
                   "windows": "", "perplexity": round(uni, 2)})
 pd.DataFrame(table)
+
+# %% [markdown]
+# The function that computed it: the windows in batches, each window's logits against its own
+# tokens shifted by one, the cross-entropy summed over every predicted token, and the count of
+# those tokens (`perplexity.perplexity` returns exp(sum / count)):
+
+# %%
+show_source(perplexity.nll)
 
 # %% [markdown]
 # ## 6. Speed limits: this device's roofline
@@ -208,6 +249,41 @@ print(help_text[help_text.index("Parameters inferred"):])
 
 # %% [markdown] tags=["solution"]
 # **Solution 2.** About half (~66 MiB instead of 132.3 MiB). Every tensor autograd saves here is (B, T, something): hidden states, MLP inputs, logits. PyTorch's fused attention (SDPA) saves no T x T score matrix, so nothing grows with T squared at this size.
+
+# %% [markdown]
+# **Exercise 3 (code).** `lin_ex` below is the linear layer of the model with the widest input
+# (for `tiny-opt`, an MLP's second matrix `fc2`, which reads the `ffn_dim`-wide hidden layer).
+# Fed `batch_size` sequences of `T` tokens, how many bytes does it save for backward in fp32?
+# Compute `bytes_ex` without running the layer; the check cell runs it under the library's counter.
+
+# %%
+width, name_ex = max((m.in_features, n) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+lin_ex = model.get_submodule(name_ex)
+### BEGIN SOLUTION
+bytes_ex = batch_size * T * lin_ex.in_features * 4   # its input x, fp32; the weight is a parameter
+### END SOLUTION
+print(f"{name_ex} ({lin_ex.in_features} -> {lin_ex.out_features}) saves {bytes_ex:,} bytes = {memory.human(bytes_ex)}")
+
+# %% tags=["check"]
+x_ex = torch.randn(batch_size, T, lin_ex.in_features, device=dev, requires_grad=True)
+with memory.SavedActivations(model) as counter_ex:
+    lin_ex(x_ex)
+assert bytes_ex == counter_ex.bytes
+print("checks passed")
+
+# %% [markdown]
+# ## Key takeaways
+#
+# * A linear layer keeps its input for the backward pass: B · T · d_in · 4 bytes in fp32 --
+#   2,097,152 bytes for the first layer at batch 8 × 256 tokens, by hand and by
+#   `memory.SavedActivations` alike. The weight it also keeps is a parameter: no new memory.
+# * Model state in fp32 with AdamW is 16 bytes per parameter (4.00 + 4.00 + 8.00 in the anatomy
+#   table); at batch 8 × 256 tokens the saved activations, 132.3 MiB or 32.46 bytes per
+#   parameter, are the largest part of a training step.
+# * Quality is perplexity with the papers' protocol: the shipped `tiny-opt` scores 114.21 on the
+#   held-out plays, a unigram model that ignores context 524.60.
+# * Batch-1 decoding does 2 FLOPs per weight it reads, far left of this device's ridge point: its
+#   speed is set by memory bandwidth, not by FLOP/s.
 
 # %% [markdown]
 # ## Records

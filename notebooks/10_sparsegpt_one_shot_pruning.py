@@ -42,7 +42,7 @@ from peakllm import models, show_source
 from peakllm.compress import baselines, bench, formats, obs, pruning, sequential, sparsegpt
 from peakllm.core import checks, perplexity, reference, spread, timing
 from peakllm.data import evaldata
-from peakllm.workbook import compare
+from peakllm.workbook import compare, diagrams
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
 rec, dev = peakllm.setup("10_sparsegpt_one_shot_pruning", globals())
@@ -109,9 +109,18 @@ print(f"scored on {scope}")
 show_source(obs.Hessian)
 
 # %% [markdown]
-# **The OBS closed form.** Removing weight q of a row and letting the rest compensate optimally
-# changes the row by δ = −(w_q / [H⁻¹]_qq) · H⁻¹₍:,q₎ and costs w_q² / (2[H⁻¹]_qq). Check it
-# against brute-force least squares on a tiny problem:
+# **The OBS closed form** (SparseGPT section 3, after Hassibi & Stork 1993). One row w of W
+# is one least-squares problem: its error on the calibration inputs X has the Hessian
+#
+# $$H = 2XX^\top \qquad (\texttt{obs.Hessian} \text{ averages over the } n \text{ tokens: } 2XX^\top/n).$$
+#
+# Removing weight $q$ and letting the rest of the row compensate optimally changes the row by
+#
+# $$\delta_q = -\frac{w_q}{[H^{-1}]_{qq}}\, H^{-1}_{:,q}, \qquad\text{at the cost}\qquad \varepsilon_q = \frac{w_q^2}{[H^{-1}]_{qq}},$$
+#
+# the weight's **saliency**: the error it leaves behind (with the loss ½(w − w′)H(w − w′)ᵀ of
+# `obs.remove_one`, the increase is ε_q / 2). Check it against brute-force least squares on a
+# tiny problem:
 
 # %%
 import torch
@@ -130,11 +139,99 @@ print("least sq.  :", [round(v, 6) for v in brute.tolist()])
 print(f"equal to 1e-9: {torch.allclose(new_row, brute, atol=1e-9)}; loss increase {increase:.6f}")
 
 # %% [markdown]
-# SparseGPT applies this update column by column in blocks, using U, the upper Cholesky factor
-# of H⁻¹: row j of U holds the coefficients of the OBS update once the columns before j are
-# done, and one row of U serves every row of W at once. Inside each block of columns the mask
-# removes the weights with the lowest saliency w² / U_jj² (U_jj: the diagonal of that Cholesky
-# factor, squared -- not the diagonal of H⁻¹). The whole algorithm:
+# ### Several weights of one row
+#
+# Pruning means removing many weights of a row, not one. Repeat the step: take the weight of
+# lowest saliency, update the rest by δ_q, then **drop q from H⁻¹** -- the inverse of H without
+# row and column q is, on the remaining indices,
+#
+# $$H^{-1} \;\leftarrow\; H^{-1} - \frac{H^{-1}_{:,q}\, H^{-1}_{q,:}}{[H^{-1}]_{qq}},$$
+#
+# a rank-one update instead of a new inversion. Three of the six weights of the row above, then
+# the same row from least squares on the three weights kept:
+
+# %%
+Hinv_q = torch.linalg.inv(H)                   # (6, 6), shrinks as weights go
+row_q, pruned = w.clone(), []                  # the row being pruned, the removed indices
+for step in range(3):
+    eps = row_q ** 2 / Hinv_q.diag()           # ε_q = w_q² / [H⁻¹]_qq
+    eps[pruned] = float("inf")                 # already removed (their diagonal is now 0)
+    q = int(eps.argmin())
+    row_q = row_q - (row_q[q] / Hinv_q[q, q]) * Hinv_q[:, q]                 # δ_q
+    Hinv_q = Hinv_q - torch.outer(Hinv_q[:, q], Hinv_q[q, :]) / Hinv_q[q, q]  # drop q from H⁻¹
+    pruned.append(q)
+    print(f"step {step + 1}: remove w_{q} (ε = {eps[q]:.4f}) -> row {[round(v, 4) for v in row_q.tolist()]}")
+kept = [j for j in range(6) if j not in pruned]
+lsq = torch.zeros(6, dtype=torch.float64)
+lsq[kept] = torch.linalg.lstsq(X[:, kept], X @ w).solution
+torch.testing.assert_close(obs.remove_one(w, H, pruned[0])[0], w - (w[pruned[0]] / torch.linalg.inv(H)[pruned[0], pruned[0]]) * torch.linalg.inv(H)[:, pruned[0]])
+torch.testing.assert_close(Hinv_q[kept][:, kept], torch.linalg.inv(H[kept][:, kept]))  # the updated H⁻¹ is the inverse of the rest
+torch.testing.assert_close(row_q, lsq, atol=1e-9, rtol=0)
+print("least squares on the kept weights:", [round(v, 4) for v in lsq.tolist()])
+print(f"repeated OBS equals least squares on the weights {kept} to 1e-9: True")
+
+# %% [markdown]
+# ### The row-Hessian problem
+#
+# In a matrix, every row picks its own weights to remove, so after a few steps every row has
+# dropped a different set of indices from H⁻¹, and every row needs its own inverse: d_row
+# inverses of a d_col × d_col matrix, each O(d_col³) -- SparseGPT section 3.2 puts the exact
+# solution at O(d_row · d_col³). Four rows of six weights, each pruning its three smallest:
+
+# %%
+W_toy = torch.randn(4, 6, generator=g, dtype=torch.float64)   # (rows, columns)
+removed = [sorted(W_toy[r].abs().argsort()[:3].tolist()) for r in range(4)]
+for r, s in enumerate(removed):
+    print(f"row {r}: removes columns {s} -> needs the inverse of H without rows and columns {s}")
+print(f"{len({tuple(s) for s in removed})} different inverses for {len(removed)} rows")
+d_row, d_col = 4 * 12288, 12288   # OPT-175B's first MLP matrix (fc1): 49152 x 12288
+per_row = d_row * d_col ** 3      # one inversion per row
+shared = d_col ** 3 + d_row * d_col ** 2   # one sequence of inverses shared, plus each row's updates
+print(f"OPT-175B fc1: one inverse per row ~ {per_row:.1e} multiply-adds; shared ~ {shared:.1e} ({per_row / shared:,.0f}x fewer)")
+
+# %% [markdown]
+# ### Column by column: every row shares one sequence of inverses
+#
+# Now let every row treat its columns **in the same order**, left to right: at column j each row
+# either keeps w_j or removes it (pruning) -- or rounds it (GPTQ) -- and in every case column j
+# is then fixed, out of the problem. After column j every row has taken the same columns
+# 0 .. j out of H⁻¹, whatever its mask: one sequence of inverses serves all rows. Write
+# $H^{-1}_{(j)}$ for H⁻¹ with the columns before j dropped by the rank-one update above. All of
+# them sit in one matrix, the **upper Cholesky factor** U of H⁻¹ ($H^{-1} = U^\top U$):
+#
+# $$U_{j,\,j:} \;=\; \frac{\big[H^{-1}_{(j)}\big]_{j,\,j:}}{\sqrt{\big[H^{-1}_{(j)}\big]_{jj}}},$$
+#
+# so the OBS update of column j, for every row of W at once, is
+# $W_{:,j:} \mathrel{-}= \frac{W_{:,j} - Q_{:,j}}{U_{jj}}\, U_{j,j:}$ -- the line
+# `W1[:, i:] -= err[:, None] * Hinv1[i, i:]` of `obs.ColumnSweep`. Checked on the tiny H, row by row:
+
+# %%
+U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)   # (6, 6), H⁻¹ = Uᵀ U
+Hinv_j = torch.linalg.inv(H)                                  # H⁻¹ with no column dropped yet
+for j in range(6):
+    seq = Hinv_j[j, j:] / Hinv_j[j, j].sqrt()                  # the sequential OBS row, scaled
+    torch.testing.assert_close(U[j, j:], seq, atol=1e-12, rtol=0)
+    print(f"j = {j}: chol(H⁻¹) row {[round(v, 4) for v in U[j, j:].tolist()]}  sequential {[round(v, 4) for v in seq.tolist()]}")
+    Hinv_j = Hinv_j - torch.outer(Hinv_j[:, j], Hinv_j[j, :]) / Hinv_j[j, j]   # drop column j
+_, U_lib = obs.prepare(torch.zeros(1, 6), H.float(), percdamp)   # what the sweep uses (H dampened)
+H_damped = H + percdamp * H.diag().mean() * torch.eye(6, dtype=H.dtype)
+torch.testing.assert_close(U_lib, torch.linalg.cholesky(torch.linalg.inv(H_damped), upper=True).float(), atol=1e-4, rtol=1e-4)
+print("every row of chol(H⁻¹) equals the sequential OBS update to 1e-12: True; obs.prepare computes that factor")
+
+# %% [markdown]
+# The sweep, drawn: one block of B columns at the moment it reaches column i. Inside the block
+# each column's error moves onto the block's later columns at once; the rest of the matrix
+# receives the block's errors in one matrix multiply at the end of the block (the **lazy batch
+# update**, GPTQ section 3.2): the same arithmetic, regrouped so that most of it runs as one
+# large product.
+
+# %%
+diagrams.obs_sweep()
+
+# %% [markdown]
+# In SparseGPT's mask selection, at the start of each block the weights with the lowest
+# saliency w² / U_jj² of the block are marked for removal (U_jj: the diagonal of that Cholesky
+# factor, squared -- not the diagonal of H⁻¹). The whole algorithm, in the library:
 
 # %%
 show_source(obs.ColumnSweep)
@@ -169,6 +266,24 @@ for method in methods:
 layer.weight.data = W0
 print(f"layer {name}: W is {tuple(W0.shape)}, {acc.n:,} calibration tokens")
 pd.DataFrame(rows)
+
+# %% [markdown]
+# The lazy block update only regroups the arithmetic. With the mask SparseGPT chose above at
+# B = `blocksize`, the sweep one column per block (B = 1: every update applied at once) gives
+# the same weights (`ColumnSweep.sweep(..., mask=...)` starts from a given mask):
+
+# %%
+layer.weight.data = W0.clone()
+mask_b = acc.prune(0.5, blocksize=blocksize, percdamp=percdamp)   # SparseGPT at B = blocksize: mask and weights
+W_b = layer.weight.detach().clone()
+layer.weight.data = W0.clone()
+mask_1 = acc.sweep(blocksize=1, percdamp=percdamp, mask=mask_b)    # the same mask, one column per block
+W_1 = layer.weight.detach().clone()
+layer.weight.data = W0
+assert torch.equal(mask_1, mask_b) and torch.equal(W_1 == 0, mask_b)
+torch.testing.assert_close(W_1, W_b, atol=1e-5, rtol=0)
+print(f"B = 1 and B = {blocksize}: the same {mask_b.float().mean():.0%} zeros; weights equal to 1e-5 "
+      f"(largest |w| {W_b.abs().max():.3f}): True")
 
 # %% [markdown]
 # ## 4. The whole model, over calibration seeds
@@ -462,6 +577,45 @@ else:
 
 # %% [markdown] tags=["solution"]
 # **Solution 2.** They disagree. On the one layer of section 3, Wanda's output error is below magnitude pruning's; over the whole model, Wanda's perplexity is above magnitude pruning's in every setting, and the verdict table says the gap is larger than the seed spread. The layer error scores one layer alone, on the dense model's inputs, with every output feature weighted equally. The model's loss does not work that way: each layer's error passes through every later layer and the LM head, and some output features matter far more than others. Wanda's score |w|·‖x‖ also compares weights within each row (every output keeps the same share), while magnitude pruning ranks the whole matrix at once and may keep more of the rows that hold large weights. Wanda is motivated by the few input features of large LLMs whose activations are orders of magnitude larger than the rest (Dettmers et al. 2022); where there are none, ‖x‖ does little to separate important weights from unimportant ones. Check our layer: `acc.H.diag().sqrt()` in section 3 holds ‖x_j‖ up to a constant -- compare its largest value with its median.
+
+# %% [markdown]
+# **Exercise 3 (code).** Take row 0 of the layer of section 3 (`w_ex`) and its Hessian,
+# dampened as the sweep dampens it (`H_ex`). Compute the OBS saliency ε_q = w_q² / [H⁻¹]_qq of
+# every weight of the row (`eps_ex`, one value per column) and the index of the weight OBS
+# would remove first (`q_star`). The check cell compares your figures with `obs.remove_one`.
+
+# %%
+H_ex = acc.H.double() + percdamp * acc.H.diag().mean() * torch.eye(acc.H.shape[0], dtype=torch.float64)
+w_ex = W0[0].double()                        # (columns,) row 0 of the layer
+### BEGIN SOLUTION
+eps_ex = w_ex ** 2 / torch.linalg.inv(H_ex).diag()   # ε_q for every q
+q_star = int(eps_ex.argmin())
+### END SOLUTION
+print(f"{len(eps_ex)} saliencies; OBS removes w_{q_star} first")
+
+# %% tags=["check"]
+sample = torch.randperm(len(w_ex), generator=torch.Generator().manual_seed(0))[:31].tolist() + [q_star]
+increase_ex = {j: obs.remove_one(w_ex, H_ex, j)[1] for j in sample}   # the library: loss increase ε / 2
+assert tuple(eps_ex.shape) == tuple(w_ex.shape)
+assert all(abs(2 * increase_ex[j] - eps_ex[j].item()) <= 1e-6 * eps_ex[j].item() + 1e-18 for j in sample)
+assert increase_ex[q_star] == min(increase_ex.values())
+print("checks passed")
+
+# %% [markdown]
+# ## Key takeaways
+#
+# * Repeated OBS on one row -- remove the weight of lowest saliency ε_q = w_q² / [H⁻¹]_qq, move
+#   the others by δ_q, drop q from H⁻¹ with a rank-one update -- ends exactly where least squares
+#   on the kept weights does (to 1e-9).
+# * With its own mask, every row would need its own inverse: for OPT-175B's fc1 about 9.1e+16
+#   multiply-adds against 9.3e+12 for one shared sequence. Going column by column gives every
+#   row the same sequence, stored in chol(H⁻¹): row j of it is the OBS update of column j
+#   (checked to 1e-12).
+# * The lazy block update only regroups that arithmetic: B = 1 and B = 128 give the same 50% zeros
+#   and the same weights (to 1e-5).
+# * On the whole model at 50%, SparseGPT moves perplexity from 101.78 to 102.05, magnitude
+#   pruning to 103.33 and Wanda to 104.33; at 80% the gap opens (110.85 against 185.01 and
+#   199.49), and 2:4 costs SparseGPT about as little as 50% unstructured (102.03).
 
 # %% [markdown]
 # ## Records

@@ -11,7 +11,7 @@
 #
 # **Prerequisites.** Notebook 00 (the roofline), notebook 21 (int8 / NF4 weights).
 #
-# **Runtime on the default** (`tiny-opt`, then OPT-125M's shape; 2 CPU cores): about 2 minutes; peak memory about 2 GiB RSS
+# **Runtime on the default** (`tiny-opt`, then OPT-125M's shape; 2 CPU cores): about 45 s; peak memory about 1.6 GiB RSS
 # (the bandwidth measurement reads a buffer 4x the last-level cache, within a quarter of the free memory).
 
 # %% tags=["parameters"]
@@ -76,9 +76,80 @@ print(f"batch-1 bound B / W: {roof['ideal_tokens_per_s']:.0f} tok/s")
 # %% [markdown]
 # ## 2. The KV cache
 #
-# Without a cache, step t recomputes keys and values of all t earlier positions: the work per
-# token grows with the length. With it, each step computes one position and reads the cached
-# ones; the price is memory, `2 x layers x kv_heads x head_dim x tokens x batch x bytes`.
+# Each attention layer mixes the positions with
+#
+# $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_\text{head}}}\right) V,$$
+#
+# per head, where row t of Q, K and V is position t's query, key and value (a linear map of its
+# hidden state), and position t attends only to positions up to t. A position's key and value
+# never change once computed, so at step t only the new token needs them: without a cache step
+# t recomputes keys and values of all t earlier positions, and the work per token grows with the
+# length; with it, each step computes one position and reads the cached ones. The price is memory,
+#
+# $$\text{KV bytes} = 2 \cdot n_\text{layers} \cdot n_\text{heads} \cdot d_\text{head} \cdot \text{seq} \cdot \text{batch} \cdot \text{bytes per value}$$
+#
+# (2: keys and values; n_heads counts the key/value heads, fewer than the query heads under
+# grouped-query attention).
+#
+# **By hand, on one layer.** Run the prompt once with a cache and take layer 0 apart: its
+# attention input is the layer norm of the hidden state entering the layer, and its keys and
+# values are two linear maps of it, split into heads. Transformers keeps them in a
+# `DynamicCache`, one entry per layer:
+
+# %%
+kv_model = model if model.config.model_type == "opt" and model.config.do_layer_norm_before else models.load("tiny-opt", device=str(dev))[0]  # the cells follow OPT's pre-norm layer
+layer0 = kv_model.model.decoder.layers[0]
+attn0 = layer0.self_attn
+n_heads = kv_model.config.num_attention_heads
+d_head = kv_model.config.hidden_size // n_heads
+kv_ids = decoding.prompt_ids(tokenizer, 1, prompt_len, seed).to(dev)   # (1, T) the prompt
+with torch.no_grad():
+    pre = kv_model(kv_ids, use_cache=True, output_hidden_states=True)
+    cache = pre.cache                                                   # transformers' cache object
+    x = layer0.self_attn_layer_norm(pre.hidden_states[0])               # (1, T, d) layer 0's attention input
+    K = attn0.k_proj(x).view(1, -1, n_heads, d_head).transpose(1, 2)     # (1, heads, T, d_head)
+    V = attn0.v_proj(x).view(1, -1, n_heads, d_head).transpose(1, 2)
+torch.testing.assert_close(K, cache.layers[0].keys)
+torch.testing.assert_close(V, cache.layers[0].values)
+print(f"{type(cache).__name__}: layer 0 holds keys {tuple(cache.layers[0].keys.shape)} and values "
+      f"{tuple(cache.layers[0].values.shape)} (batch, heads, positions, d_head)")
+print("keys and values by hand equal the cache's (assert_close): True")
+
+# %% [markdown]
+# One decoding step. The new token (greedy: the most likely one after the prompt) goes in alone
+# with the cache; by hand, compute its query, key and value, **append** its key and value to those
+# of the prompt, and let its query attend over the concatenation (the last position sees every
+# earlier one: no mask needed). The rest of layer 0 -- output projection, residual, MLP -- gives the
+# layer's output for the new token; and the whole model's logits for it must equal those of a
+# run without a cache over the prompt plus the token:
+
+# %%
+with torch.no_grad():
+    nxt = pre.logits[:, -1].argmax(-1, keepdim=True)                    # (1, 1) the next token
+    step = kv_model(nxt, cache=cache, use_cache=True, output_hidden_states=True)   # the cached step
+    x_new = layer0.self_attn_layer_norm(step.hidden_states[0])          # (1, 1, d)
+    q = (attn0.q_proj(x_new) * attn0.scaling).view(1, 1, n_heads, d_head).transpose(1, 2)  # (1, heads, 1, d_head), scaled by 1/sqrt(d_head)
+    K = torch.cat([K, attn0.k_proj(x_new).view(1, 1, n_heads, d_head).transpose(1, 2)], dim=2)  # (1, heads, T+1, d_head)
+    V = torch.cat([V, attn0.v_proj(x_new).view(1, 1, n_heads, d_head).transpose(1, 2)], dim=2)
+    a = torch.softmax(q @ K.transpose(-1, -2), dim=-1)                  # (1, heads, 1, T+1) attention weights
+    o = (a @ V).transpose(1, 2).reshape(1, 1, n_heads * d_head)          # (1, 1, d) heads concatenated
+    h = step.hidden_states[0] + attn0.out_proj(o)                        # residual
+    h = h + layer0.fc2(layer0.activation_fn(layer0.fc1(layer0.final_layer_norm(h))))  # MLP, residual
+    uncached = kv_model(torch.cat([kv_ids, nxt], dim=1), use_cache=False)  # the whole sequence again, no cache
+torch.testing.assert_close(K, cache.layers[0].keys)
+torch.testing.assert_close(V, cache.layers[0].values)
+torch.testing.assert_close(h, step.hidden_states[1], atol=1e-4, rtol=1e-4)
+torch.testing.assert_close(step.logits[:, -1], uncached.logits[:, -1], atol=1e-4, rtol=1e-4)
+print(f"after one step the cache holds {cache.layers[0].keys.shape[2]} positions; appended by hand: equal (assert_close)")
+print("layer 0's output for the new token, by hand vs the model: equal to 1e-4")
+print("logits of the cached step vs a forward pass without cache: equal to 1e-4")
+print(f"cache bytes: {decoding.cache_bytes(cache):,} on the cache object, "
+      f"{decoding.kv_cache_bytes(kv_model.config, 1, prompt_len + 1):,} by the formula")
+assert decoding.cache_bytes(cache) == decoding.kv_cache_bytes(kv_model.config, 1, prompt_len + 1)
+del kv_model, pre, step, uncached, cache
+
+# %% [markdown]
+# Now timed: generation with and without the cache, at batch 1 and 4.
 
 # %%
 rows_cache = [decoding.benchmark_generate(model, tokenizer, b, prompt_len, new_tokens, use_cache=c, repeats=repeats)
@@ -231,6 +302,42 @@ else:
 
 # %% [markdown] tags=["solution"]
 # **Solution 2.** The bound is B / W with W the bytes read per token: bf16 reads 6.74e9 x 2 bytes; NF4 with double quantization reads 6.74e9 x b / 8 bytes, with b its bits per weight including the block constants (notebook 21's table) -- a little over 4, so NF4's bound is almost 4x bf16's. Evaluate `3.35e12 / (6.74e9 * 2)` and `3.35e12 / (6.74e9 * b / 8)`. Whether a real run gets there depends on the share of the bound its kernels reach -- the fraction section 6 measures; for a GPU, measure it there (section 7).
+
+# %% [markdown]
+# **Exercise 3 (code).** How much memory does OPT-125M's KV cache take for one sequence of 2048
+# tokens (its full context) in fp16 (2 bytes per value)? `opt125` holds its configuration values
+# (`num_hidden_layers`, `num_attention_heads`, `hidden_size`). Compute `kv_125m` in bytes from the
+# formula of section 2.
+
+# %%
+opt125 = shapes.SHAPES["opt-125m"]            # OPT-125M's configuration (a dict)
+### BEGIN SOLUTION
+d_head_125m = opt125["hidden_size"] // opt125["num_attention_heads"]
+kv_125m = 2 * opt125["num_hidden_layers"] * opt125["num_attention_heads"] * d_head_125m * 2048 * 2
+### END SOLUTION
+print(f"OPT-125M, 2048 tokens, fp16: {kv_125m:,} bytes ({memory.human(kv_125m)}) per sequence")
+
+# %% tags=["check"]
+from transformers import AutoConfig
+
+assert kv_125m == decoding.kv_cache_bytes(AutoConfig.for_model(**opt125), 1, 2048, "float16")
+print("checks passed")
+
+# %% [markdown]
+# ## Key takeaways
+#
+# * The KV cache is each attention layer's keys and values of the positions seen so far. Built by
+#   hand on layer 0 of the model -- the prompt's keys and values once, the new token's appended,
+#   its query attending over the concatenation -- it equals transformers' `DynamicCache`, and the
+#   cached step's logits equal those of a pass over the whole sequence without a cache (to 1e-4).
+# * Its size is a formula, 2 · layers · heads · d_head · positions · batch · bytes: 270,336 bytes
+#   for 33 positions here, and 72.0 MiB for one 2048-token sequence of OPT-125M in fp16
+#   (exercise 3) -- linear in batch and context, while the weights stay the same.
+# * Without the cache each step recomputes the whole prefix: section 2's table measures what that
+#   costs at batch 1 and 4.
+# * At batch 1 every weight is read once per token, so bytes per token set the bound B / W (section
+#   5); batching shares that read (section 3), and only at a size far beyond the caches (section
+#   6) does the measured speed approach the bound.
 
 # %% [markdown]
 # ## Records

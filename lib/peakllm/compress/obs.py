@@ -114,14 +114,22 @@ class ColumnSweep(Hessian):
         super().__init__(layer.weight.shape[1], device=layer.weight.device, cap=cap)
 
     @torch.no_grad()
-    def sweep(self, blocksize: int = 128, percdamp: float = 0.01, quantizer=None, select=None) -> torch.Tensor:
-        """Write the compressed weights into ``layer.weight`` in place; returns the mask of zeros."""
+    def sweep(self, blocksize: int = 128, percdamp: float = 0.01, quantizer=None, select=None,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Write the compressed weights into ``layer.weight`` in place; returns the mask of zeros.
+
+        ``mask`` (rows x columns, True = remove): weights to remove from the start, e.g. another
+        run's mask; ``select`` may add to it."""
         W0 = self.layer.weight
         rows, columns = W0.shape
+        if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != (rows, columns)):
+            raise ValueError(f"mask must be a bool tensor of shape {(rows, columns)}, "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
         W, Hinv = prepare(W0, self.H, percdamp)  # W: (rows, columns) fp32, Hinv: upper, (columns, columns)
         if quantizer is not None:
             quantizer.fit(W)
-        mask = torch.zeros_like(W, dtype=torch.bool)  # True = pruned
+        mask = (torch.zeros_like(W, dtype=torch.bool) if mask is None  # True = pruned
+                else mask.to(W.device).clone())
 
         for i1 in range(0, columns, blocksize):
             i2 = min(i1 + blocksize, columns)
@@ -130,7 +138,7 @@ class ColumnSweep(Hessian):
             Err1 = torch.zeros_like(W1)                       # scaled errors, for the lazy update
             Hinv1 = Hinv[i1:i2, i1:i2]                        # (B, B)
             d = torch.diag(Hinv1)                             # (B,)
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)    # (rows, B)
+            mask1 = mask[:, i1:i2].clone()                    # (rows, B), True = remove
 
             for i in range(i2 - i1):
                 if select is not None:
