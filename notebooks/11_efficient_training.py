@@ -5,14 +5,16 @@
 # plus time. Fine-tune the same model on the same text with six standard recipes and measure what
 # each one removes: full fine-tuning (the baseline), mixed precision, gradient checkpointing,
 # 8-bit AdamW, LoRA and QLoRA (as published, and a variant with adapters on the attention only).
-# Then scale our measured bytes per parameter to a 7B and a 70B model
+# First, each mechanism by hand on one layer or tensor, checked against the library the recipes
+# call: LoRA's side path and its merge, NF4's levels and one weight in 4 bits, 8-bit optimizer
+# state, what a checkpointed block keeps. Then scale our measured bytes per parameter to a 7B and a 70B model
 # to see which GPU each recipe needs, beside the published anchors.
 #
 # **Prerequisites.** Notebook 00 (the memory anatomy of one training step). Notebook 10 is not
 # needed.
 #
-# **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 1 minute (QLoRA's 4-bit matmuls
-# are the slow part on a CPU); peak memory about 1.1 GiB RSS.
+# **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 90 seconds (QLoRA's 4-bit
+# matmuls are the slow part on a CPU); peak memory about 1.1 GiB RSS.
 
 # %% tags=["parameters"]
 model_name: str = "tiny-opt"  # model to fine-tune: tiny-opt (shipped), a local directory, or a Hub id such as facebook/opt-125m
@@ -93,7 +95,200 @@ for m in [m for m in methods if m in training.ADAPTER_RECIPES]:
 del probe
 
 # %% [markdown]
-# ## 3. Fine-tune with each method
+# ## 3. The mechanisms by hand, on one layer
+#
+# Before the six whole-model runs, each mechanism once, on one layer or one tensor of the shipped
+# `tiny-opt` (on the CPU, whatever `device` says), in a few lines with the papers' symbols -- and
+# checked against the code the recipes call: peft for LoRA, bitsandbytes for NF4 and for the 8-bit
+# optimizer state, `memory.SavedActivations` for checkpointing.
+#
+# ### LoRA: a low-rank side path beside a frozen weight
+#
+# LoRA (Hu et al. 2021, section 4.1) freezes a pretrained $W_0 \in \mathbb{R}^{d \times k}$ and
+# learns its update as a product of two thin matrices, $B \in \mathbb{R}^{d \times r}$ and
+# $A \in \mathbb{R}^{r \times k}$ with $r \ll \min(d, k)$, scaled by $\alpha / r$:
+#
+# $$h = W_0 x + \frac{\alpha}{r} B A x .$$
+#
+# $A$ starts random (Gaussian in the paper; peft draws it Kaiming-uniform) and $B$ at zero, so
+# training starts from the pretrained model exactly. Only $A$ and $B$ get gradients and optimizer
+# state: $r (d + k)$ parameters instead of $d k$. After training, $W_0 + \frac{\alpha}{r} B A$ is
+# one matrix again (merging), and inference costs what it did before.
+
+# %%
+from peakllm.workbook import diagrams
+
+diagrams.lora_side_path()
+
+# %%
+import dataclasses
+
+lora_model = training.prepare(dataclasses.replace(base, model_name="tiny-opt", method="lora", device="cpu"))[0]
+layer = lora_model.base_model.model.model.decoder.layers[0].self_attn.q_proj  # one adapted nn.Linear (peft)
+W0 = layer.base_layer.weight.detach().clone()  # (d, k), frozen
+b0 = layer.base_layer.bias.detach().clone()    # (d,)
+A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight  # (r, k), (d, r): trainable
+x = torch.randn(4, W0.shape[1])                # 4 tokens, (4, k)
+print(f"W0 {tuple(W0.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, alpha / r = {lora_alpha} / {lora_r} = {layer.scaling['default']}")
+print(f"trainable here: r (d + k) = {A.numel() + B.numel():,} beside d k = {W0.numel():,} frozen weights")
+assert not B.any() and torch.equal(layer(x), layer.base_layer(x))  # B = 0: the adapted layer is the base layer
+print("at initialization B = 0, so h = W0 x exactly")
+
+# %% [markdown]
+# At zero the side path is invisible; give $B$ some values, as training would, and compute
+# $h$ by hand.
+
+# %%
+with torch.no_grad():
+    B.normal_(std=0.02)  # as if trained a little: B != 0
+h = x @ W0.T + b0 + (lora_alpha / lora_r) * (x @ A.T) @ B.T  # h = W0 x + (alpha / r) B A x, a row per token
+torch.testing.assert_close(h, layer(x))
+print(f"by hand vs peft: max |difference| {(h - layer(x)).abs().max():.1e}; "
+      f"the side path moves h by up to {(h - (x @ W0.T + b0)).abs().max():.3f}")
+merged = lora_model.merge_and_unload().model.decoder.layers[0].self_attn.q_proj  # W0 + (alpha / r) B A, adapters gone
+torch.testing.assert_close(merged(x), h)
+print(f"merge_and_unload -> a plain {type(merged).__name__} {tuple(merged.weight.shape)} with the same output "
+      "(exercise 3 writes its weight by hand)")
+
+# %% [markdown]
+# ### NF4: sixteen levels at the quantiles of a normal distribution
+#
+# QLoRA (Dettmers et al. 2023, section 3) stores the frozen weights in 4-bit NormalFloat: blocks of
+# 64 weights share one absmax, and each weight divided by its block's absmax is rounded to the
+# nearest of 16 levels $q_i$ spread like a standard normal distribution -- trained weights are
+# close to normal, so every level is used about equally often. The paper estimates the levels
+# from the quantile function $Q_X$ of $N(0, 1)$,
+#
+# $$q_i = \frac{1}{2}\left(Q_X\!\left(\frac{i}{2^k+1}\right) + Q_X\!\left(\frac{i+1}{2^k+1}\right)\right),$$
+#
+# normalized into $[-1, 1]$, and makes zero exact by taking $2^{k-1}$ levels for the negative half
+# and $2^{k-1}+1$ for the positive, dropping one of the two zeros. bitsandbytes' table comes from
+# evenly spaced probabilities between $\frac{1}{2}$ and $\delta = 0.9677083$ (the quantile at
+# probability 1 is infinite): 8 levels above zero, 7 below. A block $\mathbf{w}$ is stored as
+# $\text{absmax}(\mathbf{w}) = \max_j |w_j|$ and, per weight, the index
+# $\arg\min_i |w_j / \text{absmax}(\mathbf{w}) - q_i|$ in 4 bits.
+
+# %%
+import bitsandbytes.functional as bnbF
+
+normal = torch.distributions.Normal(0.0, 1.0)
+delta = 0.9677083  # bitsandbytes' outermost probability
+pos = normal.icdf(torch.linspace(0.5, delta, 9)[1:])   # 8 quantiles above 0
+neg = -normal.icdf(torch.linspace(0.5, delta, 8)[1:])  # 7 quantiles below 0
+q = torch.cat([neg.flip(0), torch.zeros(1), pos]) / pos.max()  # 16 levels in [-1, 1], 0 exact
+nf4 = bnbF.get_4bit_type("nf4", device="cpu")  # bitsandbytes' NF4 table
+torch.testing.assert_close(q, nf4, rtol=0, atol=1e-6)
+print("our 16 levels:", " ".join(f"{v:+.4f}" for v in q.tolist()))
+print(f"bitsandbytes' table: equal within {(q - nf4).abs().max():.0e} (float32 quantiles here, float64 there)")
+
+# %%
+from peakllm.compress import levels
+
+W = models.load_model("tiny-opt", device="cpu").model.decoder.layers[0].self_attn.q_proj.weight.detach()  # (d, k)
+blocks = W.reshape(-1, 64)                                  # (blocks, 64)
+absmax = blocks.abs().amax(1, keepdim=True)                 # (blocks, 1): one fp32 constant per block
+idx = (blocks / absmax).unsqueeze(-1).sub(nf4).abs().argmin(-1)  # nearest level: a 4-bit index per weight
+W_nf4 = (nf4[idx] * absmax).reshape(W.shape)                # dequantized
+packed, state = bnbF.quantize_4bit(W, blocksize=64, quant_type="nf4")  # what bitsandbytes' Linear4bit stores
+assert torch.equal(absmax.flatten(), state.absmax)
+assert torch.equal(W_nf4, bnbF.dequantize_4bit(packed, state))
+print(f"by hand = bitsandbytes, bit for bit: {packed.numel():,} bytes of indices (two per byte) + {state.absmax.numel():,} fp32 absmax "
+      f"= {8 * (packed.numel() + 4 * state.absmax.numel()) / W.numel():.2f} bits per weight")
+print(f"error on {W.numel():,} weights: rms {(W_nf4 - W).pow(2).mean().sqrt():.2e}, largest {(W_nf4 - W).abs().max():.4f}")
+ax = levels.plot_levels(blocks / absmax, nf4, title=f"q_proj of block 0: {W.numel():,} weights / their block's absmax")
+
+# %% [markdown]
+# The levels crowd near zero, where most weights are, and thin out in the tails. QLoRA also
+# stores the absmaxes themselves in 8 bits (double quantization: $8/64 + 32/(64 \cdot 256)$ bits
+# of constants per weight instead of $32/64$); the `qlora` recipe does.
+#
+# ### 8-bit optimizer state: a dynamic map, blockwise
+#
+# 8-bit AdamW (Dettmers et al. 2022, *8-bit Optimizers via Block-wise Quantization*) keeps both
+# moments in one byte per value: blocks of 256 values share an fp32 absmax (bitsandbytes' block
+# size on this path), and each value divided by its absmax is rounded to the nearest of 256 levels
+# of a **dynamic** map -- per decade $10^{-6}, \dots, 10^{0}$ ever more levels, so small and large
+# moments both keep two or three significant digits:
+#
+# $$\pm\, 10^{\,i-6} \cdot \frac{b_j + b_{j+1}}{2}, \qquad b = \text{linspace}(0.1, 1, 2^i + 1), \quad i = 0, \dots, 6,$$
+#
+# plus 0 and 1. After AdamW's first step the first moment is $m_1 = (1 - \beta_1)\, g$: we
+# quantize it by hand and read what `bnb.optim.AdamW8bit` (the `adamw8bit` recipe's optimizer)
+# stored.
+
+# %%
+import bitsandbytes as bnb
+
+mags = torch.cat([10.0 ** (i - 6) * ((b[:-1] + b[1:]) / 2) for i in range(7) for b in [torch.linspace(0.1, 1, 2**i + 1)]])
+code = torch.cat([-mags, mags, torch.tensor([0.0, 1.0])]).sort().values  # the 256 levels
+assert torch.equal(code, bnbF.create_dynamic_map(signed=True))
+net = models.load_model("tiny-opt", device="cpu", dtype="float32").train()
+p = net.model.decoder.layers[0].self_attn.q_proj.weight  # one tensor, (d, k)
+batch = train_ids[: 2 * seq_len].view(2, seq_len)
+net(input_ids=batch, labels=batch).loss.backward()
+g = p.grad.clone()
+opt8 = bnb.optim.AdamW8bit([p], lr=lr, betas=(0.9, 0.95), weight_decay=0.0)  # as in the adamw8bit recipe
+opt8.step()
+state = opt8.state[p]
+beta1 = 0.9
+m1 = ((1 - beta1) * g).reshape(-1, 256)                         # (blocks, 256): the first moment
+absmax1 = m1.abs().amax(1, keepdim=True)                        # (blocks, 1)
+idx1 = (m1 / absmax1).unsqueeze(-1).sub(code).abs().argmin(-1)  # nearest level: one byte per value
+q8, q8_state = bnbF.quantize_blockwise(m1.flatten(), code=code, blocksize=256)
+assert torch.equal(q8, state["state1"].flatten())  # the optimizer stores exactly this blockwise quantization
+stored = state["state1"].reshape(idx1.shape).long()
+assert torch.equal(absmax1.flatten(), state["absmax1"]) and state["state1"].dtype == torch.uint8
+mine, theirs = code[idx1] * absmax1, code[stored] * absmax1     # dequantized moments
+assert ((mine - m1).abs() <= (theirs - m1).abs()).all()         # nearest: never farther than bitsandbytes'
+same = (idx1 == stored).float().mean().item()
+print(f"absmax of the {absmax1.numel()} blocks: equal; byte per value: equal for {same:.2%} of {m1.numel():,}")
+print(f"the rest differ by {(idx1 - stored).abs().max().item()} level(s) at most: max |by hand - bitsandbytes| = {(mine - theirs).abs().max():.1e} "
+      f"({((mine - theirs).abs() / absmax1).max():.1%} of the block's absmax)")
+print(f"stored: {state['state1'].numel():,} bytes + {4 * state['absmax1'].numel():,} of absmax = "
+      f"{(state['state1'].numel() + 4 * state['absmax1'].numel()) / m1.numel():.3f} bytes per value, against 4 in fp32")
+
+# %% [markdown]
+# The optimizer's bytes are exactly `quantize_blockwise` of $m_1$ with this map and 256-value
+# blocks, and the absmaxes match ours; why not every byte? bitsandbytes' CPU kernel finds a level
+# with a fast approximate lookup table and then compares only two neighbours, so now and then --
+# mostly among small values, where the levels are densest -- it keeps a level next to the nearest.
+# The rounding by hand is the exact nearest and never farther from $m_1$ (asserted); the printed
+# figures are the whole difference.
+#
+# ### Checkpointing: what one block keeps for backward
+#
+# Autograd saves, for each operation of the forward, the tensors its backward will need; a
+# saved-tensor hook sees every one. Gradient checkpointing (Chen et al. 2016) runs a block without
+# saving them, keeps only the block's input, and runs the block's forward again inside the
+# backward. One decoder block, at this notebook's batch:
+
+# %%
+net = models.load_model("tiny-opt", device="cpu", dtype="float32").train()
+block = net.model.decoder.layers[0]                  # one decoder block
+hidden = torch.randn(batch_size, seq_len, net.config.hidden_size, requires_grad=True)  # its input, (B, T, d)
+weights = {t.untyped_storage().data_ptr() for t in block.parameters()}
+saved = []
+with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+    block(hidden)
+kept = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved
+        if t.untyped_storage().data_ptr() not in weights}  # each storage once, the weights left out
+saved_ckpt = []
+with torch.autograd.graph.saved_tensors_hooks(lambda t: saved_ckpt.append(t) or t, lambda t: t):
+    torch.utils.checkpoint.checkpoint(block, hidden, use_reentrant=False)
+assert [t.data_ptr() for t in saved_ckpt] == [hidden.data_ptr()]  # checkpointed: only the input is kept
+with memory.SavedActivations(net) as plain:
+    block(hidden)
+net.activation_checkpointing_enable({"use_reentrant": False})  # as the checkpointing recipe does
+with memory.SavedActivations(net) as ckpt:
+    block(hidden)
+assert plain.bytes == sum(kept.values()) and ckpt.bytes == hidden.nbytes
+print(f"without checkpointing: {len(saved)} saved tensors, {len(kept)} storages besides the weights, {memory.human(plain.bytes)}")
+print(f"checkpointed: the input only, {memory.human(ckpt.bytes)} ({plain.bytes / ckpt.bytes:.0f}x less); "
+      "memory.SavedActivations counts the same")
+del net, lora_model
+
+# %% [markdown]
+# ## 4. Fine-tune with each method
 #
 # Same batches (same seed), same number of steps. The first step of each run is measured by
 # `memory.training_step_anatomy`: weights, gradients and optimizer state counted from the tensors
@@ -177,7 +372,7 @@ bpp.columns = [f"{c} B/param" for c in bpp.columns]
 bpp
 
 # %% [markdown]
-# ## 4. Scaled up: which GPU does each recipe need?
+# ## 5. Scaled up: which GPU does each recipe need?
 #
 # The model state (weights, gradients, optimizer) grows with the parameter count; we scale our
 # **measured** bytes per weight (4 in fp32; NF4 with its double-quantized constants, as stored)
@@ -199,7 +394,7 @@ for size, shape in training.TARGETS.items():
 pd.DataFrame(est_rows).set_index(["model", "method"])
 
 # %% [markdown]
-# ## 5. Paper vs ours
+# ## 6. Paper vs ours
 #
 # The published anchors (`data/reference/paper_numbers.json`) beside our measurements. LoRA's
 # 10,000x is for GPT-3 175B with r = 4 on W_q and W_v; the same r (d_in + d_out) count on GPT-3's
@@ -225,8 +420,27 @@ pd.DataFrame(cmp_rows).set_index("quantity")
 # %% [markdown]
 # What differs and why: our model is 4 million parameters, so the fixed costs the papers
 # neglect (the fp32 embedding that QLoRA leaves unquantized, 32-bit state of small tensors in
-# 8-bit Adam, the logits) are a larger share here. Scaled to billions of parameters (section 4)
+# 8-bit Adam, the logits) are a larger share here. Scaled to billions of parameters (section 5)
 # they fade and the published ratios come back.
+
+# %% [markdown]
+# ## Key takeaways
+#
+# * LoRA is a side path, $h = W_0 x + \frac{\alpha}{r} B A x$: by hand it equals peft's layer, and
+#   at r = 8 a 256 x 256 projection trains 4,096 parameters beside 65,536 frozen ones. On the four
+#   attention projections of every block that is 65,536 trainable of 4,274,176: gradients fall
+#   from 16.3 MiB to 256.0 KiB and optimizer state from 32.6 MiB to 512.1 KiB, while the frozen
+#   weights and the activations stay.
+# * NF4 is a table of 16 normal quantiles and one absmax per 64 weights: built by hand, it equals
+#   bitsandbytes' table, and one weight quantized by hand equals bitsandbytes' bit for bit at 4.50
+#   bits per weight.
+# * 8-bit AdamW keeps 1.016 bytes per moment value instead of 4: the optimizer state drops from
+#   32.6 MiB to 8.4 MiB (0.742 of it removed), and the loss curve does not move.
+# * A checkpointed block keeps only its input: 2.0 MiB instead of the 24.1 MiB autograd saves
+#   for one block at this batch; for the whole model, activations fall from 132.3 MiB to 44.1 MiB,
+#   at the cost of a second forward pass.
+# * Together in QLoRA, every part shrinks: 3.94x less exact training memory than full fp32
+#   fine-tuning at the same batch.
 
 # %% [markdown]
 # ## Exercises
@@ -244,6 +458,22 @@ pd.DataFrame(cmp_rows).set_index("quantity")
 
 # %% [markdown] tags=["solution"]
 # **Solution 2.** Only the activations follow the batch: divide the activations column by the batch size and you get about the same bytes per sequence at every batch. Set full fine-tuning's activations against its model state (weights, gradients and AdamW's two moments: 16 bytes per parameter) to find where they cross. Gradient checkpointing (and QLoRA, which uses it) keeps the activations smallest, and what remains is mostly the logits: the LM head's output over the whole vocabulary for every token.
+
+# %% [markdown]
+# **Exercise 3 (code).** Merging, by hand: write the merged weight
+# $W = W_0 + \frac{\alpha}{r} B A$ of section 3's adapted layer as `W_merged`, from `W0`, `A`, `B`,
+# `lora_alpha` and `lora_r`. The check compares it with the weight peft's `merge_and_unload`
+# wrote.
+
+# %%
+### BEGIN SOLUTION
+W_merged = W0 + (lora_alpha / lora_r) * B.detach() @ A.detach()  # (d, r) @ (r, k) -> (d, k)
+### END SOLUTION
+
+# %% tags=["check"]
+torch.testing.assert_close(W_merged, merged.weight)
+torch.testing.assert_close(x @ W_merged.T + b0, h)  # one matrix, the same output as the side path
+print(f"W_merged = merge_and_unload's weight; it moved W0 by up to {(W_merged - W0).abs().max():.4f}")
 
 # %% [markdown]
 # ## Records

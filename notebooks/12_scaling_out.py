@@ -3,7 +3,8 @@
 #
 # **Goal.** Train the same model on several processes with `torch.distributed` and see what each
 # strategy replicates, what it shards, and what it sends over the wire: data parallel (DDP) and
-# fully sharded data parallel (FSDP, which is ZeRO stage 3). Check that two ranks follow the
+# fully sharded data parallel (FSDP, which is ZeRO stage 3). Shard one weight by hand and
+# check it against what each FSDP rank held. Check that two ranks follow the
 # single-process loss curve, and get the launch line for a multi-GPU or multi-node run.
 #
 # **Prerequisites.** Notebook 11 (the four parts of training memory).
@@ -73,17 +74,68 @@ show_source(distributed.wrap)
 # then to the root, so one block's weights at a time are gathered. A communication hook (DDP) and
 # custom all-gather / reduce-scatter objects (FSDP's public API) count the bytes each rank hands
 # to the collectives.
+
+# %% [markdown]
+# ## 3. One weight sharded by hand
 #
-# ## 3. One process, then N ranks
+# ZeRO stage 3 (Rajbhandari et al. 2020) -- FSDP's full sharding -- splits every parameter, its
+# gradient and its optimizer state across the N ranks. For $\Psi$ parameters trained in fp32 with
+# AdamW (4 bytes of weights, 4 of gradients, 8 of moments), each rank holds
+#
+# $$\text{DDP: } (4 + 4 + 8)\,\Psi = 16\,\Psi, \qquad \text{ZeRO-3 / FSDP: } \frac{16\,\Psi}{N};$$
+#
+# the paper counts mixed precision, $(2 + 2 + K)\,\Psi / N$ with $K = 12$ bytes for the fp32
+# master weights and Adam's two moments. FSDP2's `fully_shard` cuts each parameter along its first
+# dimension: the $d_0$ rows are padded to $N \lceil d_0 / N \rceil$, cut into N equal chunks, and
+# rank $r$ keeps chunk $r$. Before a block's forward (and again in its backward) the ranks
+# all-gather the chunks into the whole weight and drop the padding. By hand, on the weight the
+# FSDP run below records (the first linear layer of the first block), for `nproc` ranks:
+
+# %%
+import torch
+
+from peakllm import models
+
+dense = models.load_model(model_name, device="cpu")
+shard_name = distributed.first_block_weight(dense)      # the weight the FSDP run saves rank by rank
+W = dense.get_parameter(shard_name).detach()            # (d0, k)
+N = nproc
+rows = -(-W.shape[0] // N)                              # ceil(d0 / N) rows per rank
+padded = torch.cat([W, W.new_zeros(N * rows - W.shape[0], *W.shape[1:])])  # (N rows, k)
+shards = padded.chunk(N)                                # rank r keeps shards[r]
+gathered = torch.cat(shards)[: W.shape[0]]              # the all-gather, padding dropped
+assert torch.equal(gathered, W)
+print(f"{shard_name} {tuple(W.shape)}: {N} shards of {tuple(shards[0].shape)}, "
+      f"{N * rows - W.shape[0]} padding rows; all-gathered back: equal to W")
+print(f"this model: {sum(t.numel() for t in dense.parameters()):,} parameters -> 16 bytes each in one process, "
+      f"16 / {N} per rank with FSDP; first dimensions of its parameters: {sorted({t.shape[0] for t in dense.parameters()})}")
+del dense
+
+# %% [markdown]
+# ## 4. One process, then N ranks
+#
+# The FSDP run also saves what each rank holds of that weight (`shard_file`), before its first
+# step changes it.
 
 # %%
 results = {"single": distributed.launch("single", 1, out=work / "single.json", **args)}
 for s in strategies:
-    results[s] = distributed.launch(s, nproc, out=work / f"{s}.json", **args)
+    record = {"shard_file": str(work / "fsdp_shard.safetensors")} if s == "fsdp" else {}
+    results[s] = distributed.launch(s, nproc, out=work / f"{s}.json", **args, **record)
 for name, r in results.items():
     print(f"{name:<6}: {r['world_size']} rank(s), backend {r['backend']}, {r['device']}, "
           f"{r['seconds']:.1f} s for {steps} steps ({r['tokens_per_s']:.0f} tok/s), "
           f"peak RSS per rank {', '.join(memory.human(b) for b in r['peak_rss_per_rank'])}")
+
+# %%
+from safetensors.torch import load_file
+
+if "fsdp" in results:
+    held = load_file(results["fsdp"]["shard"]["file"])  # {"rank0": ..., "rank1": ...}: each rank's local shard
+    for r in range(N):
+        valid = min(rows, max(0, W.shape[0] - r * rows))  # its real rows; FSDP keeps the padding out of sight
+        assert torch.equal(held[f"rank{r}"], shards[r][:valid])
+        print(f"FSDP rank {r} held {tuple(held[f'rank{r}'].shape)} of {results['fsdp']['shard']['param']}: equal to shard {r} by hand")
 
 # %%
 ref = results["single"]["losses"]
@@ -106,11 +158,11 @@ pd.DataFrame(gap_rows)
 # The curves lie on top of each other: the gaps are float rounding (the gradient is summed in a
 # different order), far below the tolerance.
 #
-# ## 4. What each rank holds
+# ## 5. What each rank holds
 #
 # Bytes of model state on each rank after the first step (fp32 weights, gradients and AdamW's two
-# moments: 16 bytes per parameter in one process). The ZeRO paper's formula for stage 3 is
-# 16 Ψ / N per rank for Ψ parameters on N ranks.
+# moments: 16 bytes per parameter in one process), beside section 3's formula, 16 Ψ / N per
+# rank for Ψ parameters on N ranks.
 
 # %%
 n_params = results["single"]["params"]
@@ -128,16 +180,19 @@ display(pd.DataFrame(state_rows).set_index(["strategy", "rank"]))
 zero
 
 # %% [markdown]
-# FSDP's shards are a little more than 1/N because each parameter is padded to a multiple of N.
+# FSDP's shards here are exactly 1/N: the first dimension of every parameter of this model is
+# even. Where it is not, the chunks differ by a few rows (section 3); FSDP allocates each local
+# shard padded to ceil(d0 / N) rows, so that the all-gather moves equal pieces, and the table
+# counts the real rows.
 #
-# ## 5. What goes over the wire
+# ## 6. What goes over the wire
 #
 # Bytes each rank hands to collectives per step, and what a ring algorithm sends from each rank:
 # an all-reduce sends 2 (N-1)/N of its payload, an all-gather or reduce-scatter (N-1)/N of the
 # full tensor. DDP all-reduces the gradients once; FSDP gathers each block's weights for the
-# forward and again for the backward and reduce-scatters the gradients: up to 1.5x DDP's traffic
-# for 1/N of the memory (less here: the root's weights, the embedding, stay gathered from the
-# forward to the backward).
+# forward and again for the backward and reduce-scatters the gradients: up to half as much again
+# as DDP's traffic (3 (N-1)/N against 2 (N-1)/N of the weight bytes) for 1/N of the memory (less
+# here: the root's weights, the embedding, stay gathered from the forward to the backward).
 
 # %%
 comm_rows = []
@@ -150,7 +205,7 @@ for name in strategies:
 pd.DataFrame(comm_rows).set_index("strategy")
 
 # %% [markdown]
-# ## 6. The same run on GPUs or across nodes
+# ## 7. The same run on GPUs or across nodes
 #
 # The notebook launched `torchrun` on this machine. The same module runs on a GPU server
 # (NCCL, one rank per GPU) or on several nodes with a rendezvous endpoint:
@@ -164,21 +219,54 @@ print("2 nodes x 8:   ", shlex.join(distributed.launch_command("fsdp", 8, nnodes
                                                              **args, out="fsdp.json")))
 
 # %% [markdown]
+# ## Key takeaways
+#
+# * FSDP's sharding is a split of rows: padded to a multiple of N, cut into N equal chunks, one per
+#   rank. By hand, the first block's `k_proj` (256 x 256) gives two shards of 128 rows, equal to
+#   what the two FSDP ranks held; concatenated, they give the weight back (the all-gather).
+# * Model state per rank: 65.2 MiB in one process and on every DDP replica, 32.6 MiB on each FSDP
+#   rank -- 16 Ψ / N with N = 2, 8.0 bytes per parameter.
+# * Both strategies follow the single-process loss curve to within 1e-4: the same gradient,
+#   summed in another order.
+# * Sharding moves bytes over the wire instead: per step and rank, the ring sends 16.3 MiB under
+#   DDP and 22.3 MiB under FSDP (1.37x the weight bytes). Memory per rank falls as 1/N; traffic
+#   does not.
+
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 1.** Set `nproc` to 1 and then 4 (keep `batch_size` 8). How do FSDP's per-rank bytes follow 16 Psi / N, and what happens to the bytes each rank sends?
+# **Exercise 1.** Four ranks do not fit Binder's 2 GB (each rank is a process with its own copy of torch and the model). Predict instead, from section 5's table and 16 Psi / N, FSDP's bytes per rank at N = 4 and N = 8, and what a ring sends from each rank. Which of this model's parameters would be split unevenly at N = 4? (With 4 cores and 4 GB of memory, check with `nproc` 4.)
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** Per rank: 65.2 MiB (N = 1), 32.6 MiB (N = 2), about 16.3 MiB (N = 4, plus padding to multiples of 4). Each rank still hands the full weight and gradient sizes to the collectives, but a ring sends (N - 1)/N of them: 0.5 at N = 2, 0.75 at N = 4, approaching the full size. Memory per rank falls as 1/N; traffic per rank does not. (On 2 cores, 4 ranks share the CPU: slower, same numbers.)
+# **Solution 1.** The table shows 65.2 MiB in one process and 32.6 MiB per rank at N = 2: half, as 16 Psi / N says. At N = 4 a quarter of 65.2 MiB, at N = 8 an eighth. The split is uneven only where a parameter's first dimension is not a multiple of N: here the position embedding, whose 258 rows (the context plus OPT's offset of 2) give chunks of 65, 65, 65 and 63 rows at N = 4, so the last rank holds a little less. Each rank still hands the full weight and gradient sizes to the collectives (section 6), and a ring sends (N - 1)/N of them: half at N = 2, three quarters at N = 4, seven eighths at N = 8, approaching the full size. Memory per rank falls as 1/N; traffic per rank does not.
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 2.** ZeRO-1 shards only the optimizer state. Using section 4's table, compute its bytes per parameter per rank for N = 2 and N = 64, and compare with DDP and FSDP.
+# **Exercise 2.** ZeRO-1 shards only the optimizer state. Using section 5's table, compute its bytes per parameter per rank for N = 2 and N = 64, and compare with DDP and FSDP.
 
 # %% [markdown] tags=["solution"]
 # **Solution 2.** ZeRO-1: weights 4 + gradients 4 + AdamW 8 / N bytes per parameter: 12 B at N = 2, just over 8 B at N = 64. DDP: 16 B for any N. ZeRO-2 (also shard the gradients): 4 + 12 / N: 10 B, and just over 4 B. FSDP / ZeRO-3: 16 / N: 8 B, and a quarter of a byte. Only full sharding lets the model state shrink without bound as ranks are added.
+
+# %% [markdown]
+# **Exercise 3 (code).** Shard `W` (section 3's weight) for N = 3 ranks, as FSDP does, and keep
+# rank 2's chunk, padding rows included, as `shard_r`. The check compares its rows with
+# `torch.chunk`, the split FSDP uses.
+
+# %%
+N_ex, r_ex = 3, 2  # three ranks, the last one
+### BEGIN SOLUTION
+rows_ex = -(-W.shape[0] // N_ex)  # ceil(d0 / N)
+padded_ex = torch.cat([W, W.new_zeros(N_ex * rows_ex - W.shape[0], *W.shape[1:])])
+shard_r = padded_ex.chunk(N_ex)[r_ex]
+### END SOLUTION
+
+# %% tags=["check"]
+real = W.chunk(N_ex)[r_ex]  # the rows FSDP gives rank r_ex
+assert shard_r.shape == (-(-W.shape[0] // N_ex), *W.shape[1:])
+assert torch.equal(shard_r[: len(real)], real) and not shard_r[len(real):].any()
+print(f"rank {r_ex} of {N_ex}: {len(real)} rows of W and {len(shard_r) - len(real)} of padding")
 
 # %% [markdown]
 # ## Records

@@ -7,7 +7,8 @@
 # through `transformers`' `BitsAndBytesConfig`) and one-shot post-training quantization on a
 # per-row grid, **RTN** and **GPTQ**, at 4, 3 and 2 bits, GPTQ over several calibration seeds. For
 # each: perplexity, bytes of weights, bits per parameter and forward latency, with the GPTQ
-# paper's rows beside ours.
+# paper's rows beside ours. First, LLM.int8() by hand on one layer -- vector-wise absmax
+# quantization with its outlier decomposition -- checked against bitsandbytes' `Linear8bitLt`.
 #
 # **Prerequisites.** Notebook 10 (the OBS column sweep GPTQ shares with SparseGPT).
 #
@@ -75,13 +76,106 @@ rows = [measure.model_row(model, "dense", 32, scored, x, ctx) | {"seed": None}]
 pd.DataFrame(rows)
 
 # %% [markdown]
-# ## 2. bitsandbytes: quantized as the model loads
+# ## 2. LLM.int8() by hand, on one layer
+#
+# LLM.int8() (Dettmers et al. 2022, section 3) multiplies $X W^\top$ in int8 with one scale per
+# row of each matrix (vector-wise quantization): row $i$ of the input $X$ (one token) is stored as
+#
+# $$X_{i8,\,i} = \operatorname{round}\!\left(\frac{127}{s_{X,i}}\, X_i\right), \qquad s_{X,i} = \max_j |X_{ij}|,$$
+#
+# each output row of $W$ likewise with $s_{W}$, and the exact int32 product is scaled back by both:
+# $X W^\top \approx \frac{1}{127^2}\, (s_X s_W^\top) \odot (X_{i8} W_{i8}^\top)$. A few input
+# features of trained transformers carry outliers far larger than the rest, and one such value
+# stretches its row's scale and leaves the row's other values only a few of the 255 steps. The
+# mixed-precision decomposition takes the outlier columns $O = \{ j : \max_i |X_{ij}| \ge 6 \}$
+# out and multiplies them in 16-bit:
+#
+# $$X W^\top \approx \sum_{j \in O} X_{:,j}\, W_{:,j}^\top \;+\; \frac{1}{127^2}\, (s_X s_W^\top) \odot \sum_{j \notin O} X_{i8,:,j}\, W_{i8,:,j}^\top .$$
+#
+# Below, on the input of the first block's `fc2` in the shipped `tiny-opt` (the MLP's second
+# matrix, reading the ReLU's output) for one window of held-out text, on the CPU, against the
+# `Linear8bitLt` layer bitsandbytes puts in its place.
+
+# %%
+import bitsandbytes as bnb
+import torch
+
+from peakllm.compress import levels
+
+tok8 = models.load_tokenizer("tiny-opt")
+ids8 = evaldata.eval_ids("shakespeare", tok8)[:, :256]            # one window of held-out text
+dense8 = models.load_model("tiny-opt", device="cpu")
+int8 = models.load_model("tiny-opt", device="cpu", quantization="int8")  # every block linear -> Linear8bitLt
+name8 = "model.decoder.layers.0.fc2"                               # d_in 1024 (after the ReLU) -> d_out 256
+layer8 = int8.get_submodule(name8)
+inputs = {}
+hook = dense8.get_submodule(name8).register_forward_hook(lambda mod, args, out: inputs.update(X=args[0].detach()))
+with torch.no_grad():
+    dense8(ids8)
+hook.remove()
+X = inputs["X"].reshape(-1, inputs["X"].shape[-1])                # (T, d_in): what fc2 reads
+W, bias = dense8.get_submodule(name8).weight.detach(), dense8.get_submodule(name8).bias.detach()  # (d_out, d_in), (d_out,)
+threshold = layer8.state.threshold
+print(f"{name8}: {type(layer8).__name__}, X {tuple(X.shape)}, W {tuple(W.shape)}, outlier threshold {threshold}")
+
+# %%
+X16, W16 = X.half(), W.half()                    # bitsandbytes quantizes from fp16
+s_W = W16.abs().amax(1).float()                   # (d_out,) absmax of each row of W
+W_i8 = torch.round(W16 * (127 / s_W[:, None])).to(torch.int8)
+assert torch.equal(W_i8, layer8.weight.data) and torch.equal(s_W, layer8.weight.SCB)  # the layer's stored weight
+outlier = X16.abs() >= threshold                  # (T, d_in)
+O = outlier.any(0).nonzero().flatten()            # the outlier columns (input features)
+X_rest = X16.masked_fill(outlier, 0)              # bitsandbytes zeroes the outlier entries before the absmax
+s_X = X_rest.abs().amax(1).float()                # (T,) absmax of each row of X
+X_i8 = torch.round(X_rest * (127 / s_X[:, None])).to(torch.int8)
+X_i8[:, O] = 0                                    # whole outlier columns leave the int8 product
+C = X_i8.float() @ W_i8.float().T                 # int8 x int8: exact integers (int32 in the kernels)
+Y_int8 = C * (s_X[:, None] * s_W[None, :]) / 127**2
+Y_16 = X[:, O] @ (W_i8[:, O].float() * s_W[:, None] / 127).T  # the outlier columns in 16-bit (fp32 here)
+Y = Y_int8 + bias + Y_16
+with torch.no_grad():
+    Y_bnb = layer8(X)                             # bitsandbytes on the same input
+print(f"{len(O)} outlier columns of {X.shape[1]} ({outlier.sum().item()} entries >= {threshold}, "
+      f"in {outlier.any(1).sum().item()} of {X.shape[0]} tokens; the largest |x| is {X.abs().max():.2f})")
+print("outlier columns:", O.tolist())
+print(f"max |Y by hand - Linear8bitLt| = {(Y - Y_bnb).abs().max():.1e} (the output reaches {Y_bnb.abs().max():.1f})")
+ax = levels.plot_outlier_columns(X, threshold, title=f"{name8}: largest |x| of each input column, {X.shape[0]} tokens")
+
+# %% [markdown]
+# Close, not equal: bitsandbytes' CPU path rescales the int32 product with its own constant
+# (its default torch kernel, which `Linear8bitLt` calls on a CPU), slightly off $1/127^2$. Read it
+# from the kernel, use it, and the difference falls to float rounding:
+
+# %%
+ones = torch.ones(1)
+cpu_scale = torch.ops.bitsandbytes.int8_mm_dequant(torch.ones(1, 1, dtype=torch.int32), ones, ones, dtype=torch.float32).item()
+print(f"bitsandbytes' CPU rescale of an int32 1 with unit scales: {cpu_scale:.7g}; 1/127^2 = {1 / 127**2:.8g}")
+print(f"relative difference {cpu_scale * 127**2 - 1:.1e} (its CUDA kernel uses 6.200012e-05, which is 1/127^2)")
+Y_cpu = C * (s_X[:, None] * s_W[None, :]) * cpu_scale + bias + Y_16
+torch.testing.assert_close(Y_cpu, Y_bnb, rtol=0, atol=1e-5)
+print(f"with the CPU constant: max |Y by hand - Linear8bitLt| = {(Y_cpu - Y_bnb).abs().max():.1e}")
+s_all = X16.abs().amax(1).float()                 # no decomposition: every column in int8
+Y_naive = (torch.round(X16 * (127 / s_all[:, None])).float() @ W_i8.float().T) * (s_all[:, None] * s_W[None, :]) / 127**2 + bias
+Y_fp32 = X @ W.T + bias
+rms = {k: (v - Y_fp32).pow(2).mean().sqrt().item() for k, v in {"decomposed": Y, "all int8": Y_naive}.items()}
+print(f"rms error against fp32: {rms['decomposed']:.4f} with the decomposition, {rms['all int8']:.4f} with every column in int8")
+del dense8, int8
+
+# %% [markdown]
+# The outliers of our 4-million-parameter model are mild (the largest |x| is under twice the
+# threshold), so the decomposition buys little here. The LLM.int8() paper finds such features
+# growing with scale until, in models of several billion parameters, they sit in every layer and
+# plain int8 loses the model's quality -- the case the decomposition was made for. Section 3
+# runs every linear layer of the blocks this way.
+
+# %% [markdown]
+# ## 3. bitsandbytes: quantized as the model loads
 #
 # `models.load_model(..., quantization=...)` hands transformers a `BitsAndBytesConfig`; every
 # `nn.Linear` inside the blocks becomes a bitsandbytes layer:
 #
 # * **int8** -- LLM.int8() (Dettmers et al. 2022): int8 weights with a scale per row; at run time,
-#   input columns with outliers (|x| > 6) are multiplied in 16-bit, the rest in int8;
+#   input columns with outliers (|x| >= 6) are multiplied in 16-bit, the rest in int8 (section 2);
 # * **nf4 / fp4** -- 4-bit NormalFloat (levels at the quantiles of a normal distribution: QLoRA,
 #   Dettmers et al. 2023) or 4-bit float, one absmax per block of 64 weights;
 # * **-dq** -- double quantization: the block absmaxes themselves stored in 8 bits (one fp32
@@ -100,7 +194,7 @@ for q in tqdm(bnb_methods, desc="bitsandbytes"):
 pd.DataFrame(rows)
 
 # %% [markdown]
-# ## 3. RTN and GPTQ on a per-row grid
+# ## 4. RTN and GPTQ on a per-row grid
 #
 # Both round each row of W to 2^b levels between its min and max. RTN rounds every weight to the
 # nearest level; GPTQ rounds columns left to right and moves each rounding error onto the columns
@@ -176,7 +270,7 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 
 # %% [markdown]
-# ## 4. Paper vs ours
+# ## 5. Paper vs ours
 #
 # The GPTQ paper's rows (Tables 2-3; fp16 baseline) beside ours (means over the calibration
 # seeds): those of `model_name` where the paper reports it, else its smallest OPT as a stand-in.
@@ -210,11 +304,27 @@ compare.with_ours(paper, {f"ours {model_name} {d}": {k: r[f"ppl {d}"] for k, r i
 #   data, has none), not against the spread over evaluation texts, which this notebook does not
 #   measure (our fixed windows are a sample of the test split). The comparison becomes clear-cut
 #   where the grid gets coarse.
-# * **bitsandbytes on a CPU** dequantizes in software: the forward times in section 2 measure
+# * **bitsandbytes on a CPU** dequantizes in software: the forward times in section 3 measure
 #   those CPU kernels, not the GPU kernels the formats were built for. Notebook 22 measures
 #   decoding speed per format, and shows the GPU runs on record.
 # * **NF4 vs FP4**: NF4's levels follow the normal distribution of trained weights; compare their
-#   rows in section 2.
+#   rows in section 3.
+
+# %% [markdown]
+# ## Key takeaways
+#
+# * LLM.int8() is two int8 matrices with a scale per row plus a few input columns in 16-bit: on
+#   block 0's `fc2`, 46 of 1024 columns cross the threshold of 6.0, and the few lines of section 2
+#   reproduce bitsandbytes' `Linear8bitLt` to 1.9e-06 -- once its CPU rescaling constant
+#   (6.200124e-05, not 1/127²) is used.
+# * Loaded through bitsandbytes, int8 keeps perplexity at dense level (101.77 against 101.78) at
+#   8.094 bits per linear weight; NF4 with double quantization needs 4.194 bits for 101.81, and FP4
+#   at the same size loses more (102.22).
+# * RTN and GPTQ store 4.094, 3.094 and 2.094 bits per weight with their row scales. At 4 bits
+#   both stay at dense level; at 2 bits GPTQ keeps 102.42 ± 0.38 where RTN falls to 106.88: the
+#   OBS updates matter most where the grid is coarsest.
+# * Our model barely suffers from RTN at 3 bits (102.47), where OPT-125M collapses in the GPTQ
+#   paper: its rows hold fewer large weights that stretch a min-max grid.
 
 # %% [markdown]
 # ## Exercises
@@ -232,6 +342,26 @@ compare.with_ours(paper, {f"ours {model_name} {d}": {k: r[f"ppl {d}"] for k, r i
 
 # %% [markdown] tags=["solution"]
 # **Solution 2.** Bytes = 6.74e9 weights x bits / 8, with each format's bits per parameter from the table (row scales and block constants included): e.g. `6.74e9 * 16 / 8 / 1e9` GB for bf16. fp32 does not fit a 24 GB GPU; bf16 fits with little room left for the KV cache and activations; int8 and the 4-bit formats leave most of the card free.
+
+# %% [markdown]
+# **Exercise 3 (code).** Vector-wise quantization of one row, without the outlier decomposition:
+# for `row`, the first token's input to `fc2` in fp16, compute its absmax `s_row` (a float32
+# scalar) and `row_i8`, the row in int8 as section 2 quantizes it. The check compares both with
+# bitsandbytes' `int8_vectorwise_quant`.
+
+# %%
+row = X16[0]  # (d_in,) fp16
+### BEGIN SOLUTION
+s_row = row.abs().max().float()
+row_i8 = torch.round(row.float() * (127 / s_row)).to(torch.int8)
+### END SOLUTION
+
+# %% tags=["check"]
+CA, SCA, _ = bnb.functional.int8_vectorwise_quant(row[None].clone())  # threshold 0: no outlier columns
+assert row_i8.dtype == torch.int8 and torch.equal(s_row.reshape(1), SCA)
+assert (row_i8.int() - CA[0].int()).abs().max() <= 1  # equal up to rounding order
+err = (row_i8.float() * s_row / 127 - row.float()).abs().max()
+print(f"absmax {s_row:.3f}: one int8 step is {s_row / 127:.4f}, the largest rounding error {err:.4f} (at most half a step)")
 
 # %% [markdown]
 # ## Records

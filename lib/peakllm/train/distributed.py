@@ -20,6 +20,8 @@ Run it with torchrun (gloo on CPU, NCCL on GPUs); rank 0 writes the results as J
 ``launch`` does that from Python (a notebook), ``launch_command`` prints the line for a
 multi-GPU or multi-node run. Every rank draws the same global batch from the same seed and
 trains on its slice, so N ranks follow the single-process loss curve up to float rounding.
+With ``shard_file``, an FSDP run also saves what each rank holds of one weight
+(``record_shard``): notebook 12 rebuilds those shards by hand.
 """
 from __future__ import annotations
 
@@ -117,6 +119,34 @@ def wrap(model, strategy: str, device: torch.device, counter: CommCounter):
     return model
 
 
+def first_block_weight(model) -> str:
+    """Name of the weight ``record_shard`` saves: the first linear layer's of the first block."""
+    from ..compress.sequential import find_stacks, linear_layers
+
+    stack_name, stack = find_stacks(model)[0]
+    layer_name = next(n for n, m in linear_layers(stack[0]).items() if isinstance(m, torch.nn.Linear))
+    return f"{stack_name}.0.{layer_name}.weight"
+
+
+def record_shard(model, path: str | Path) -> dict:
+    """Save each rank's local shard of ``first_block_weight`` to ``path`` (safetensors, keys
+    ``rank0``, ``rank1``, ...; rank 0 writes it). FSDP2 keeps every parameter as a DTensor sharded
+    on dim 0: rank r holds ``torch.chunk(W, N, dim=0)[r]``, in storage padded to ceil(rows / N)
+    rows so that the all-gather moves equal pieces (the local tensor shows the real rows only).
+    Call on every rank, after ``wrap`` and before any step changes the weights."""
+    import torch.distributed as dist
+    from safetensors.torch import save_file
+
+    name = first_block_weight(model)
+    param = model.get_parameter(name)
+    shards = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, local(param).detach().cpu().contiguous())
+    if dist.get_rank() == 0:
+        save_file({f"rank{r}": t for r, t in enumerate(shards)}, str(path), metadata={"param": name})
+    return {"param": name, "shape": list(param.shape), "file": str(path),
+            "local_shapes": [list(t.shape) for t in shards]}
+
+
 def ring_traffic(comm: dict, world: int) -> float:
     """Bytes each rank sends per step with ring algorithms: all-reduce 2 (N-1)/N of its
     payload, all-gather and reduce-scatter (N-1)/N of the full tensor."""
@@ -167,8 +197,10 @@ def ranks_device(device: str, nproc: int, gpus: int) -> tuple[str, str]:
 
 
 def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_size: int = 8,
-          seq_len: int = 128, lr: float = 1e-4, seed: int = 0, device: str = "auto") -> dict:
-    """One rank's run (call under torchrun); ``batch_size`` is the global batch."""
+          seq_len: int = 128, lr: float = 1e-4, seed: int = 0, device: str = "auto",
+          shard_file: str = "") -> dict:
+    """One rank's run (call under torchrun); ``batch_size`` is the global batch. With
+    ``shard_file`` and FSDP on several ranks, ``record_shard`` saves one weight's shards there."""
     import torch.distributed as dist
 
     from .. import models
@@ -191,6 +223,7 @@ def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_si
     counter = CommCounter()
     n_params = sum(p.numel() for p in model.parameters())
     model = wrap(model, strategy if world > 1 else "single", device, counter)
+    shard = record_shard(model, shard_file) if shard_file and strategy == "fsdp" and world > 1 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     batches = window_batches(ids, batch_size, seq_len, seed)  # the same global batches on every rank
     share = batch_size // world
@@ -217,7 +250,7 @@ def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_si
               "device": device.type, "losses": losses, "state_bytes_per_rank": per_rank,
               "comm_bytes_per_step": comm, "peak_rss_per_rank": rss, "ring_bytes_per_step": ring_traffic(comm, world),
               "seconds": seconds, "tokens_per_s": steps * batch_size * seq_len / seconds,
-              "params": n_params}
+              "params": n_params, "shard": shard}
     # Tear down in order: every rank done, FSDP's state freed while its process group lives,
     # then the group (gloo can abort at exit when sharded tensors outlive their group)
     dist.barrier()
@@ -285,8 +318,9 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="cuda: NCCL, one rank per GPU; cpu: gloo")
     p.add_argument("--out", default="distributed.json", help="rank 0 writes its results here")
+    p.add_argument("--shard-file", default="", help="fsdp: save each rank's shard of one weight here (safetensors)")
     a = p.parse_args(argv)
-    result = train(a.strategy, a.model_name, a.steps, a.batch_size, a.seq_len, a.lr, a.seed, a.device)
+    result = train(a.strategy, a.model_name, a.steps, a.batch_size, a.seq_len, a.lr, a.seed, a.device, a.shard_file)
     if int(os.environ.get("RANK", 0)) == 0:
         from ..core.paths import atomic_write_text
 

@@ -1,0 +1,241 @@
+"""Our SparseGPT and GPTQ beside the production library, llm-compressor (``make crosscheck``).
+
+llm-compressor (``SparseGPTModifier``, ``GPTQModifier``; the path to vLLM) pins a transformers
+older than the workbook's, so it runs in a second environment, ``.venv-crosscheck``
+(``requirements/crosscheck.txt``): ``tools/crosscheck_llmcompressor.py`` compresses ``tiny-opt``
+there on *our* calibration windows and saves the compressed weights; ``tools/crosscheck.py``
+runs ours here on the same windows and measures both with the same code. This module holds
+what both sides and the notebooks share:
+
+* the protocol (``PROTOCOL``, ``METHODS``): notebook 10's calibration windows (128 random windows
+  of the model's context from the shipped train split, one set per calibration seed) and its
+  evaluation windows (the first 64 of the test split);
+* the measures: mask agreement (share of weights both call zero, or both keep), grid agreement
+  (GPTQ: share of weights on the same level of the row's 4-bit grid), per-layer relative
+  output error ||(W - Ŵ) X|| / ||W X|| on the dense model's calibration inputs X (SparseGPT
+  section 3's objective, through ``obs.layer_error``) and relative weight change
+  ||W - Ŵ||_F / ||W||_F;
+* the gap rule (``gap_check``): the two libraries agree when, on the same windows, their
+  perplexities differ by no more than two standard deviations of ours over the seeds;
+* reading ``runs/crosscheck/results.json`` into the "production library" rows of notebooks
+  10 and 21 (``production_rows``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from ..core.paths import REPO
+
+RESULTS = REPO / "runs" / "crosscheck" / "results.json"
+HOW = ("make crosscheck  (about 10 minutes on 2 CPU cores: installs llm-compressor into .venv-crosscheck, "
+       "then compresses tiny-opt with both libraries; see README)")
+PROTOCOL = dict(model="tiny-opt", calib_dataset="shakespeare", calib_samples=128, eval_dataset="shakespeare",
+                eval_windows=64, seeds=[0, 1, 2], blocksize=128, percdamp=0.01)
+# name -> how each library is asked for it; ``family`` is the notebook that shows the rows
+METHODS = {
+    "sparsegpt 50%": dict(family="sparsegpt", setting="50% unstructured", sparsity=0.5, pattern="unstructured"),
+    "sparsegpt 2:4": dict(family="sparsegpt", setting="2:4", sparsity=0.5, pattern="2:4"),
+    "gptq 4-bit": dict(family="gptq", setting="4-bit per-channel", bits=4),
+}
+FAMILIES = ("sparsegpt", "gptq")
+DIGITS = 4  # perplexities kept to 4 decimals: the seeds' spread of GPTQ on tiny-opt is below 0.01
+REORDERED = "same settings, windows in another shuffled order"  # the variant measuring summation-order noise
+HEAD = "lm_head"  # the key of the output embedding in saved weights, where a run compressed it too
+
+
+def check_method(name: str) -> dict:
+    if name not in METHODS:
+        raise ValueError(f"method={name!r} is not cross-checked; choose one of {list(METHODS)}")
+    return METHODS[name]
+
+
+# ---- the shared protocol ---------------------------------------------------------------------
+
+def calibration_sets(tokenizer, ctx: int, seeds=None, samples: int | None = None) -> dict:
+    """{seed: (samples, ctx) token windows}: notebook 10's calibration sets, drawn the same way."""
+    from ..data import evaldata
+
+    seeds = PROTOCOL["seeds"] if seeds is None else seeds
+    samples = samples or PROTOCOL["calib_samples"]
+    return {s: evaldata.calibration(PROTOCOL["calib_dataset"], tokenizer, samples, ctx, seed=s) for s in seeds}
+
+
+def eval_texts(tokenizer, ctx: int, windows: int | None = None) -> tuple[dict, str]:
+    """({dataset: (1, windows * ctx) ids}, scope): notebook 10's evaluation windows."""
+    from ..data import evaldata
+
+    d = PROTOCOL["eval_dataset"]
+    ids = evaldata.eval_ids(d, tokenizer, ctx)
+    total = ids.numel() // ctx
+    n = min(windows or PROTOCOL["eval_windows"], total)
+    return {d: ids[:, : n * ctx]}, f"{d}: first {n} of {total} test windows"
+
+
+def digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's values (int64 / fp32, row-major): proves both sides read the same windows."""
+    t = t.detach().cpu().contiguous()
+    t = t.long() if not t.is_floating_point() else t.float()
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+def linear_weights(model) -> dict[str, torch.Tensor]:
+    """{name: weight (out, in), fp32 copy} of every linear layer the compressors touch: the blocks', not the head."""
+    from ..compress.sequential import all_linear_layers
+
+    return {n: m.weight.detach().float().cpu().clone() for n, m in all_linear_layers(model).items()}
+
+
+@torch.no_grad()
+def input_hessians(model, calib: torch.Tensor, batch_size: int = 8) -> dict:
+    """{layer: H = 2 X Xᵀ / n} of each linear layer's inputs X when the *dense* model reads ``calib``."""
+    from ..compress.obs import Hessian
+    from ..compress.sequential import all_linear_layers, forward_calibration
+
+    layers = all_linear_layers(model)
+    acc = {n: Hessian(m.weight.shape[1], device=m.weight.device) for n, m in layers.items()}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, h=acc[n]: h.add_batch(inp[0]))
+             for n, m in layers.items()]
+    forward_calibration(model, calib, hooks, batch_size)
+    return {n: h.H for n, h in acc.items()}
+
+
+# ---- measures --------------------------------------------------------------------------------
+
+def layer_errors(dense: dict, compressed: dict, hessians: dict) -> dict:
+    """{layer: {"output": ||(W-Ŵ)X|| / ||WX||, "weight": ||W-Ŵ||_F / ||W||_F}} (X: dense calibration inputs)."""
+    from ..compress.obs import layer_error
+
+    out = {}
+    for n, W in dense.items():
+        W_hat, H = compressed[n], hessians[n]
+        signal = layer_error(W, torch.zeros_like(W), H)
+        out[n] = {"output": (layer_error(W, W_hat, H) / signal) ** 0.5,
+                  "weight": (torch.linalg.norm(W - W_hat) / torch.linalg.norm(W)).item()}
+    return out
+
+
+def _agreement(same: dict, sizes: dict) -> dict:
+    total = sum(sizes.values())
+    return {"per_layer": same, "overall": sum(same[n] * sizes[n] for n in same) / total}
+
+
+def mask_agreement(a: dict, b: dict) -> dict:
+    """Share of weights that both weight sets zero, or both keep: per layer and over all layers."""
+    same = {n: ((a[n] == 0) == (b[n] == 0)).float().mean().item() for n in a}
+    return _agreement(same, {n: a[n].numel() for n in a})
+
+
+def grid_levels(dense: torch.Tensor, W: torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """The level index (0 .. 2^bits - 1) of each weight of ``W`` on the per-row min-max grid of ``dense``."""
+    from ..compress.quant import Quantizer
+
+    q = Quantizer(bits).fit(dense)
+    return torch.clamp(torch.round(W.float() / q.scale) + q.zero, 0, q.maxq)
+
+
+def grid_agreement(dense: dict, a: dict, b: dict, bits: int = 4) -> dict:
+    """Share of weights that two quantizations put on the same level of the dense row's grid."""
+    same = {n: (grid_levels(dense[n], a[n], bits) == grid_levels(dense[n], b[n], bits)).float().mean().item()
+            for n in dense}
+    return _agreement(same, {n: dense[n].numel() for n in dense})
+
+
+def reorder(n: int, seed: int) -> torch.Tensor:
+    """A fixed permutation of n calibration windows (seeded by 1000 + the calibration seed): the same
+    set in another order changes only the summation order of every Hessian."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(1000 + seed))
+
+
+def mean_abs_change(a: list, b: list) -> float:
+    if len(a) != len(b) or not a:
+        raise ValueError(f"a={a!r}, b={b!r}: need two non-empty lists of the same length")
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def sparsity(weights: dict) -> float:
+    return sum(int((W == 0).sum()) for W in weights.values()) / sum(W.numel() for W in weights.values())
+
+
+def gap_check(ours: list, theirs: list) -> dict:
+    """Per-seed perplexity gaps |theirs - ours| on the same windows against two standard
+    deviations of ours over the seeds; ``within``: every gap is inside it."""
+    from ..core.spread import summarize
+
+    if len(ours) != len(theirs) or len(ours) < 2:
+        raise ValueError(f"ours={ours!r}, theirs={theirs!r}: need the same seeds on both sides, at least two")
+    s = summarize(ours)
+    gaps = [abs(t - o) for o, t in zip(ours, theirs)]
+    return {"gaps": gaps, "max_gap": max(gaps), "mean_gap": summarize(theirs)["mean"] - s["mean"],
+            "two_sd": 2 * s["sd"], "within": max(gaps) <= 2 * s["sd"]}
+
+
+# ---- the results file and the notebooks' rows ------------------------------------------------
+
+def load(path=None) -> dict | None:
+    """The cross-check's results, or None when ``make crosscheck`` has not been run."""
+    path = Path(path) if path is not None else RESULTS
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text())
+    if "methods" not in res:
+        raise ValueError(f"{path.name} holds no 'methods': not a results file of make crosscheck")
+    return res
+
+
+def _fmt(values, digits: int = 2) -> str:
+    from ..core.spread import fmt
+
+    return fmt(values, digits)
+
+
+def production_rows(family: str, path=None, variants: bool = True):
+    """The rows of notebook 10 (``family="sparsegpt"``) or 21 (``"gptq"``): for each setting, ours
+    and llm-compressor's perplexity on the same calibration windows (mean ± sd over the seeds);
+    on llm-compressor's row, the difference of the means to ours with the workbook's reading of
+    it (``spread.verdict``: a tie when the intervals mean ± sd overlap), and the share of mask (or
+    grid) entries equal to ours; the time of one whole-model compression. ``variants``: also
+    llm-compressor with one of its own defaults kept (where it differs from ours), each row read
+    against ours the same way. Without a results file: says how to make one, returns None."""
+    import pandas as pd
+
+    from ..core.checks import choice
+
+    choice("family", family, FAMILIES)
+    res = load(path)
+    if res is None:
+        print(f"No cross-check with the production library yet ({Path(path or RESULTS).name} not found).\n"
+              f"To make one: {HOW}")
+        return None
+    lib = f"llm-compressor {res['versions']['llmcompressor'].get('llmcompressor', '')}".strip()
+    ppl = f"ppl {res['evaluation']['dataset']}"
+
+    from ..core.spread import summarize, verdict
+
+    def row(setting, who, side, ours=None, agree=None):
+        r = {"setting": setting, "implementation": who, ppl: _fmt(side["perplexity"]), "seeds": len(side["perplexity"])}
+        if ours is not None:
+            diff = summarize(side["perplexity"])["mean"] - summarize(ours["perplexity"])["mean"]
+            r["vs ours"] = f"{diff:+.2f} ({verdict(side['perplexity'], ours['perplexity'])})"
+        else:
+            r["vs ours"] = ""
+        r["agreement with ours"] = "" if agree is None else (f"{sum(agree['overall']) / len(agree['overall']):.2%} "
+                                                             f"of {agree['kind']}")
+        return r | {"time": f"{sum(side['seconds']) / len(side['seconds']):.1f} s"}
+
+    rows = []
+    for name, m in res["methods"].items():
+        if METHODS.get(name, {}).get("family") != family:
+            continue
+        setting = METHODS[name]["setting"]
+        rows += [row(setting, "ours (peakllm)", m["ours"]),
+                 row(setting, f"production library ({lib})", m["llmcompressor"], m["ours"], m["agreement"])]
+        for v, side in (m.get("variants", {}) if variants else {}).items():
+            ours_same = {"perplexity": side["ours (same seeds)"]}
+            rows.append(row(setting, f"{lib}, {v}", side, ours_same))
+    if not rows:
+        raise ValueError(f"{Path(path or RESULTS).name} has no {family} rows; rerun `make crosscheck`")
+    return pd.DataFrame(rows)
