@@ -236,10 +236,6 @@ ax.legend(); fig.tight_layout(); plt.show()
 # which differences stand outside the seed spread. The SparseGPT and GPTQ papers report the same
 # ordering on OPT by perplexity (notebooks 10 and 21); here it holds on a model trained by
 # someone else, scored by what its users do with it.
-#
-# ## Exercises
-#
-# Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
 
 # %% [markdown]
 # ## Key takeaways
@@ -255,6 +251,11 @@ ax.legend(); fig.tight_layout(); plt.show()
 # * GPTQ at 4 bits leaves 1 − cos 0.0338 ± 0.0006 where RTN leaves 0.0757; bitsandbytes' int8
 #   is nearly lossless (0.0010) and NF4 lands at 0.0310.
 # * Every calibrated solver beats its data-free baseline outside the seed spread on both scores.
+
+# %% [markdown]
+# ## Exercises
+#
+# Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 1.** Rerun with `-p calib_samples 16`. Which method suffers, and why does magnitude pruning not care?

@@ -278,7 +278,7 @@ pd.DataFrame(zrows).set_index("method") if zrows else print("no ternary variant 
 # (`qmoe.encode_experts`, run on the headline model in section 4 before its copy was freed).
 
 # %%
-diagrams.qmoe_layout();
+diagrams.qmoe_layout()
 
 # %% [markdown]
 # **One row by hand.** Take row 0 of the ternary GPTQ expert of section 3. Its codes are the

@@ -74,6 +74,15 @@ def test_gap_rule_compares_each_seed_with_two_sds_of_ours():
     assert not outside["within"] and outside["max_gap"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="same seeds"):
         cc.gap_check([1.0, 2.0], [1.0])
+    assert cc.mean_abs_change([1.0, 2.0], [1.5, 1.0]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="same length"):
+        cc.mean_abs_change([1.0], [])
+
+
+def test_reorder_is_a_fixed_permutation_per_seed():
+    p = cc.reorder(128, 0)
+    assert sorted(p.tolist()) == list(range(128)) and not torch.equal(p, torch.arange(128))
+    assert torch.equal(p, cc.reorder(128, 0)) and not torch.equal(p, cc.reorder(128, 1))
 
 
 def test_mask_and_grid_agreement_count_equal_entries():
