@@ -5,9 +5,11 @@ and meta.json), checks that both sides read the very same calibration and evalua
 (sha256), runs our SparseGPT and GPTQ (``peakllm.compress``, the one driver) on each seed's
 windows, and measures both sides with the same code (``peakllm.workbook.crosscheck``):
 perplexity on notebook 10's evaluation windows, mask / grid agreement, per-layer relative
-output and weight error, time. Writes runs/crosscheck/results.json and prints the table.
+output and weight error, time; and the noise floor two exact implementations share: ours on
+the same windows in another order. Writes runs/crosscheck/results.json, prints the table, and
+removes llm-compressor's weight files (--keep-weights keeps them).
 
-    .venv/bin/python tools/crosscheck.py [--results runs/crosscheck/results.json]
+    .venv/bin/python tools/crosscheck.py [--results runs/crosscheck/results.json] [--keep-weights]
 """
 from __future__ import annotations
 
@@ -110,6 +112,8 @@ def settings_table(defaults: dict, samples: int, batch: int) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, default=cc.RESULTS)
+    p.add_argument("--keep-weights", action="store_true",
+                   help="keep llm-compressor's compressed weights (about 370 MB) after results.json is written")
     args = p.parse_args(argv)
     start = time.perf_counter()
     src = args.results.parent / "llmcompressor"
@@ -204,6 +208,9 @@ def main(argv=None) -> int:
                         "llmcompressor": meta["versions"]},
            "settings": settings_table(meta["defaults"], meta["calib_samples"], meta["batch_size"]), "methods": methods}
     atomic_write_text(args.results, json.dumps(res, indent=1) + "\n")
+    if not args.keep_weights:  # measured and recorded: the weights themselves are no longer needed
+        for f in src.glob("*.safetensors"):
+            f.unlink()
     for name, m in methods.items():
         g = m["gap"]
         print(f"{name:14s} ours {spread.fmt(m['ours']['perplexity'])}  llm-compressor "

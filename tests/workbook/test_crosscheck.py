@@ -171,6 +171,7 @@ def test_compare_half_end_to_end_with_our_own_weights_standing_in(tmp_path):
     assert tool.main(["--results", str(tmp_path / "results.json")]) == 0
     res = cc.load(tmp_path / "results.json")
     assert set(res["methods"]) == set(cc.METHODS) and res["protocol"]["calib_samples"] == samples
+    assert not list(src.glob("*.safetensors")) and (src / "meta.json").exists()  # weights removed once measured
     for m in res["methods"].values():
         assert m["ours"]["perplexity"] == m["llmcompressor"]["perplexity"] and m["gap"]["within"]
         assert m["agreement"]["overall"] == [1.0, 1.0]

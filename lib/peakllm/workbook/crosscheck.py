@@ -34,8 +34,8 @@ import torch
 from ..core.paths import REPO
 
 RESULTS = REPO / "runs" / "crosscheck" / "results.json"
-HOW = ("make crosscheck  (about 10 minutes on 2 CPU cores: installs llm-compressor into .venv-crosscheck, "
-       "then compresses tiny-opt with both libraries; see README)")
+HOW = ("make crosscheck  (about 12 minutes on 2 CPU cores from a fresh clone: installs llm-compressor into "
+       ".venv-crosscheck, then compresses tiny-opt with both libraries; see README)")
 PROTOCOL = dict(model="tiny-opt", calib_dataset="shakespeare", calib_samples=128, eval_dataset="shakespeare",
                 eval_windows=64, seeds=[0, 1, 2], blocksize=128, percdamp=0.01)
 # name -> how each library is asked for it; ``family`` is the notebook that shows the rows
