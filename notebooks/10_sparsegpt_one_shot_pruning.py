@@ -585,7 +585,7 @@ else:
 # would remove first (`q_star`). The check cell compares your figures with `obs.remove_one`.
 
 # %%
-H_ex = acc.H.double() + percdamp * acc.H.diag().mean() * torch.eye(acc.H.shape[0], dtype=torch.float64)
+H_ex = obs.dampened(acc.H.double(), percdamp)  # (columns, columns), as the sweep dampens it
 w_ex = W0[0].double()                        # (columns,) row 0 of the layer
 ### BEGIN SOLUTION
 eps_ex = w_ex ** 2 / torch.linalg.inv(H_ex).diag()   # ε_q for every q

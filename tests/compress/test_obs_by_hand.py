@@ -46,6 +46,7 @@ def test_rows_of_the_upper_cholesky_factor_are_the_sequential_obs_update():
         Hinv = Hinv - torch.outer(Hinv[:, j], Hinv[j, :]) / Hinv[j, j]
     # and prepare() (the sweep's Hinv) is that factor, of H with dampening
     damped = H + 0.01 * H.diag().mean() * torch.eye(len(H), dtype=H.dtype)
+    torch.testing.assert_close(obs.dampened(H, 0.01), damped)
     _, Hinv_lib = obs.prepare(torch.zeros(1, len(H)), H.float(), 0.01)
     torch.testing.assert_close(Hinv_lib, torch.linalg.cholesky(torch.linalg.inv(damped), upper=True).float(),
                                atol=1e-4, rtol=1e-4)

@@ -73,20 +73,26 @@ class Hessian(Calibration):
         self.H = other.H
 
 
+def dampened(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+    """A copy of H (columns x columns, its dtype kept) that is safely positive definite: a dead
+    input (H_jj = 0) gets H_jj = 1, then λ = percdamp · mean(diag H) joins the diagonal."""
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H.diagonal().add_(percdamp * torch.mean(torch.diag(H)))
+    return H
+
+
 def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01):
     """Dead inputs, dampening and the inverse: returns (W, Hinv) ready for column sweeps.
 
-    * a dead input (H_jj = 0: the feature was always zero) gets H_jj = 1 and its weights zero;
-    * λ = percdamp · mean(diag H) is added to the diagonal, so H is safely positive definite;
+    * a dead input (H_jj = 0: the feature was always zero) gets its weights zero, and H is
+      ``dampened``: H_jj = 1 for it, then λ = percdamp · mean(diag H) on the diagonal;
     * Hinv = upper Cholesky factor of H⁻¹.
     """
-    W, H = W.float().clone(), H.clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    damp = percdamp * torch.mean(torch.diag(H))
-    H.diagonal().add_(damp)
-    L = torch.linalg.cholesky(H)
+    W = W.float().clone()
+    W[:, torch.diag(H) == 0] = 0
+    L = torch.linalg.cholesky(dampened(H, percdamp))
     Hinv = torch.cholesky_inverse(L)
     Hinv = torch.linalg.cholesky(Hinv, upper=True)
     return W, Hinv

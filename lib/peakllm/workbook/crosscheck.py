@@ -189,12 +189,6 @@ def load(path=None) -> dict | None:
     return res
 
 
-def _fmt(values, digits: int = 2) -> str:
-    from ..core.spread import fmt
-
-    return fmt(values, digits)
-
-
 def production_rows(family: str, path=None, variants: bool = True):
     """The rows of notebook 10 (``family="sparsegpt"``) or 21 (``"gptq"``): for each setting, ours
     and llm-compressor's perplexity on the same calibration windows (mean ± sd over the seeds);
@@ -216,10 +210,10 @@ def production_rows(family: str, path=None, variants: bool = True):
     lib = f"llm-compressor {res['versions']['llmcompressor'].get('llmcompressor', '')}".strip()
     ppl = f"ppl {res['evaluation']['dataset']}"
 
-    from ..core.spread import summarize, verdict
+    from ..core.spread import fmt, summarize, verdict
 
     def row(setting, who, side, ours=None, agree=None):
-        r = {"setting": setting, "implementation": who, ppl: _fmt(side["perplexity"]), "seeds": len(side["perplexity"])}
+        r = {"setting": setting, "implementation": who, ppl: fmt(side["perplexity"]), "seeds": len(side["perplexity"])}
         if ours is not None:
             diff = summarize(side["perplexity"])["mean"] - summarize(ours["perplexity"])["mean"]
             r["vs ours"] = f"{diff:+.2f} ({verdict(side['perplexity'], ours['perplexity'])})"

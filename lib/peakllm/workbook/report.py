@@ -11,10 +11,10 @@ package versions of the records behind it. Nothing is read from the notebooks' p
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from ..core.records import gather, to_frame
+from ..core.spread import summarize
 
 SETTING = ("method", "pattern", "sparsity", "bits", "scope", "coder", "part")
 
@@ -139,14 +139,15 @@ def cell(values: list | None) -> str:
         return ""
     if len(values) == 1:
         return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g} ({len(values)} seeds)"
+    s = summarize(values)
+    return f"{s['mean']:.4g} ± {s['sd']:.2g} ({s['n']} seeds)"
 
 
 def frame(comp: dict):
     """The comparison as a DataFrame of plain numbers (means), rows by setting."""
     import pandas as pd
 
-    return pd.DataFrame([{c: statistics.mean(v[c]) if v.get(c) else None for c in comp["columns"]}
+    return pd.DataFrame([{c: summarize(v[c])["mean"] if v.get(c) else None for c in comp["columns"]}
                          for _, v in comp["rows"]], index=[lab for lab, _ in comp["rows"]])
 
 
