@@ -5,11 +5,15 @@ warnings go to stderr and change from run to run, so stderr is not compared; std
 tables are (with times and memory masked by tests/nbval_sanitize.cfg).
 """
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Notebooks 10 and 21 show llm-compressor's rows when `make crosscheck` has run; their stored
+# outputs were made without it, so the kernels nbval starts look for a results file that is never there.
+os.environ["PEAKLLM_CROSSCHECK_RESULTS"] = str(Path(__file__).parent / "tests" / "no-crosscheck" / "results.json")
 
 
 def pytest_collectstart(collector):

@@ -41,6 +41,15 @@ def test_a_missing_results_file_says_how_to_make_one(tmp_path, capsys):
     assert cc.load(tmp_path / "results.json") is None
 
 
+def test_the_notebooks_read_the_file_the_environment_names(tmp_path, monkeypatch):
+    path = tmp_path / "elsewhere.json"
+    path.write_text(json.dumps(_results()))
+    monkeypatch.setenv(cc.ENV, str(path))
+    assert cc.results_path() == path and cc.production_rows("gptq") is not None
+    monkeypatch.delenv(cc.ENV)
+    assert cc.results_path() == cc.RESULTS
+
+
 def test_production_rows_show_both_libraries_per_setting(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_results()))

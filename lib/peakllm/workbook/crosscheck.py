@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ import torch
 from ..core.paths import REPO
 
 RESULTS = REPO / "runs" / "crosscheck" / "results.json"
+ENV = "PEAKLLM_CROSSCHECK_RESULTS"  # another results file for the notebooks' rows (the tests point it nowhere)
 HOW = ("make crosscheck  (about 12 minutes on 2 CPU cores from a fresh clone: installs llm-compressor into "
        ".venv-crosscheck, then compresses tiny-opt with both libraries; see README)")
 PROTOCOL = dict(model="tiny-opt", calib_dataset="shakespeare", calib_samples=128, eval_dataset="shakespeare",
@@ -178,9 +180,14 @@ def gap_check(ours: list, theirs: list) -> dict:
 
 # ---- the results file and the notebooks' rows ------------------------------------------------
 
+def results_path(path=None) -> Path:
+    """``path``, else ``$PEAKLLM_CROSSCHECK_RESULTS``, else ``runs/crosscheck/results.json``."""
+    return Path(path if path is not None else os.environ.get(ENV) or RESULTS)
+
+
 def load(path=None) -> dict | None:
     """The cross-check's results, or None when ``make crosscheck`` has not been run."""
-    path = Path(path) if path is not None else RESULTS
+    path = results_path(path)
     if not path.exists():
         return None
     res = json.loads(path.read_text())
@@ -204,7 +211,7 @@ def production_rows(family: str, path=None, variants: bool = True):
     choice("family", family, FAMILIES)
     res = load(path)
     if res is None:
-        print(f"No cross-check with the production library yet ({Path(path or RESULTS).name} not found).\n"
+        print(f"No cross-check with the production library yet ({results_path(path).name} not found).\n"
               f"To make one: {HOW}")
         return None
     lib = f"llm-compressor {res['versions']['llmcompressor'].get('llmcompressor', '')}".strip()
@@ -234,5 +241,5 @@ def production_rows(family: str, path=None, variants: bool = True):
             ours_same = {"perplexity": side["ours (same seeds)"]}
             rows.append(row(setting, f"{lib}, {v}", side, ours_same))
     if not rows:
-        raise ValueError(f"{Path(path or RESULTS).name} has no {family} rows; rerun `make crosscheck`")
+        raise ValueError(f"{results_path(path).name} has no {family} rows; rerun `make crosscheck`")
     return pd.DataFrame(rows)
