@@ -8,7 +8,7 @@
 #
 # **Prerequisites.** Notebook 00 (loading, perplexity).
 #
-# **Runtime on the default** (a short run; 2 CPU cores): about 45 s; peak memory about 1 GiB RSS.
+# **Runtime on the default** (a short run; 2 CPU cores): about a minute; peak memory about 1 GiB RSS.
 # With `full_run=True` it reproduces the shipped run: about 15 minutes per model on 2 CPU cores.
 
 # %% tags=["parameters"]

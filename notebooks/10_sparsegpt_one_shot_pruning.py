@@ -42,7 +42,7 @@ from peakllm import models, show_source
 from peakllm.compress import baselines, bench, formats, obs, pruning, sequential, sparsegpt
 from peakllm.core import checks, perplexity, reference, spread, timing
 from peakllm.data import evaldata
-from peakllm.workbook import compare, diagrams
+from peakllm.workbook import compare, crosscheck, diagrams, explore
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
 rec, dev = peakllm.setup("10_sparsegpt_one_shot_pruning", globals())
@@ -286,6 +286,19 @@ print(f"B = 1 and B = {blocksize}: the same {mask_b.float().mean():.0%} zeros; w
       f"(largest |w| {W_b.abs().max():.3f}): True")
 
 # %% [markdown]
+# **Every sparsity at once.** The same layer, from the same dense weights and the same H, pruned
+# by each method at every sparsity from 10% to 90% (`peakllm.workbook.explore`): the relative
+# output error of each, and below, the error against sparsity with the top-left corner of each
+# method's mask at 50%. Where ipywidgets is installed (`make interactive`, Binder), a slider
+# under the picture redraws it at another sparsity from these runs; elsewhere (papermill, the
+# book) the picture stays at 50%.
+
+# %%
+sweep = explore.layer_sweep(acc, [s / 10 for s in range(1, 10)], methods, blocksize=blocksize, percdamp=percdamp)
+display(pd.DataFrame(sweep["error"], index=[f"{s:.0%}" for s in sweep["sparsities"]]).T.map("{:.3g}".format))
+explore.explorer(sweep, 0.5, title=f"{name} {tuple(W0.shape)}")
+
+# %% [markdown]
 # ## 4. The whole model, over calibration seeds
 #
 # The sequential driver (`peakllm.compress.sequential`) prunes block after block; block i+1 is
@@ -387,6 +400,26 @@ layer_table
 # `obs.prepare` sets them to zero before the sweep, on top of the mask. Where Wanda's minimum lies
 # a little below it, the count was rounded: Wanda removes ⌊s·d⌋ weights from each row of d
 # inputs, which is a little under s whenever s·d is not a whole number.
+
+# %% [markdown]
+# ### Beside the production library
+#
+# Practitioners prune with llm-compressor (`SparseGPTModifier`), whose compressed checkpoints vLLM
+# serves. `make crosscheck` runs it in a second environment (it pins an older transformers than
+# this workbook) on this notebook's default protocol -- `tiny-opt`, the same 128 calibration
+# windows per seed, seeds 0-2 -- and scores its pruned weights and ours with one code path
+# (`peakllm.workbook.crosscheck`). When its results file exists, the cell below shows both
+# libraries' perplexity per setting, llm-compressor's difference to ours read with the same noise
+# rule as above, and the share of mask entries both libraries choose alike. The rows after them
+# run llm-compressor again: on the same windows in another order (the noise any two exact
+# implementations share, since the Hessians are summed in another order), and with its own
+# default kept where it differs from ours (it prunes the LM head too). When the file does not
+# exist, the cell says how to make it.
+
+# %%
+production = crosscheck.production_rows("sparsegpt")  # None, after saying how to make it, without `make crosscheck`
+if production is not None:
+    display(production)
 
 # %% [markdown]
 # ## 5. How long pruning takes

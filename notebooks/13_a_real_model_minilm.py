@@ -17,7 +17,7 @@
 #
 # **Prerequisites.** Notebooks 10 (SparseGPT) and 21 (GPTQ, bitsandbytes).
 #
-# **Runtime on the default** (2 CPU cores): about 2 minutes; peak memory under 1 GiB RSS.
+# **Runtime on the default** (2 CPU cores): about 2.5 minutes; peak memory under 1 GiB RSS.
 
 # %% tags=["parameters"]
 model_name: str = "minilm"  # encoder to compress: minilm (installed from PyPI), a local directory, or a Hub id of a BERT-style encoder

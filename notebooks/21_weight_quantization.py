@@ -40,7 +40,7 @@ from peakllm import models, show_source
 from peakllm.compress import formats, gptq, quant
 from peakllm.core import checks, memory, reference, spread
 from peakllm.data import evaldata
-from peakllm.workbook import compare, measure
+from peakllm.workbook import compare, crosscheck, measure
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
 rec, dev = peakllm.setup("21_weight_quantization", globals())
@@ -268,6 +268,26 @@ ax.set(xscale="log", xlabel="bits per linear-layer weight (with constants)",
        ylabel=f"perplexity increase over dense (%, {d0})", title=f"{model_name}: quality against storage")
 ax.legend(fontsize=8)
 fig.tight_layout()
+
+# %% [markdown]
+# ### Beside the production library
+#
+# Practitioners quantize with llm-compressor (`GPTQModifier`), whose checkpoints vLLM serves.
+# `make crosscheck` runs it in a second environment (it pins an older transformers than this
+# workbook) with our grid -- 4 bits, one scale and zero point per row, weights only -- on
+# notebook 10's calibration windows for `tiny-opt`, seeds 0-2, and scores its quantized weights
+# and ours with one code path (`peakllm.workbook.crosscheck`). When its results file exists, the
+# cell below shows both libraries' perplexity, llm-compressor's difference to ours read with the
+# same noise rule as above, and the share of weights both libraries put on the same level of the
+# row's grid. The rows after them run llm-compressor again: on the same windows in another order
+# (the noise any two exact implementations share, since the Hessians are summed in another
+# order), and with one of its own defaults kept each (its static activation order, a symmetric
+# grid, its W4A16 preset). When the file does not exist, the cell says how to make it.
+
+# %%
+production = crosscheck.production_rows("gptq")  # None, after saying how to make it, without `make crosscheck`
+if production is not None:
+    display(production)
 
 # %% [markdown]
 # ## 5. Paper vs ours
