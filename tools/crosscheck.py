@@ -10,6 +10,12 @@ the same windows in another order. Writes runs/crosscheck/results.json, prints t
 removes llm-compressor's weight files (--keep-weights keeps them).
 
     .venv/bin/python tools/crosscheck.py [--results runs/crosscheck/results.json] [--keep-weights]
+
+``--model minilm`` (``make crosscheck-minilm``) compares on notebook 13's encoder instead: its
+padded calibration lines (sha256 of ids and mask), its scores on its held-out lines (1 - cos,
+recall@1), mask / grid agreement, per-layer errors (real tokens' H), time; and which Hessian
+llm-compressor's first block was solved with (real tokens only, or padding included). It writes
+the ``minilm`` part of results.json and keeps the rest.
 """
 from __future__ import annotations
 
@@ -33,25 +39,26 @@ from peakllm.models import load_model, load_tokenizer
 from peakllm.workbook import crosscheck as cc
 
 
-def ours(method: str, calib: torch.Tensor):
-    """(model, seconds): a fresh tiny-opt compressed by our implementation, timed with its forwards."""
+def ours(method: str, calib, model_name: str | None = None):
+    """(model, seconds): a fresh tiny-opt (or ``model_name``) compressed by our implementation on
+    ``calib`` (windows, or padded lines), timed with its forwards."""
     spec = cc.check_method(method)
-    model = load_model(cc.PROTOCOL["model"], device="cpu")
+    model = load_model(model_name or cc.PROTOCOL["model"], device="cpu")
     solver = dict(blocksize=cc.PROTOCOL["blocksize"], percdamp=cc.PROTOCOL["percdamp"], progress=False)
     with Timer() as t:
-        if spec["family"] == "sparsegpt":
+        if cc.solver(spec) == "sparsegpt":
             pruning.prune(model, calib, "sparsegpt", spec["sparsity"], spec["pattern"], **solver)
         else:
             gptq.quantize_model(model, calib, "gptq", spec["bits"], **solver)
     return model, t.seconds
 
 
-def theirs(file: Path):
-    """A fresh tiny-opt whose block linear layers (and LM head, where it compressed that too)
-    hold llm-compressor's compressed weights."""
+def theirs(file: Path, model_name: str | None = None):
+    """A fresh tiny-opt (or ``model_name``) whose block linear layers (and LM head, where it
+    compressed that too) hold llm-compressor's compressed weights."""
     from peakllm.compress.sequential import all_linear_layers
 
-    model = load_model(cc.PROTOCOL["model"], device="cpu")
+    model = load_model(model_name or cc.PROTOCOL["model"], device="cpu")
     saved = load_file(str(file))
     layers = all_linear_layers(model) | {cc.HEAD: model.get_output_embeddings()}
     if set(saved) - {cc.HEAD} != set(layers) - {cc.HEAD}:
@@ -109,12 +116,184 @@ def settings_table(defaults: dict, samples: int, batch: int) -> list[dict]:
     ]
 
 
+# ---- MiniLM (notebook 13) -------------------------------------------------------------------
+
+@torch.no_grad()
+def solve(W: torch.Tensor, H: torch.Tensor, spec: dict) -> torch.Tensor:
+    """Our solver alone on one layer: ``W`` (out, in) compressed with the Hessian ``H`` (in, in)."""
+    from peakllm.compress.gptq import GPTQ
+    from peakllm.compress.pruning import parse_pattern
+    from peakllm.compress.sparsegpt import SparseGPT
+
+    layer = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+    layer.weight.copy_(W)
+    B, damp = cc.MINILM["blocksize"], cc.MINILM["percdamp"]
+    if cc.solver(spec) == "sparsegpt":
+        c = SparseGPT(layer)
+        c.H = H.clone()
+        c.prune(spec["sparsity"], *parse_pattern(spec["pattern"]), B, damp)
+    else:
+        c = GPTQ(layer)
+        c.H = H.clone()
+        c.quantize(spec["bits"], B, damp)
+    return layer.weight.detach().clone()
+
+
+def first_block(dense: dict, w_theirs: dict, H_real: dict, H_pad: dict, spec: dict) -> dict:
+    """Which Hessian llm-compressor's first block was solved with. Its first block reads the dense
+    model's inputs on either side, so our solver on the dense inputs' H -- real tokens only (ours),
+    or every padded position too -- must reproduce it up to summation order: the share of mask
+    (grid) entries of its first block equal to each."""
+    names = [n for n in dense if ".layer.0." in n]
+    sub = {n: dense[n] for n in names}
+    measure = (cc.mask_agreement if cc.solver(spec) == "sparsegpt"
+               else lambda a, b: cc.grid_agreement(sub, a, b, spec["bits"]))
+    theirs0 = {n: w_theirs[n] for n in names}
+    return {k: measure({n: solve(dense[n], H[n], spec) for n in names}, theirs0)["overall"]
+            for k, H in (("real tokens only", H_real), ("padding included", H_pad))}
+
+
+def main_minilm(args) -> int:
+    """The MiniLM half (``--model minilm``): ours on notebook 13's padded calibration lines of every
+    seed llm-compressor ran, both scored on its held-out lines with the same code; results.json's
+    ``minilm`` part (the rest of the file kept)."""
+    from peakllm.core import embeddings
+
+    start = time.perf_counter()
+    src = args.results.parent / "llmcompressor-minilm"
+    if not (src / "meta.json").exists():
+        sys.exit(f"{src / 'meta.json'} not found: run tools/crosscheck_llmcompressor.py --model minilm in "
+                 ".venv-crosscheck first (make crosscheck-minilm does both)")
+    meta = json.loads((src / "meta.json").read_text())
+    name = cc.MINILM["model"]
+    model, tokenizer = load_model(name, device="cpu"), load_tokenizer(name)
+    seeds = sorted({r["seed"] for r in meta["runs"] if r["variant"] == "matched"})
+    calibs = cc.minilm_calibration(tokenizer, seeds, meta["calib_samples"])
+    for s, c in calibs.items():
+        if cc.lines_digest(c) != meta["calibration_sha256"][str(s)]:
+            sys.exit(f"seed {s}: llm-compressor's calibration lines differ from ours (sha256); rerun both halves")
+    lines = cc.minilm_eval_lines(meta["eval_lines"])
+    if cc.text_digest(lines) != meta["eval_sha256"]:
+        sys.exit("the held-out lines differ between the two environments; rerun both halves")
+    dense_emb = embeddings.embed(model, tokenizer, lines)
+    dense = cc.linear_weights(model)
+    H_real = {s: cc.input_hessians(model, c) for s, c in calibs.items()}
+    H_pad = {s: cc.input_hessians(model, c, padding=True) for s, c in calibs.items()}
+    score = lambda m: cc.embedding_scores(dense_emb, embeddings.embed(m, tokenizer, lines))  # noqa: E731
+    methods = {}
+    for method, spec in cc.MINILM_METHODS.items():
+        runs = [r for r in meta["runs"] if r["method"] == method]
+        matched = {r["seed"]: r for r in runs if r["variant"] == "matched"}
+        if not matched:
+            continue
+        measure = (cc.mask_agreement if cc.solver(spec) == "sparsegpt"
+                   else lambda a, b, bits=spec["bits"]: cc.grid_agreement(dense, a, b, bits))
+        side = {k: {**{sc: [] for sc in cc.SCORES}, "seconds": [], "sparsity": [], "errors": []}
+                for k in ("ours", "llmcompressor")}
+        agree, block0, w_ours_of = [], [], {}
+        for s in seeds:
+            m, secs = ours(method, calibs[s], name)
+            w_ours_of[s] = w_ours = cc.linear_weights(m)
+            m_theirs = theirs(src / matched[s]["file"], name)
+            w_theirs = cc.linear_weights(m_theirs)
+            for k, mm, w, t in (("ours", m, w_ours, secs), ("llmcompressor", m_theirs, w_theirs, matched[s]["seconds"])):
+                for sc, v in score(mm).items():
+                    side[k][sc].append(v)
+                side[k]["seconds"].append(t)
+                side[k]["sparsity"].append(cc.sparsity(w))
+                side[k]["errors"].append(cc.layer_errors(dense, w, H_real[s]))
+            agree.append(measure(w_ours, w_theirs))
+            block0.append(first_block(dense, w_theirs, H_real[s], H_pad[s], spec))
+            print(f"{method} seed {s}: ours 1 - cos {side['ours']['1 - cos'][-1]:.4f} recall@1 "
+                  f"{side['ours']['recall@1'][-1]:.3f} ({secs:.1f} s); llm-compressor "
+                  f"{side['llmcompressor']['1 - cos'][-1]:.4f} {side['llmcompressor']['recall@1'][-1]:.3f} "
+                  f"({matched[s]['seconds']:.1f} s; its own venv: {matched[s]['scores_here']['1 - cos']:.4f}); "
+                  f"{agree[-1]['overall']:.2%} equal; first block {block0[-1]}", flush=True)
+        for k in side:
+            side[k]["errors"] = mean_errors(side[k]["errors"])
+        side["llmcompressor"]["scores_own_venv"] = {sc: [matched[s]["scores_here"][sc] for s in seeds]
+                                                    for sc in cc.SCORES}
+        variants = {}
+        for r in runs:
+            if r["variant"] == "matched":
+                continue
+            v = variants.setdefault(r["variant"], {**{sc: [] for sc in cc.SCORES}, "seeds": [], "seconds": [],
+                                                   "sparsity": [], "overall": [], "errors": []})
+            mv = theirs(src / r["file"], name)
+            wv = cc.linear_weights(mv)
+            for sc, x in score(mv).items():
+                v[sc].append(x)
+            v["seeds"].append(r["seed"])
+            v["seconds"].append(r["seconds"])
+            v["sparsity"].append(cc.sparsity(wv))
+            v["overall"].append(measure(w_ours_of[r["seed"]], wv)["overall"])
+            v["errors"].append(cc.layer_errors(dense, wv, H_real[r["seed"]]))
+        for v in variants.values():
+            v["errors"] = mean_errors(v["errors"])
+            at = [seeds.index(s) for s in v["seeds"]]
+            v["agreement"] = {"kind": "grid" if cc.solver(spec) == "gptq" else "mask", "overall": v.pop("overall")}
+            for sc in cc.SCORES:
+                v[f"ours (same seeds) {sc}"] = [side["ours"][sc][i] for i in at]
+            if len(at) > 1:
+                v["gap"] = {sc: cc.gap_check(v[f"ours (same seeds) {sc}"], v[sc]) for sc in cc.SCORES}
+        methods[method] = {
+            "setting": spec["setting"], "ours": side["ours"], "llmcompressor": side["llmcompressor"],
+            "gap": {sc: cc.gap_check(side["ours"][sc], side["llmcompressor"][sc]) for sc in cc.SCORES},
+            "agreement": {"kind": "grid" if cc.solver(spec) == "gptq" else "mask",
+                          "overall": [a["overall"] for a in agree],
+                          "per_layer": {n: sum(a["per_layer"][n] for a in agree) / len(agree) for n in dense}},
+            "first_block_agreement": block0, "same_inputs": meta.get("same_inputs", {}).get(method),
+            "modifier": matched[seeds[0]]["modifier"], "variants": variants}
+    part = {"model": name, "protocol": cc.MINILM | {"seeds": seeds, "calib_samples": meta["calib_samples"]},
+            "evaluation": {"lines": len(lines), "scope": f"the first {len(lines)} test lines of five words or more",
+                           "scores": "1 - cos: 1 - mean cos(dense, compressed embedding); recall@1: share of lines "
+                                     "whose nearest other line is the dense model's (notebook 13)"},
+            "padding_share": meta["padding_share"], "pipeline": meta["pipeline"],
+            "time": "wall seconds of one whole-model compression, calibration forwards included, 2 CPU threads",
+            "versions": {"ours": {"peakllm": peakllm.__version__, "torch": version("torch"),
+                                  "transformers": version("transformers")}, "llmcompressor": meta["versions"]},
+            "methods": methods}
+    res = cc.load(args.results) or {}
+    res["minilm"] = part
+    atomic_write_text(args.results, json.dumps(res, indent=1) + "\n")
+    if not args.keep_weights:
+        for f in src.glob("*.safetensors"):
+            f.unlink()
+    for method, m in methods.items():
+        g = m["gap"]
+        print(f"{method:22s} ours 1 - cos {spread.fmt(m['ours']['1 - cos'], 4)} recall@1 "
+              f"{spread.fmt(m['ours']['recall@1'], 3)}; llm-compressor {spread.fmt(m['llmcompressor']['1 - cos'], 4)}"
+              f" {spread.fmt(m['llmcompressor']['recall@1'], 3)}; max gap {g['1 - cos']['max_gap']:.4f} vs 2 sd "
+              f"{g['1 - cos']['two_sd']:.4f}, {g['recall@1']['max_gap']:.3f} vs {g['recall@1']['two_sd']:.3f} -> "
+              f"{'within' if all(x['within'] for x in g.values()) else 'OUTSIDE'}; {m['agreement']['kind']} agreement "
+              f"{sum(m['agreement']['overall']) / len(m['agreement']['overall']):.2%}")
+        if m["same_inputs"]:
+            print(f"    layer by layer on identical inputs: {m['same_inputs']['agreement']:.4%} equal")
+        b0 = {k: sum(b[k] for b in m["first_block_agreement"]) / len(m["first_block_agreement"])
+              for k in m["first_block_agreement"][0]}
+        print("    its first block against our solver on the dense inputs' H: " +
+              ", ".join(f"{k} {x:.2%} equal" for k, x in b0.items()))
+        err = {k: sum(e["output"] for e in m[k]["errors"].values()) / len(m[k]["errors"]) for k in ("ours", "llmcompressor")}
+        print(f"    mean per-layer relative output error (real tokens): ours {err['ours']:.4f}, "
+              f"llm-compressor {err['llmcompressor']:.4f}")
+        for v_name, v in m["variants"].items():
+            print(f"    llm-compressor with {v_name}: 1 - cos {spread.fmt(v['1 - cos'], 4)}, recall@1 "
+                  f"{spread.fmt(v['recall@1'], 3)} (seeds {v['seeds']}; ours {spread.fmt(v['ours (same seeds) 1 - cos'], 4)}"
+                  f"); agreement with ours {sum(v['agreement']['overall']) / len(v['agreement']['overall']):.2%}")
+    print(f"wrote the minilm part of {args.results} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, default=cc.RESULTS)
     p.add_argument("--keep-weights", action="store_true",
                    help="keep llm-compressor's compressed weights (about 370 MB) after results.json is written")
+    p.add_argument("--model", choices=["tiny-opt", "minilm"], default="tiny-opt",
+                   help="minilm: notebook 13's encoder (make crosscheck-minilm)")
     args = p.parse_args(argv)
+    if args.model == "minilm":
+        return main_minilm(args)
     start = time.perf_counter()
     src = args.results.parent / "llmcompressor"
     if not (src / "meta.json").exists():
@@ -207,6 +386,9 @@ def main(argv=None) -> int:
                                  "transformers": version("transformers")},
                         "llmcompressor": meta["versions"]},
            "settings": settings_table(meta["defaults"], meta["calib_samples"], meta["batch_size"]), "methods": methods}
+    before = cc.load(args.results) or {}
+    if "minilm" in before:  # make crosscheck-minilm's part stays
+        res["minilm"] = before["minilm"]
     atomic_write_text(args.results, json.dumps(res, indent=1) + "\n")
     if not args.keep_weights:  # measured and recorded: the weights themselves are no longer needed
         for f in src.glob("*.safetensors"):

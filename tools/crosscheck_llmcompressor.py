@@ -9,6 +9,14 @@ more runs keep one of llm-compressor's own defaults each, so the effect of every
 is measured. ``tools/crosscheck.py`` (workbook venv) compares them with ours.
 
     .venv-crosscheck/bin/python tools/crosscheck_llmcompressor.py [--seeds 0 1 2] [--out DIR]
+
+``--model minilm`` (``make crosscheck-minilm``) does the same for notebook 13's encoder,
+all-MiniLM-L6-v2 (``BertModel``), on its padded calibration lines with their attention mask:
+the three methods of ``cc.MINILM_METHODS`` with our settings, the pooler left alone as ours
+leaves it; ``--variants`` adds each on the same lines unpadded, one line per batch (padding
+never enters its Hessians then), which measures what padding does to it.
+
+    .venv-crosscheck/bin/python tools/crosscheck_llmcompressor.py --model minilm [--variants] [--pipeline P]
 """
 from __future__ import annotations
 
@@ -35,24 +43,26 @@ from peakllm.workbook import crosscheck as cc  # noqa: E402
 OUT = cc.RESULTS.parent / "llmcompressor"
 
 
-def modifier(method: str, variant: str = "matched"):
-    """The llm-compressor modifier for ``method``: our settings, or with one of its defaults kept."""
+def modifier(method: str, variant: str = "matched", ignore: list | None = None):
+    """The llm-compressor modifier for ``method``: our settings, or with one of its defaults kept.
+    ``ignore``: the layers it must leave alone (default: tiny-opt's LM head)."""
     from llmcompressor.modifiers.gptq import GPTQModifier
     from llmcompressor.modifiers.pruning import SparseGPTModifier
 
     spec = cc.check_method(method)
     common = dict(block_size=cc.PROTOCOL["blocksize"], dampening_frac=cc.PROTOCOL["percdamp"])
-    if spec["family"] == "sparsegpt":
-        ignore = [] if variant == "lm_head pruned too (default targets)" else ["re:.*lm_head"]
+    if cc.solver(spec) == "sparsegpt":
+        ignore = ignore or ([] if variant == "lm_head pruned too (default targets)" else ["re:.*lm_head"])
         return SparseGPTModifier(sparsity=spec["sparsity"], targets=["Linear"], ignore=ignore,
                                  mask_structure="0:0" if spec["pattern"] == "unstructured" else spec["pattern"],
                                  **common)
+    ignore = ignore or ["lm_head"]
     if variant == USUAL:  # the preset its examples use, every other setting at its default
-        return GPTQModifier(scheme=f"W{spec['bits']}A16", targets=["Linear"], ignore=["lm_head"])
+        return GPTQModifier(scheme=f"W{spec['bits']}A16", targets=["Linear"], ignore=ignore)
     weights = dict(num_bits=spec["bits"], type="int", strategy="channel", symmetric=variant == "symmetric grid")
     actorder = "static" if variant == "static act order (default)" else None
     return GPTQModifier(config_groups={"group_0": {"targets": ["Linear"], "weights": weights}},
-                        ignore=["lm_head"], actorder=actorder, **common)
+                        ignore=ignore, actorder=actorder, **common)
 
 
 BATCH = 8  # calibration windows per forward, as ours (pruning.prune's batch_size); its default is 1
@@ -84,9 +94,10 @@ def defaults() -> dict:
 
 
 @torch.no_grad()
-def same_inputs(calib: torch.Tensor) -> dict:
-    """Both implementations layer by layer on identical inputs -- the dense tiny-opt's weights and
-    the Hessians of its inputs on ``calib`` -- through llm-compressor's own solver functions
+def same_inputs(calib, model_name: str | None = None, methods: dict | None = None) -> dict:
+    """Both implementations layer by layer on identical inputs -- the dense model's weights (tiny-opt,
+    or ``model_name``) and the Hessians of its inputs on ``calib`` (for padded lines: their real
+    tokens, as our driver takes them) -- through llm-compressor's own solver functions
     (``sparsify_weight``, ``quantize_weight``; qparams as its min-max observer computes them):
     share of equal mask (grid) entries and the largest weight difference. This isolates the
     algorithms from the pipelines around them (batching, summation order, propagation)."""
@@ -99,17 +110,17 @@ def same_inputs(calib: torch.Tensor) -> dict:
     from peakllm.compress.pruning import parse_pattern
     from peakllm.compress.sparsegpt import SparseGPT
 
-    model = load_model(cc.PROTOCOL["model"], device="cpu")
+    model = load_model(model_name or cc.PROTOCOL["model"], device="cpu")
     H, dense = cc.input_hessians(model, calib), cc.linear_weights(model)
     B, damp = cc.PROTOCOL["blocksize"], cc.PROTOCOL["percdamp"]
     out = {}
-    for method, spec in cc.METHODS.items():
+    for method, spec in (methods or cc.METHODS).items():
         ours, theirs = {}, {}
         for n, W in dense.items():
             mine, other = (torch.nn.Linear(W.shape[1], W.shape[0], bias=False) for _ in range(2))
             mine.weight.copy_(W)
             other.weight.copy_(W)
-            if spec["family"] == "sparsegpt":
+            if cc.solver(spec) == "sparsegpt":
                 pn, pm = parse_pattern(spec["pattern"])
                 c = SparseGPT(mine)
                 c.H = H[n].clone()
@@ -124,7 +135,7 @@ def same_inputs(calib: torch.Tensor) -> dict:
                 theirs[n] = quantize_weight(W[None].clone(), H[n][None].clone(), scale[None], zp[None], None, qa,
                                             B, damp)[0][0]
             ours[n] = mine.weight.detach().clone()
-        agree = (cc.mask_agreement(ours, theirs) if spec["family"] == "sparsegpt"
+        agree = (cc.mask_agreement(ours, theirs) if cc.solver(spec) == "sparsegpt"
                  else cc.grid_agreement(dense, ours, theirs, spec["bits"]))
         out[method] = {"agreement": agree["overall"], "layers": len(dense),
                        "max_abs_diff": max((ours[n] - theirs[n]).abs().max().item() for n in dense)}
@@ -159,15 +170,108 @@ def run(method: str, seed: int, calib: torch.Tensor, texts: dict, variant: str, 
             "modifier": json.loads(mod.model_dump_json(exclude_none=True))}
 
 
+# ---- MiniLM (notebook 13): a BertModel on padded lines --------------------------------------
+
+MINILM_OUT = cc.RESULTS.parent / "llmcompressor-minilm"
+MINILM_IGNORE = ["re:.*pooler.*"]  # BertModel's pooler: outside the blocks (ours leaves it), unused by the embedding
+
+
+def minilm_dataset(calib: dict, variant: str):
+    """(datasets.Dataset, batch size): the padded lines as they are, in batches of 8 (its hooks
+    then fold the padding positions into H too), or -- ``cc.UNPADDED`` -- each line's real tokens
+    alone in batches of one (no padding anywhere: H from the same tokens as ours)."""
+    from datasets import Dataset
+
+    if variant == cc.UNPADDED:
+        ids = cc.unpad(calib)
+        return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}), 1
+    return Dataset.from_dict({"input_ids": calib["input_ids"].tolist(),
+                              "attention_mask": calib["attention_mask"].tolist()}), BATCH
+
+
+def run_minilm(method: str, seed: int, calib: dict, variant: str, out: Path, pipeline: str | None,
+               tokenizer, lines: list, dense_emb: torch.Tensor) -> dict:
+    """One oneshot of llm-compressor on a fresh MiniLM with notebook 13's calibration lines of
+    ``seed`` (the attention mask in every batch), its compressed block weights saved, its scores
+    on the held-out lines computed here too (a check of the other venv's)."""
+    from llmcompressor import oneshot
+
+    from peakllm.core import embeddings
+
+    model = load_model(cc.MINILM["model"], device="cpu")
+    mod = modifier(method, ignore=MINILM_IGNORE)
+    ds, batch = minilm_dataset(calib, variant)
+    torch.manual_seed(seed)  # its default shuffle draws from torch's global generator
+    kw = {} if pipeline is None else {"pipeline": pipeline}
+    t0 = time.perf_counter()
+    oneshot(model=model, dataset=ds, recipe=mod, num_calibration_samples=len(ds),
+            max_seq_length=calib["input_ids"].shape[1], batch_size=batch, **kw)
+    seconds = time.perf_counter() - t0
+    weights = cc.linear_weights(model)
+    stem = method.replace(" ", "_").replace(":", "of").replace("%", "pct")
+    file = f"{stem}-{variant.split()[0]}-seed{seed}.safetensors"
+    save_file({n: w.contiguous() for n, w in weights.items()}, str(out / file))
+    scores = cc.embedding_scores(dense_emb, embeddings.embed(model, tokenizer, lines))
+    print(f"llm-compressor {method} ({variant}) seed {seed}: {seconds:.1f} s, 1 - cos {scores['1 - cos']:.4f}, "
+          f"recall@1 {scores['recall@1']:.3f}", flush=True)
+    return {"method": method, "variant": variant, "seed": seed, "seconds": seconds, "file": file,
+            "scores_here": scores, "sparsity": cc.sparsity(weights), "batch_size": batch,
+            "modifier": json.loads(mod.model_dump_json(exclude_none=True))}
+
+
+def main_minilm(args) -> int:
+    """llm-compressor on MiniLM: every method of ``cc.MINILM_METHODS`` on every seed's lines, padded
+    as notebook 13 calibrates; ``--variants``: also on the same lines unpadded, one per batch."""
+    from peakllm.core import embeddings
+
+    out = args.out or MINILM_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(cc.MINILM["model"])
+    calibs = cc.minilm_calibration(tokenizer, args.seeds, args.samples)
+    lines = cc.minilm_eval_lines()
+    dense_emb = embeddings.embed(load_model(cc.MINILM["model"], device="cpu"), tokenizer, lines)
+    start = time.perf_counter()
+    identical = same_inputs(calibs[args.seeds[0]], cc.MINILM["model"], cc.MINILM_METHODS)
+    runs = []
+    for method in args.methods:
+        for seed in args.seeds:
+            runs.append(run_minilm(method, seed, calibs[seed], "matched", out, args.pipeline, tokenizer, lines,
+                                   dense_emb))
+        for seed in args.seeds[: args.variant_seeds] if args.variants else []:
+            runs.append(run_minilm(method, seed, calibs[seed], cc.UNPADDED, out, args.pipeline, tokenizer, lines,
+                                   dense_emb))
+    meta = {"model": cc.MINILM["model"],
+            "versions": {k: version(k) for k in ["llmcompressor", "compressed-tensors", "torch", "transformers"]},
+            "threads": torch.get_num_threads(), "calib_samples": args.samples or cc.MINILM["calib_samples"],
+            "batch_size": BATCH, "pipeline": args.pipeline or "its default (inferred: sequential)",
+            "calibration_sha256": {s: cc.lines_digest(c) for s, c in calibs.items()},
+            "padding_share": {s: cc.padding_share(c) for s, c in calibs.items()},
+            "eval_lines": len(lines), "eval_sha256": cc.text_digest(lines), "defaults": defaults(),
+            "same_inputs": identical | {"seed": args.seeds[0]}, "runs": runs}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    print(f"wrote {len(runs)} MiniLM runs to {out} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=["tiny-opt", "minilm"], default="tiny-opt",
+                   help="minilm: notebook 13's encoder on its padded calibration lines (make crosscheck-minilm)")
+    p.add_argument("--pipeline", default=None, help="minilm: oneshot's calibration pipeline (default: its own choice)")
+    p.add_argument("--variants", action="store_true", help="minilm: also the unpadded lines, batch 1")
     p.add_argument("--seeds", type=int, nargs="+", default=cc.PROTOCOL["seeds"])
-    p.add_argument("--methods", nargs="+", default=list(cc.METHODS), choices=list(cc.METHODS))
-    p.add_argument("--samples", type=int, default=cc.PROTOCOL["calib_samples"], help="calibration windows per seed")
+    p.add_argument("--methods", nargs="+", default=None, choices=list(cc.METHODS | cc.MINILM_METHODS))
+    p.add_argument("--samples", type=int, default=None, help="calibration windows (lines) per seed")
     p.add_argument("--no-variants", action="store_true", help="only the runs with our settings")
     p.add_argument("--variant-seeds", type=int, default=None, help="run the variants on the first N seeds (all)")
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.model == "minilm":
+        args.methods = args.methods or list(cc.MINILM_METHODS)
+        return main_minilm(args)
+    args.methods = args.methods or list(cc.METHODS)
+    args.samples = args.samples or cc.PROTOCOL["calib_samples"]
+    args.out = args.out or OUT
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(cc.PROTOCOL["model"])
     ctx = perplexity.context_length(load_model(cc.PROTOCOL["model"], device="cpu"))

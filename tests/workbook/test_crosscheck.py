@@ -190,3 +190,108 @@ def test_compare_half_end_to_end_with_our_own_weights_standing_in(tmp_path):
     layer = next(iter(sparse["ours"]["errors"].values()))
     assert 0 < layer["output"] < 1 and 0 < layer["weight"] < 1
     assert len(cc.production_rows("gptq", tmp_path / "results.json")) == 2
+
+
+# ---- MiniLM (notebook 13) ----------------------------------------------------------------------
+
+def _minilm_part(ours=(0.085, 0.086, 0.084), theirs=(0.0855, 0.0858, 0.0845)) -> dict:
+    side = lambda c: {"1 - cos": list(c), "recall@1": [0.56, 0.57, 0.55], "seconds": [6.0, 8.0, 7.0]}  # noqa: E731
+    methods = {}
+    for name, spec in cc.MINILM_METHODS.items():
+        o, t = side(ours), side(theirs)
+        methods[name] = {"setting": spec["setting"], "ours": o, "llmcompressor": t,
+                         "gap": {k: cc.gap_check(o[k], t[k]) for k in cc.SCORES},
+                         "agreement": {"kind": "grid" if cc.solver(spec) == "gptq" else "mask",
+                                       "overall": [0.9, 0.9, 0.9]}}
+    v = side((0.2, 0.21, 0.22)) | {f"ours (same seeds) {k}": side(ours)[k] for k in cc.SCORES}
+    methods["minilm sparsegpt 50%"]["variants"] = {cc.UNPADDED: v}
+    return {"versions": {"llmcompressor": {"llmcompressor": "9.9"}}, "methods": methods}
+
+
+def test_minilm_rows_show_both_scores_per_setting(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"minilm": _minilm_part()}))
+    t = cc.production_rows("minilm", path)
+    assert len(t) == 7 and list(t["setting"][:3]) == ["SparseGPT 50% unstructured"] * 3
+    assert t.loc[0, "1 - cos"] == "0.0850 ± 0.0010" and t.loc[0, "recall@1"] == "0.560 ± 0.010"
+    assert t.loc[1, "1 - cos vs ours"] == "+0.0003 (tie)" and t.loc[1, "recall@1 vs ours"] == "tie"
+    assert t.loc[1, "agreement with ours"] == "90.00% of mask"
+    assert t.loc[2, "implementation"].endswith(cc.UNPADDED) and t.loc[2, "1 - cos vs ours"].endswith("(worse)")
+    assert t.loc[1, "time"] == "7.0 s" and t["agreement with ours"].str.endswith("of grid").sum() == 1
+    assert len(cc.production_rows("minilm", path, variants=False)) == 6
+    # a file with only the minilm part has no tiny-opt rows yet: it says how to make them
+    assert cc.production_rows("gptq", path) is None and "make crosscheck " in capsys.readouterr().out
+    # and the other way round
+    path.write_text(json.dumps(_results()))
+    assert cc.production_rows("minilm", path) is None and "make crosscheck-minilm" in capsys.readouterr().out
+    assert len(cc.production_rows("sparsegpt", path)) == 5
+
+
+def test_a_minilm_gap_outside_two_sds_stays_in_the_file_not_in_the_notebooks_rows(tmp_path):
+    path = tmp_path / "results.json"
+    part = _minilm_part(theirs=(0.095, 0.096, 0.094))
+    path.write_text(json.dumps({"minilm": part}))
+    assert part["methods"]["minilm gptq 4-bit"]["gap"]["1 - cos"]["within"] is False
+    t = cc.production_rows("minilm", path, variants=False)
+    assert "within 2 sd" not in t.columns  # the notebooks read ties with the workbook's noise rule only
+    assert set(t.loc[t["implementation"].str.startswith("production"), "1 - cos vs ours"].str.endswith("(worse)")) == {True}
+
+
+def test_methods_name_their_solver():
+    assert {cc.solver(s) for s in cc.METHODS.values()} == {"sparsegpt", "gptq"}
+    assert [cc.solver(cc.check_method(n)) for n in cc.MINILM_METHODS] == ["sparsegpt", "sparsegpt", "gptq"]
+    assert all(s["family"] == "minilm" for s in cc.MINILM_METHODS.values())
+
+
+def test_unpad_keeps_each_lines_real_tokens():
+    calib = {"input_ids": torch.tensor([[101, 7, 8, 102], [101, 9, 102, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    assert cc.unpad(calib) == [[101, 7, 8, 102], [101, 9, 102]]
+    assert cc.padding_share(calib) == pytest.approx(1 / 8)
+    with pytest.raises(ValueError, match="right padding"):
+        cc.unpad({"input_ids": calib["input_ids"], "attention_mask": torch.tensor([[0, 1, 1, 1], [1, 1, 1, 0]])})
+    d = cc.lines_digest(calib)
+    other = dict(calib, attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1]]))
+    assert d == cc.lines_digest({k: v.clone() for k, v in calib.items()}) and d != cc.lines_digest(other)
+    assert cc.text_digest(["a", "b"]) != cc.text_digest(["a b"]) and len(cc.text_digest([])) == 64
+
+
+def test_embedding_scores_are_notebook_13s():
+    g = torch.Generator().manual_seed(0)
+    dense = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=1)
+    same = cc.embedding_scores(dense, dense.clone())
+    assert same["1 - cos"] == pytest.approx(0, abs=1e-6) and same["recall@1"] == 1.0
+    moved = cc.embedding_scores(dense, torch.nn.functional.normalize(dense + torch.randn(16, 8, generator=g), dim=1))
+    assert 0 < moved["1 - cos"] < 1 and 0 <= moved["recall@1"] < 1
+
+
+def test_input_hessians_leave_the_padding_out_unless_asked():
+    """On padded lines our H takes the real tokens only, llm-compressor's every position."""
+    from peakllm.compress import obs
+
+    class Tiny(torch.nn.Module):  # one "block" with one linear layer, as find_stacks sees a stack
+        def __init__(self):
+            super().__init__()
+            self.config = type("C", (), {"is_encoder_decoder": False})()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.layers = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(4, 3))])
+
+        def forward(self, input_ids, attention_mask=None, use_cache=False):
+            return self.layers[0](self.emb(input_ids))
+
+    torch.manual_seed(0)
+    model = Tiny()
+    calib = {"input_ids": torch.tensor([[1, 2, 3], [4, 5, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+    X = model.emb(calib["input_ids"]).detach()                           # (2, 3, 4)
+    real = obs.Hessian(4)
+    real.add_batch(X[calib["attention_mask"].bool()])
+    every = obs.Hessian(4)
+    every.add_batch(X)
+    (name,) = cc.input_hessians(model, calib)
+    torch.testing.assert_close(cc.input_hessians(model, calib)[name], real.H)
+    torch.testing.assert_close(cc.input_hessians(model, calib, padding=True)[name], every.H)
+
+
+def test_the_minilm_compare_half_says_what_to_run_first(tmp_path):
+    with pytest.raises(SystemExit, match="--model minilm"):
+        _tool().main(["--results", str(tmp_path / "results.json"), "--model", "minilm"])

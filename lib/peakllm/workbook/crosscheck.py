@@ -22,6 +22,14 @@ what both sides and the notebooks share:
   block;
 * reading ``runs/crosscheck/results.json`` into the "production library" rows of notebooks
   10 and 21 (``production_rows``), read with the workbook's noise rule (``spread.verdict``).
+
+``make crosscheck-minilm`` does the same for notebook 13's real encoder, all-MiniLM-L6-v2
+(``MINILM``, ``MINILM_METHODS``): its calibration *lines* (128 per seed, padded to the longest,
+with their attention mask), its scores on its 512 held-out lines (1 - cos to the dense embedding,
+recall@1 of the dense model's nearest neighbour: ``embedding_scores``), and the one difference an
+encoder on padded lines adds: our driver folds only the real tokens into each Hessian, while
+llm-compressor's hooks take every position of the batch, padding included (``unpad``: the same
+lines without padding, for the run that measures it). Its rows: ``production_rows("minilm")``.
 """
 from __future__ import annotations
 
@@ -38,6 +46,8 @@ RESULTS = REPO / "runs" / "crosscheck" / "results.json"
 ENV = "PEAKLLM_CROSSCHECK_RESULTS"  # another results file for the notebooks' rows (the tests point it nowhere)
 HOW = ("make crosscheck  (about 12 minutes on 2 CPU cores from a fresh clone: installs llm-compressor into "
        ".venv-crosscheck, then compresses tiny-opt with both libraries; see README)")
+HOW_MINILM = ("make crosscheck-minilm  (about 6 minutes on 2 CPU cores once .venv-crosscheck exists: compresses "
+              "all-MiniLM-L6-v2 with both libraries on notebook 13's calibration lines)")
 PROTOCOL = dict(model="tiny-opt", calib_dataset="shakespeare", calib_samples=128, eval_dataset="shakespeare",
                 eval_windows=64, seeds=[0, 1, 2], blocksize=128, percdamp=0.01)
 # name -> how each library is asked for it; ``family`` is the notebook that shows the rows
@@ -46,16 +56,35 @@ METHODS = {
     "sparsegpt 2:4": dict(family="sparsegpt", setting="2:4", sparsity=0.5, pattern="2:4"),
     "gptq 4-bit": dict(family="gptq", setting="4-bit per-channel", bits=4),
 }
-FAMILIES = ("sparsegpt", "gptq")
+FAMILIES = ("sparsegpt", "gptq", "minilm")
 DIGITS = 4  # perplexities kept to 4 decimals: the two libraries differ by hundredths on tiny-opt
 REORDERED = "same settings, windows in another shuffled order"  # the variant measuring summation-order noise
 HEAD = "lm_head"  # the key of the output embedding in saved weights, where a run compressed it too
 
+# notebook 13's defaults: calibration lines per seed, seeds, held-out lines (the test split's first
+# 512 of at least five words), each line truncated to 128 tokens, as the notebook's own calls do
+MINILM = dict(model="minilm", calib_samples=128, seeds=[0, 1, 2], eval_lines=512, max_length=128, batch_size=8,
+              blocksize=128, percdamp=0.01)
+MINILM_METHODS = {
+    "minilm sparsegpt 50%": dict(family="minilm", setting="SparseGPT 50% unstructured", sparsity=0.5,
+                                 pattern="unstructured"),
+    "minilm sparsegpt 2:4": dict(family="minilm", setting="SparseGPT 2:4", sparsity=0.5, pattern="2:4"),
+    "minilm gptq 4-bit": dict(family="minilm", setting="GPTQ 4-bit per-channel", bits=4),
+}
+SCORES = {"1 - cos": True, "recall@1": False}  # notebook 13's scores -> lower is better
+UNPADDED = "unpadded lines, batch 1 (its hooks see no padding)"  # the MiniLM run that isolates padding
+
 
 def check_method(name: str) -> dict:
-    if name not in METHODS:
-        raise ValueError(f"method={name!r} is not cross-checked; choose one of {list(METHODS)}")
-    return METHODS[name]
+    every = METHODS | MINILM_METHODS
+    if name not in every:
+        raise ValueError(f"method={name!r} is not cross-checked; choose one of {list(every)}")
+    return every[name]
+
+
+def solver(spec: dict) -> str:
+    """``"sparsegpt"`` or ``"gptq"``: which algorithm a method of ``METHODS`` / ``MINILM_METHODS`` runs."""
+    return "sparsegpt" if "pattern" in spec else "gptq"
 
 
 # ---- the shared protocol ---------------------------------------------------------------------
@@ -95,17 +124,83 @@ def linear_weights(model) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def input_hessians(model, calib: torch.Tensor, batch_size: int = 8) -> dict:
-    """{layer: H = 2 X Xᵀ / n} of each linear layer's inputs X when the *dense* model reads ``calib``."""
+def input_hessians(model, calib, batch_size: int = 8, padding: bool = False) -> dict:
+    """{layer: H = 2 X Xᵀ / n} of each linear layer's inputs X when the *dense* model reads ``calib``:
+    token windows (n, seqlen), or padded lines (a dict with ``attention_mask``), of which X holds
+    the real tokens as our driver takes them -- or, ``padding=True``, every position, as
+    llm-compressor's hooks take them."""
     from ..compress.obs import Hessian
-    from ..compress.sequential import all_linear_layers, forward_calibration
+    from ..compress.sequential import ValidTokens, all_linear_layers, forward_calibration
 
     layers = all_linear_layers(model)
     acc = {n: Hessian(m.weight.shape[1], device=m.weight.device) for n, m in layers.items()}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, h=acc[n]: h.add_batch(inp[0]))
+    valid = None if padding or torch.is_tensor(calib) else ValidTokens()
+    keep = (lambda x: x) if valid is None else valid.tokens  # (b, t, d) -> (real tokens, d)
+    hooks = [m.register_forward_hook(lambda mod, inp, out, h=acc[n]: h.add_batch(keep(inp[0])))
              for n, m in layers.items()]
-    forward_calibration(model, calib, hooks, batch_size)
+    forward_calibration(model, calib, hooks, batch_size, valid=valid)
     return {n: h.H for n, h in acc.items()}
+
+
+# ---- MiniLM (notebook 13): padded lines and embedding scores ---------------------------------
+
+def minilm_calibration(tokenizer, seeds=None, samples: int | None = None) -> dict:
+    """{seed: {"input_ids": (samples, T), "attention_mask": (samples, T)}}: notebook 13's calibration
+    lines (``evaldata.calibration_lines``: random train lines, padded to the longest, truncated to
+    128 tokens), the two tensors its driver passes to the model (BERT's token types stay 0)."""
+    from ..data import evaldata
+
+    seeds = MINILM["seeds"] if seeds is None else seeds
+    samples = samples or MINILM["calib_samples"]
+    out = {}
+    for s in seeds:
+        enc = evaldata.calibration_lines(tokenizer, samples, seed=s, max_length=MINILM["max_length"])
+        out[s] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    return out
+
+
+def minilm_eval_lines(n: int | None = None) -> list[str]:
+    """Notebook 13's held-out lines: the first ``n`` (512) lines of the test split with five words or more."""
+    from ..data import evaldata
+
+    return evaldata.lines("test", n=n or MINILM["eval_lines"])
+
+
+def lines_digest(calib: dict) -> str:
+    """sha256 of padded lines: their ids and attention mask together, (2, n, T) int64."""
+    return digest(torch.stack([calib["input_ids"].long(), calib["attention_mask"].long()]))
+
+
+def text_digest(texts: list[str]) -> str:
+    """sha256 of a list of lines (joined by newlines, UTF-8)."""
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
+def unpad(calib: dict) -> list[list[int]]:
+    """Each padded line's real tokens (attention mask 1), as a list of ids: the same lines with
+    no padding left to enter a Hessian. Raises if a line's mask is not ones then zeros (right padding)."""
+    out = []
+    for ids, m in zip(calib["input_ids"], calib["attention_mask"]):
+        k = int(m.sum())
+        if not bool(m[:k].all()) or bool(m[k:].any()):
+            raise ValueError("unpad: a line's attention mask is not ones followed by zeros (right padding only)")
+        out.append(ids[:k].tolist())
+    return out
+
+
+def padding_share(calib: dict) -> float:
+    """Share of the positions of padded lines that are padding (attention mask 0)."""
+    return 1 - calib["attention_mask"].float().mean().item()
+
+
+def embedding_scores(dense_emb: torch.Tensor, emb: torch.Tensor) -> dict:
+    """Notebook 13's two scores of a compressed encoder's embeddings ``emb`` (N, D) against the dense
+    model's ``dense_emb`` (N, D), the same lines: ``1 - cos`` (mean over lines; 0 = unchanged) and
+    ``recall@1`` (share of lines whose nearest other line is the dense model's; 1 = unchanged)."""
+    from ..core import embeddings
+
+    return {"1 - cos": 1 - embeddings.cosine_to(dense_emb, emb)[1],
+            "recall@1": embeddings.neighbour_agreement(dense_emb, emb)}
 
 
 # ---- measures --------------------------------------------------------------------------------
@@ -191,13 +286,14 @@ def load(path=None) -> dict | None:
     if not path.exists():
         return None
     res = json.loads(path.read_text())
-    if "methods" not in res:
+    if "methods" not in res and "minilm" not in res:
         raise ValueError(f"{path.name} holds no 'methods': not a results file of make crosscheck")
     return res
 
 
 def production_rows(family: str, path=None, variants: bool = True):
-    """The rows of notebook 10 (``family="sparsegpt"``) or 21 (``"gptq"``): for each setting, ours
+    """The rows of notebook 10 (``family="sparsegpt"``), 21 (``"gptq"``) or 13 (``"minilm"``, its
+    scores in place of perplexity: ``_minilm_rows``): for each setting, ours
     and llm-compressor's perplexity on the same calibration windows (mean ± sd over the seeds);
     on llm-compressor's row, the difference of the means to ours with the workbook's reading of
     it (``spread.verdict``: a tie when the intervals mean ± sd overlap), and the share of mask (or
@@ -210,10 +306,14 @@ def production_rows(family: str, path=None, variants: bool = True):
 
     choice("family", family, FAMILIES)
     res = load(path)
-    if res is None:
-        print(f"No cross-check with the production library yet ({results_path(path).name} not found).\n"
-              f"To make one: {HOW}")
+    part = "minilm" if family == "minilm" else "methods"
+    if res is None or part not in res:
+        what = "not found" if res is None else f"has no {family} part"
+        print(f"No cross-check with the production library yet ({results_path(path).name} {what}).\n"
+              f"To make one: {HOW_MINILM if family == 'minilm' else HOW}")
         return None
+    if family == "minilm":
+        return _minilm_rows(res["minilm"], path, variants)
     lib = f"llm-compressor {res['versions']['llmcompressor'].get('llmcompressor', '')}".strip()
     ppl = f"ppl {res['evaluation']['dataset']}"
 
@@ -242,4 +342,43 @@ def production_rows(family: str, path=None, variants: bool = True):
             rows.append(row(setting, f"{lib}, {v}", side, ours_same))
     if not rows:
         raise ValueError(f"{results_path(path).name} has no {family} rows; rerun `make crosscheck`")
+    return pd.DataFrame(rows)
+
+
+def _minilm_rows(part: dict, path, variants: bool):
+    """Notebook 13's rows: per setting, ours and llm-compressor's 1 - cos and recall@1 on the held-out
+    lines (mean ± sd over the seeds), llm-compressor's difference of the means to ours with its
+    verdict (the per-seed gap rule, ``gap_check``, stays in the results file and the tool's printout), the share of mask
+    (or grid) entries equal to ours, and the time of one whole-model compression."""
+    import pandas as pd
+
+    from ..core.spread import fmt, summarize, verdict
+
+    lib = f"llm-compressor {part['versions']['llmcompressor'].get('llmcompressor', '')}".strip()
+
+    def row(setting, who, side, ours=None, agree=None):
+        r = {"setting": setting, "implementation": who}
+        for k in SCORES:
+            r[k] = fmt(side[k], 4 if k == "1 - cos" else 3)
+        r["seeds"] = len(side["1 - cos"])
+        if ours is not None:
+            diff = summarize(side["1 - cos"])["mean"] - summarize(ours["1 - cos"])["mean"]
+            r["1 - cos vs ours"] = f"{diff:+.4f} ({verdict(side['1 - cos'], ours['1 - cos'])})"
+            r["recall@1 vs ours"] = verdict(side["recall@1"], ours["recall@1"], lower_is_better=False)
+        else:
+            r["1 - cos vs ours"] = r["recall@1 vs ours"] = ""
+        r["agreement with ours"] = "" if agree is None else (f"{sum(agree['overall']) / len(agree['overall']):.2%} "
+                                                             f"of {agree['kind']}")
+        return r | {"time": f"{sum(side['seconds']) / len(side['seconds']):.1f} s"}
+
+    rows = []
+    for m in part["methods"].values():
+        setting = m["setting"]
+        rows += [row(setting, "ours (peakllm)", m["ours"]),
+                 row(setting, f"production library ({lib})", m["llmcompressor"], m["ours"], m["agreement"])]
+        for v, side in (m.get("variants", {}) if variants else {}).items():
+            ours_same = {k: side[f"ours (same seeds) {k}"] for k in SCORES}
+            rows.append(row(setting, f"{lib}, {v}", side, ours_same, side.get("agreement")))
+    if not rows:
+        raise ValueError(f"{results_path(path).name} has no minilm rows; rerun `make crosscheck-minilm`")
     return pd.DataFrame(rows)
