@@ -69,6 +69,25 @@ def theirs(file: Path, model_name: str | None = None):
     return model
 
 
+def versions(meta: dict) -> dict:
+    """The package versions behind both sides: ours here, llm-compressor's as its venv recorded them."""
+    return {"ours": {"peakllm": peakllm.__version__, "torch": version("torch"), "transformers": version("transformers")},
+            "llmcompressor": meta["versions"]}
+
+
+def save(args, src: Path, **parts) -> None:
+    """Write ``parts`` into the results file, keeping what the other half (tiny-opt or MiniLM) wrote
+    there, then delete llm-compressor's weight files in ``src`` (measured and recorded: no longer
+    needed) unless ``--keep-weights``."""
+    res = cc.load(args.results) or {}
+    if "minilm" not in parts:  # the tiny-opt half rewrites the whole file but make crosscheck-minilm's part
+        res = {k: v for k, v in res.items() if k == "minilm"}
+    atomic_write_text(args.results, json.dumps(res | parts, indent=1) + "\n")
+    if not args.keep_weights:
+        for f in src.glob("*.safetensors"):
+            f.unlink()
+
+
 def mean_errors(per_seed: list[dict]) -> dict:
     return {n: {k: sum(e[n][k] for e in per_seed) / len(per_seed) for k in ("output", "weight")}
             for n in per_seed[0]}
@@ -118,27 +137,6 @@ def settings_table(defaults: dict, samples: int, batch: int) -> list[dict]:
 
 # ---- MiniLM (notebook 13) -------------------------------------------------------------------
 
-@torch.no_grad()
-def solve(W: torch.Tensor, H: torch.Tensor, spec: dict) -> torch.Tensor:
-    """Our solver alone on one layer: ``W`` (out, in) compressed with the Hessian ``H`` (in, in)."""
-    from peakllm.compress.gptq import GPTQ
-    from peakllm.compress.pruning import parse_pattern
-    from peakllm.compress.sparsegpt import SparseGPT
-
-    layer = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
-    layer.weight.copy_(W)
-    B, damp = cc.MINILM["blocksize"], cc.MINILM["percdamp"]
-    if cc.solver(spec) == "sparsegpt":
-        c = SparseGPT(layer)
-        c.H = H.clone()
-        c.prune(spec["sparsity"], *parse_pattern(spec["pattern"]), B, damp)
-    else:
-        c = GPTQ(layer)
-        c.H = H.clone()
-        c.quantize(spec["bits"], B, damp)
-    return layer.weight.detach().clone()
-
-
 def first_block(dense: dict, w_theirs: dict, H_real: dict, H_pad: dict, spec: dict) -> dict:
     """Which Hessian llm-compressor's first block was solved with. Its first block reads the dense
     model's inputs on either side, so our solver on the dense inputs' H -- real tokens only (ours),
@@ -149,7 +147,8 @@ def first_block(dense: dict, w_theirs: dict, H_real: dict, H_pad: dict, spec: di
     measure = (cc.mask_agreement if cc.solver(spec) == "sparsegpt"
                else lambda a, b: cc.grid_agreement(sub, a, b, spec["bits"]))
     theirs0 = {n: w_theirs[n] for n in names}
-    return {k: measure({n: solve(dense[n], H[n], spec) for n in names}, theirs0)["overall"]
+    return {k: measure({n: cc.solve(dense[n], H[n], spec, cc.MINILM['blocksize'], cc.MINILM['percdamp']) for n in names},
+                          theirs0)["overall"]
             for k, H in (("real tokens only", H_real), ("padding included", H_pad))}
 
 
@@ -250,15 +249,8 @@ def main_minilm(args) -> int:
                                      "whose nearest other line is the dense model's (notebook 13)"},
             "padding_share": meta["padding_share"], "pipeline": meta["pipeline"],
             "time": "wall seconds of one whole-model compression, calibration forwards included, 2 CPU threads",
-            "versions": {"ours": {"peakllm": peakllm.__version__, "torch": version("torch"),
-                                  "transformers": version("transformers")}, "llmcompressor": meta["versions"]},
-            "methods": methods}
-    res = cc.load(args.results) or {}
-    res["minilm"] = part
-    atomic_write_text(args.results, json.dumps(res, indent=1) + "\n")
-    if not args.keep_weights:
-        for f in src.glob("*.safetensors"):
-            f.unlink()
+            "versions": versions(meta), "methods": methods}
+    save(args, src, minilm=part)
     for method, m in methods.items():
         g = m["gap"]
         print(f"{method:22s} ours 1 - cos {spread.fmt(m['ours']['1 - cos'], 4)} recall@1 "
@@ -382,17 +374,9 @@ def main(argv=None) -> int:
                                         "on that seed's calibration windows; mean over seeds",
                               "weight": "||W - W_hat||_F / ||W||_F; mean over seeds"},
            "time": "wall seconds of one whole-model compression, calibration forwards included, 2 CPU threads",
-           "versions": {"ours": {"peakllm": peakllm.__version__, "torch": version("torch"),
-                                 "transformers": version("transformers")},
-                        "llmcompressor": meta["versions"]},
+           "versions": versions(meta),
            "settings": settings_table(meta["defaults"], meta["calib_samples"], meta["batch_size"]), "methods": methods}
-    before = cc.load(args.results) or {}
-    if "minilm" in before:  # make crosscheck-minilm's part stays
-        res["minilm"] = before["minilm"]
-    atomic_write_text(args.results, json.dumps(res, indent=1) + "\n")
-    if not args.keep_weights:  # measured and recorded: the weights themselves are no longer needed
-        for f in src.glob("*.safetensors"):
-            f.unlink()
+    save(args, src, **res)
     for name, m in methods.items():
         g = m["gap"]
         print(f"{name:14s} ours {spread.fmt(m['ours']['perplexity'])}  llm-compressor "

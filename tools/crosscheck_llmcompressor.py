@@ -106,9 +106,7 @@ def same_inputs(calib, model_name: str | None = None, methods: dict | None = Non
     from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
     from llmcompressor.modifiers.pruning.sparsegpt.sgpt_sparsify import sparsify_weight
 
-    from peakllm.compress.gptq import GPTQ
     from peakllm.compress.pruning import parse_pattern
-    from peakllm.compress.sparsegpt import SparseGPT
 
     model = load_model(model_name or cc.PROTOCOL["model"], device="cpu")
     H, dense = cc.input_hessians(model, calib), cc.linear_weights(model)
@@ -117,24 +115,17 @@ def same_inputs(calib, model_name: str | None = None, methods: dict | None = Non
     for method, spec in (methods or cc.METHODS).items():
         ours, theirs = {}, {}
         for n, W in dense.items():
-            mine, other = (torch.nn.Linear(W.shape[1], W.shape[0], bias=False) for _ in range(2))
-            mine.weight.copy_(W)
-            other.weight.copy_(W)
+            ours[n] = cc.solve(W, H[n], spec, B, damp)
             if cc.solver(spec) == "sparsegpt":
                 pn, pm = parse_pattern(spec["pattern"])
-                c = SparseGPT(mine)
-                c.H = H[n].clone()
-                c.prune(spec["sparsity"], pn, pm, B, damp)
+                other = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+                other.weight.copy_(W)
                 theirs[n] = sparsify_weight(other, {other: H[n].clone()}, spec["sparsity"], pn, pm, B, damp, False)[1]
             else:
-                c = GPTQ(mine)
-                c.H = H[n].clone()
-                c.quantize(spec["bits"], B, damp)
                 qa = QuantizationArgs(num_bits=spec["bits"], type="int", strategy="channel", symmetric=False)
                 scale, zp = calculate_qparams(W.min(dim=1, keepdim=True).values, W.max(dim=1, keepdim=True).values, qa)
                 theirs[n] = quantize_weight(W[None].clone(), H[n][None].clone(), scale[None], zp[None], None, qa,
                                             B, damp)[0][0]
-            ours[n] = mine.weight.detach().clone()
         agree = (cc.mask_agreement(ours, theirs) if cc.solver(spec) == "sparsegpt"
                  else cc.grid_agreement(dense, ours, theirs, spec["bits"]))
         out[method] = {"agreement": agree["overall"], "layers": len(dense),

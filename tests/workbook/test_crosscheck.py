@@ -295,3 +295,15 @@ def test_input_hessians_leave_the_padding_out_unless_asked():
 def test_the_minilm_compare_half_says_what_to_run_first(tmp_path):
     with pytest.raises(SystemExit, match="--model minilm"):
         _tool().main(["--results", str(tmp_path / "results.json"), "--model", "minilm"])
+
+
+def test_solve_is_our_solver_on_a_given_hessian():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(8, 16, generator=g)
+    X = torch.randn(64, 16, generator=g)
+    H = 2 * X.t() @ X / 64
+    pruned = cc.solve(W, H, cc.METHODS["sparsegpt 2:4"], 16, 0.01)
+    assert pruned.shape == W.shape and (pruned == 0).float().mean().item() == 0.5
+    assert ((pruned.view(8, 4, 4) == 0).sum(-1) == 2).all()  # 2 zeros in every group of 4
+    q = cc.solve(W, H, cc.METHODS["gptq 4-bit"], 16, 0.01)
+    assert all(len(torch.unique(r)) <= 16 for r in q) and not torch.equal(q, W)

@@ -142,6 +142,25 @@ def input_hessians(model, calib, batch_size: int = 8, padding: bool = False) -> 
     return {n: h.H for n, h in acc.items()}
 
 
+@torch.no_grad()
+def solve(W: torch.Tensor, H: torch.Tensor, spec: dict, blocksize: int, percdamp: float) -> torch.Tensor:
+    """Our solver alone on one layer (SparseGPT or GPTQ, as ``spec`` asks): ``W`` (out, in)
+    compressed with the Hessian ``H`` (in, in) given, not collected; returns the new weights."""
+    from ..compress.gptq import GPTQ
+    from ..compress.pruning import parse_pattern
+    from ..compress.sparsegpt import SparseGPT
+
+    layer = torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+    layer.weight.copy_(W)
+    c = (SparseGPT if solver(spec) == "sparsegpt" else GPTQ)(layer)
+    c.H = H.clone()
+    if solver(spec) == "sparsegpt":
+        c.prune(spec["sparsity"], *parse_pattern(spec["pattern"]), blocksize, percdamp)
+    else:
+        c.quantize(spec["bits"], blocksize, percdamp)
+    return layer.weight.detach().clone()
+
+
 # ---- MiniLM (notebook 13): padded lines and embedding scores ---------------------------------
 
 def minilm_calibration(tokenizer, seeds=None, samples: int | None = None) -> dict:
