@@ -23,13 +23,10 @@ what both sides and the notebooks share:
 * reading ``runs/crosscheck/results.json`` into the "production library" rows of notebooks
   10 and 21 (``production_rows``), read with the workbook's noise rule (``spread.verdict``).
 
-``make crosscheck-minilm`` does the same for notebook 13's real encoder, all-MiniLM-L6-v2
-(``MINILM``, ``MINILM_METHODS``): its calibration *lines* (128 per seed, padded to the longest,
-with their attention mask), its scores on its 512 held-out lines (1 - cos to the dense embedding,
-recall@1 of the dense model's nearest neighbour: ``embedding_scores``), and the one difference an
-encoder on padded lines adds: our driver folds only the real tokens into each Hessian, while
-llm-compressor's hooks take every position of the batch, padding included (``unpad``: the same
-lines without padding, for the run that measures it). Its rows: ``production_rows("minilm")``.
+``make crosscheck-minilm`` does the same for notebook 13's all-MiniLM-L6-v2 (``MINILM``): its padded
+calibration lines, its scores (1 - cos, recall@1: ``embedding_scores``), and the one difference padded
+lines add: our driver folds only real tokens into each Hessian, llm-compressor's hooks every position
+(``unpad``: the same lines without padding, for the run that measures it). Rows: ``production_rows("minilm")``.
 """
 from __future__ import annotations
 
@@ -144,8 +141,7 @@ def input_hessians(model, calib, batch_size: int = 8, padding: bool = False) -> 
 
 @torch.no_grad()
 def solve(W: torch.Tensor, H: torch.Tensor, spec: dict, blocksize: int, percdamp: float) -> torch.Tensor:
-    """Our solver alone on one layer (SparseGPT or GPTQ, as ``spec`` asks): ``W`` (out, in)
-    compressed with the Hessian ``H`` (in, in) given, not collected; returns the new weights."""
+    """Our solver alone (SparseGPT or GPTQ, as ``spec`` asks) on ``W`` (out, in) with the given ``H`` (in, in)."""
     from ..compress.gptq import GPTQ
     from ..compress.pruning import parse_pattern
     from ..compress.sparsegpt import SparseGPT
@@ -156,7 +152,7 @@ def solve(W: torch.Tensor, H: torch.Tensor, spec: dict, blocksize: int, percdamp
     c.H = H.clone()
     if solver(spec) == "sparsegpt":
         c.prune(spec["sparsity"], *parse_pattern(spec["pattern"]), blocksize, percdamp)
-    else:
+    else:  # the returned mask of a quantizing sweep is all False
         c.quantize(spec["bits"], blocksize, percdamp)
     return layer.weight.detach().clone()
 
