@@ -27,8 +27,8 @@ $(STAMP): $(REQS) requirements/constraints.txt requirements/nodeps.txt pyproject
 
 setup: $(STAMP)
 
-workbook: $(STAMP)
-	$(PY) -m peakllm workbook
+workbook: $(STAMP)  ## make workbook [ARGS=--store: execute notebooks/ in place and rewrite the reference records]
+	$(PY) -m peakllm workbook $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check lib tests

@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 11 · Case study 1, continued: efficient training, measured
 #
 # **Goal.** Training memory has four parts -- weights, gradients, optimizer state, activations --
@@ -14,7 +14,7 @@
 # needed.
 #
 # **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 90 seconds (QLoRA's 4-bit
-# matmuls are the slow part on a CPU); peak memory about 1.1 GiB RSS.
+# matmuls are the slow part on a CPU); peak memory just over 1 GiB RSS.
 
 # %% tags=["parameters"]
 model_name: str = "tiny-opt"  # model to fine-tune: tiny-opt (shipped), a local directory, or a Hub id such as facebook/opt-125m
@@ -31,7 +31,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds the batches and everything else
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %%
+# %% tags=[]
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -49,14 +49,14 @@ base = training.FinetuneConfig(model_name=model_name, steps=steps, batch_size=ba
 methods = training.check_all(methods, base)
 text = corpus.load_work(work)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 1. The data: one held-out play
 #
 # The shipped models never saw the validation and test plays. We fine-tune on the first 90% of
 # one of them and measure the validation loss (mean cross-entropy, nats per token) on its last
 # 10%: a small domain adaptation, the typical job of LoRA and QLoRA.
 
-# %%
+# %% tags=[]
 tokenizer = models.load_tokenizer(model_name)
 ids = torch.tensor(encode(tokenizer, text), dtype=torch.long)
 cut = int(0.9 * len(ids))
@@ -64,17 +64,17 @@ train_ids, val_ids = ids[:cut], ids[cut:]
 print(f"{work}: {len(ids):,} tokens -> fine-tune on {len(train_ids):,}, validate on {len(val_ids):,}")
 print(f"{steps} steps x {batch_size} x {seq_len} = {steps * batch_size * seq_len:,} tokens per method")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 2. Six recipes, one function each
 #
 # `training.prepare` builds the model, optimizer and autocast context of one method. Read it
 # beside the table in the module's docstring: every recipe is a few lines of real
 # `torch` / `transformers` / `peft` / `bitsandbytes` calls.
 
-# %%
+# %% tags=[]
 show_source(training.prepare)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # Two details worth seeing before we measure:
 #
 # * **Mixed precision** needs hardware bf16 to pay off. `amp_dtype` says what this device gets
@@ -86,7 +86,7 @@ show_source(training.prepare)
 #   device has it, and on CUDA uses a paged 32-bit AdamW; `qlora-attn` is the same recipe with
 #   adapters on the attention projections only, kept as a labelled row.
 
-# %%
+# %% tags=[]
 print("mixed precision here:", training.amp_dtype(dev)[1])
 probe = models.load_model(model_name, device="cpu")
 for m in [m for m in methods if m in training.ADAPTER_RECIPES]:
@@ -94,7 +94,7 @@ for m in [m for m in methods if m in training.ADAPTER_RECIPES]:
           f"of {models.count_params(probe)['total']:,} parameters at r={lora_r}")
 del probe
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 3. The mechanisms by hand, on one layer
 #
 # Before the six whole-model runs, each mechanism once, on one layer or one tensor of the shipped
@@ -115,12 +115,12 @@ del probe
 # state: $r (d + k)$ parameters instead of $d k$. After training, $W_0 + \frac{\alpha}{r} B A$ is
 # one matrix again (merging), and inference costs what it did before.
 
-# %%
+# %% tags=[]
 from peakllm.workbook import diagrams
 
 diagrams.lora_side_path()
 
-# %%
+# %% tags=[]
 import dataclasses
 
 lora_model = training.prepare(dataclasses.replace(base, model_name="tiny-opt", method="lora", device="cpu"))[0]
@@ -134,11 +134,11 @@ print(f"trainable here: r (d + k) = {A.numel() + B.numel():,} beside d k = {W0.n
 assert not B.any() and torch.equal(layer(x), layer.base_layer(x))  # B = 0: the adapted layer is the base layer
 print("at initialization B = 0, so h = W0 x exactly")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # At zero the side path is invisible; give $B$ some values, as training would, and compute
 # $h$ by hand.
 
-# %%
+# %% tags=[]
 with torch.no_grad():
     B.normal_(std=0.02)  # as if trained a little: B != 0
 h = x @ W0.T + b0 + (lora_alpha / lora_r) * (x @ A.T) @ B.T  # h = W0 x + (alpha / r) B A x, a row per token
@@ -150,7 +150,7 @@ torch.testing.assert_close(merged(x), h)
 print(f"merge_and_unload -> a plain {type(merged).__name__} {tuple(merged.weight.shape)} with the same output "
       "(exercise 3 writes its weight by hand)")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ### NF4: sixteen levels at the quantiles of a normal distribution
 #
 # QLoRA (Dettmers et al. 2023, section 3) stores the frozen weights in 4-bit NormalFloat: blocks of
@@ -168,7 +168,7 @@ print(f"merge_and_unload -> a plain {type(merged).__name__} {tuple(merged.weight
 # $\text{absmax}(\mathbf{w}) = \max_j |w_j|$ and, per weight, the index
 # $\arg\min_i |w_j / \text{absmax}(\mathbf{w}) - q_i|$ in 4 bits.
 
-# %%
+# %% tags=[]
 import bitsandbytes.functional as bnbF
 
 normal = torch.distributions.Normal(0.0, 1.0)
@@ -181,7 +181,7 @@ torch.testing.assert_close(q, nf4, rtol=0, atol=1e-6)
 print("our 16 levels:", " ".join(f"{v:+.4f}" for v in q.tolist()))
 print(f"bitsandbytes' table: equal within {(q - nf4).abs().max():.0e} (float32 quantiles here, float64 there)")
 
-# %%
+# %% tags=[]
 from peakllm.compress import levels
 
 W = models.load_model("tiny-opt", device="cpu").model.decoder.layers[0].self_attn.q_proj.weight.detach()  # (d, k)
@@ -197,7 +197,7 @@ print(f"by hand = bitsandbytes, bit for bit: {packed.numel():,} bytes of indices
 print(f"error on {W.numel():,} weights: rms {(W_nf4 - W).pow(2).mean().sqrt():.2e}, largest {(W_nf4 - W).abs().max():.4f}")
 ax = levels.plot_levels(blocks / absmax, nf4, title=f"q_proj of block 0: {W.numel():,} weights / their block's absmax")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # The levels crowd near zero, where most weights are, and thin out in the tails. QLoRA also
 # stores the absmaxes themselves in 8 bits (double quantization: $8/64 + 32/(64 \cdot 256)$ bits
 # of constants per weight instead of $32/64$); the `qlora` recipe does.
@@ -216,7 +216,7 @@ ax = levels.plot_levels(blocks / absmax, nf4, title=f"q_proj of block 0: {W.nume
 # quantize it by hand and read what `bnb.optim.AdamW8bit` (the `adamw8bit` recipe's optimizer)
 # stored.
 
-# %%
+# %% tags=[]
 import bitsandbytes as bnb
 
 mags = torch.cat([10.0 ** (i - 6) * ((b[:-1] + b[1:]) / 2) for i in range(7) for b in [torch.linspace(0.1, 1, 2**i + 1)]])
@@ -247,7 +247,7 @@ print(f"the rest differ by {(idx1 - stored).abs().max().item()} level(s) at most
 print(f"stored: {state['state1'].numel():,} bytes + {4 * state['absmax1'].numel():,} of absmax = "
       f"{(state['state1'].numel() + 4 * state['absmax1'].numel()) / m1.numel():.3f} bytes per value, against 4 in fp32")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # The optimizer's bytes are exactly `quantize_blockwise` of $m_1$ with this map and 256-value
 # blocks, and the absmaxes match ours; why not every byte? bitsandbytes' CPU kernel finds a level
 # with a fast approximate lookup table and then compares only two neighbours, so now and then --
@@ -262,7 +262,7 @@ print(f"stored: {state['state1'].numel():,} bytes + {4 * state['absmax1'].numel(
 # saving them, keeps only the block's input, and runs the block's forward again inside the
 # backward. One decoder block, at this notebook's batch:
 
-# %%
+# %% tags=[]
 net = models.load_model("tiny-opt", device="cpu", dtype="float32").train()
 block = net.model.decoder.layers[0]                  # one decoder block
 hidden = torch.randn(batch_size, seq_len, net.config.hidden_size, requires_grad=True)  # its input, (B, T, d)
@@ -287,7 +287,7 @@ print(f"checkpointed: the input only, {memory.human(ckpt.bytes)} ({plain.bytes /
       "memory.SavedActivations counts the same")
 del net, lora_model
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 4. Fine-tune with each method
 #
 # Same batches (same seed), same number of steps. The first step of each run is measured by
@@ -298,10 +298,10 @@ del net, lora_model
 # bf16 only where the device has it and pages its optimizer on CUDA. On a GPU the allocator's peak
 # is shown beside them. Throughput is timed over the remaining steps.
 
-# %%
+# %% tags=[]
 runs = training.compare(methods, base, train_ids, val_ids)
 
-# %%
+# %% tags=[]
 full_total = runs["full"]["parts"]["total"] if "full" in runs else None
 rows = []
 for m, r in runs.items():
@@ -323,7 +323,7 @@ for m, r in runs.items():
 table = pd.DataFrame(rows).set_index("method")
 table
 
-# %%
+# %% tags=[]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
 memory.plot_anatomy({m: r["parts"] for m, r in runs.items()}, ax=ax1,
                     title=f"exact training memory, {model_name}, {batch_size}x{seq_len} tokens")
@@ -333,7 +333,7 @@ ax2.set(xlabel="step", ylabel="train loss (nats/token)", title=f"fine-tuning on 
 ax2.legend(fontsize=8)
 fig.tight_layout()
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Reading the table.**
 #
 # * **Full fine-tuning** costs 16 bytes per parameter of model state (4 weights + 4 gradients +
@@ -348,7 +348,7 @@ fig.tight_layout()
 #   which are not checkpointed.
 # * **8-bit AdamW** stores both moments in 8 bits with a 32-bit scale per 256-value block:
 #   a quarter of the optimizer state (tensors under 4,096 values keep 32-bit state).
-# * **LoRA** trains 1.5% of the parameters: gradients and optimizer state all but vanish, but the
+# * **LoRA** trains only the adapters, a small share of the parameters (the `trainable` column): gradients and optimizer state all but vanish, but the
 #   frozen weights and the activations stay.
 # * **QLoRA** also stores the frozen weights in 4-bit NormalFloat and checkpoints the layers:
 #   every part shrinks at once. With adapters on every linear layer it trains more parameters than
@@ -362,7 +362,7 @@ fig.tight_layout()
 # The question of this chapter: how many times less exact training memory does QLoRA need than
 # full fp32 fine-tuning, at the same batch and sequence length?
 
-# %%
+# %% tags=[]
 if {"full", "qlora"} <= set(runs):
     ratio = runs["full"]["parts"]["total"] / runs["qlora"]["parts"]["total"]
     print(f"full / QLoRA exact training memory: {ratio:.2f}x")
@@ -371,7 +371,7 @@ bpp = pd.DataFrame({m: training.bytes_per_param(r["parts"], r["total_params"]) f
 bpp.columns = [f"{c} B/param" for c in bpp.columns]
 bpp
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 5. Scaled up: which GPU does each recipe need?
 #
 # The model state (weights, gradients, optimizer) grows with the parameter count; we scale our
@@ -382,7 +382,7 @@ bpp
 # gate, up and down). Activations are left out:
 # they depend on batch x sequence, and checkpointing keeps them to a few GB.
 
-# %%
+# %% tags=[]
 est_rows = []
 for size, shape in training.TARGETS.items():
     for m, r in runs.items():
@@ -393,14 +393,14 @@ for size, shape in training.TARGETS.items():
         rec.add("model_state_estimate", round(e["model_state"]), "B", method=m, model=size)
 pd.DataFrame(est_rows).set_index(["model", "method"])
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 6. Paper vs ours
 #
 # The published anchors (`data/reference/paper_numbers.json`) beside our measurements. LoRA's
 # 10,000x is for GPT-3 175B with r = 4 on W_q and W_v; the same r (d_in + d_out) count on GPT-3's
-# shape (96 layers, d = 12,288) gives it back, while our tiny model can only show 65x.
+# shape (96 layers, d = 12,288) gives it back, while on our tiny model the same count gives only the ratio in the `ours` column.
 
-# %%
+# %% tags=[]
 gpt3_lora = 96 * 2 * 4 * (12288 + 12288)  # 96 layers x (W_q, W_v) x r=4 x (d_in + d_out)
 cmp_rows = [{"quantity": "model-state bytes per parameter, Adam", "paper": reference.paper_value(metric="bytes_per_param", method="amp"),
              "ours": round(bpp.loc["full", ["weights B/param", "gradients B/param", "optimizer B/param"]].sum(), 2) if "full" in runs else None,
@@ -417,32 +417,50 @@ if "qlora" in runs:
                      "ours": f"70B: {memory.human(e['model_state'])}", "setting": "ours: measured NF4 bytes/weight x 70B (+ activations)"})
 pd.DataFrame(cmp_rows).set_index("quantity")
 
-# %% [markdown]
-# What differs and why: our model is 4 million parameters, so the fixed costs the papers
+# %% [markdown] tags=[]
+# What differs and why: our model is tiny, so the fixed costs the papers
 # neglect (the fp32 embedding that QLoRA leaves unquantized, 32-bit state of small tensors in
 # 8-bit Adam, the logits) are a larger share here. Scaled to billions of parameters (section 5)
 # they fade and the published ratios come back.
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Key takeaways
-#
-# * LoRA is a side path, $h = W_0 x + \frac{\alpha}{r} B A x$: by hand it equals peft's layer, and
-#   at r = 8 a 256 x 256 projection trains 4,096 parameters beside 65,536 frozen ones. On the four
-#   attention projections of every block that is 65,536 trainable of 4,274,176: gradients fall
-#   from 16.3 MiB to 256.0 KiB and optimizer state from 32.6 MiB to 512.1 KiB, while the frozen
-#   weights and the activations stay.
-# * NF4 is a table of 16 normal quantiles and one absmax per 64 weights: built by hand, it equals
-#   bitsandbytes' table, and one weight quantized by hand equals bitsandbytes' bit for bit at 4.50
-#   bits per weight.
-# * 8-bit AdamW keeps 1.016 bytes per moment value instead of 4: the optimizer state drops from
-#   32.6 MiB to 8.4 MiB (0.742 of it removed), and the loss curve does not move.
-# * A checkpointed block keeps only its input: 2.0 MiB instead of the 24.1 MiB autograd saves
-#   for one block at this batch; for the whole model, activations fall from 132.3 MiB to 44.1 MiB,
-#   at the cost of a second forward pass.
-# * Together in QLoRA, every part shrinks: 3.94x less exact training memory than full fp32
-#   fine-tuning at the same batch.
 
-# %% [markdown]
+# %% tags=["nbval-ignore-output"]
+if {"full", "checkpointing", "adamw8bit", "lora", "qlora"} <= set(runs):
+    human = memory.human
+    nbytes = {(m, part): rec.value("train_bytes", method=m, part=part) for m in runs for part in (*memory.PARTS, "total")}
+    lora_trainable = rec.value("trainable_params", method="lora")
+    lora_base = runs["lora"]["total_params"] - lora_trainable  # the frozen model the adapters sit beside
+    nf4_bits = 8 * (packed.numel() + 4 * absmax.numel()) / W.numel()  # section 3's NF4 weight, indices + absmax
+    state_bytes = (state["state1"].numel() + 4 * state["absmax1"].numel()) / state["state1"].numel()
+    removed = 1 - nbytes["adamw8bit", "optimizer"] / nbytes["full", "optimizer"]
+    curve_gap = max(abs(a["train_loss"] - f["train_loss"]) for a, f in zip(runs["adamw8bit"]["log"], runs["full"]["log"]))
+    act_full, act_ckpt = nbytes["full", "activations"], nbytes["checkpointing", "activations"]
+    shrunk = [part for part in memory.PARTS if nbytes["qlora", part] < nbytes["full", part]]
+    peakllm.say(f"""
+* LoRA is a side path, $h = W_0 x + \\frac{{\\alpha}}{{r}} B A x$: by hand it equals peft's layer, and
+  at r = {lora_r} a {W0.shape[0]} x {W0.shape[1]} projection trains {A.numel() + B.numel():,} parameters beside {W0.numel():,} frozen ones. On the
+  attention projections of every block that is {lora_trainable:,} trainable parameters beside {lora_base:,} frozen ones
+  ({lora_trainable / lora_base:.1%}): gradients go from {human(nbytes["full", "gradients"])} to {human(nbytes["lora", "gradients"])} and optimizer state from
+  {human(nbytes["full", "optimizer"])} to {human(nbytes["lora", "optimizer"])}, while the weights stay ({human(nbytes["lora", "weights"])}, adapters included) and
+  the activations go from {human(nbytes["full", "activations"])} to {human(nbytes["lora", "activations"])}.
+* NF4 is a table of 16 normal quantiles and one absmax per 64 weights: built by hand, it equals
+  bitsandbytes' table, and one weight quantized by hand equals bitsandbytes' bit for bit at {nf4_bits:.2f}
+  bits per weight.
+* 8-bit AdamW keeps {state_bytes:.3f} bytes per moment value instead of 4: the optimizer state goes from
+  {human(nbytes["full", "optimizer"])} to {human(nbytes["adamw8bit", "optimizer"])} ({removed:.3f} of it removed), and its training loss stays
+  within {curve_gap:.4f} nats of full fine-tuning's at every step.
+* A checkpointed block keeps only its input: {human(ckpt.bytes)} instead of the {human(plain.bytes)} autograd saves
+  for one block at this batch; for the whole model, activations {"fall" if act_ckpt < act_full else "go"} from {human(act_full)} to {human(act_ckpt)},
+  at the cost of a second forward pass.
+* Together in QLoRA, {"every part shrinks" if len(shrunk) == len(memory.PARTS) else "the " + ", ".join(shrunk) + " shrink"}: {rec.value("memory_ratio", method="qlora"):.2f}x less exact training memory than full fp32
+  fine-tuning at the same batch.
+""")
+else:
+    peakllm.say("The takeaways quote the full, checkpointing, adamw8bit, lora and qlora runs: keep them in `methods`.")
+
+# %% [markdown] tags=[]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -459,13 +477,13 @@ pd.DataFrame(cmp_rows).set_index("quantity")
 # %% [markdown] tags=["solution"]
 # **Solution 2.** Only the activations follow the batch: divide the activations column by the batch size and you get about the same bytes per sequence at every batch. Set full fine-tuning's activations against its model state (weights, gradients and AdamW's two moments: 16 bytes per parameter) to find where they cross. Gradient checkpointing (and QLoRA, which uses it) keeps the activations smallest, and what remains is mostly the logits: the LM head's output over the whole vocabulary for every token.
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Exercise 3 (code).** Merging, by hand: write the merged weight
 # $W = W_0 + \frac{\alpha}{r} B A$ of section 3's adapted layer as `W_merged`, from `W0`, `A`, `B`,
 # `lora_alpha` and `lora_r`. The check compares it with the weight peft's `merge_and_unload`
 # wrote.
 
-# %%
+# %% tags=[]
 ### BEGIN SOLUTION
 W_merged = W0 + (lora_alpha / lora_r) * B.detach() @ A.detach()  # (d, r) @ (r, k) -> (d, k)
 ### END SOLUTION
@@ -475,8 +493,8 @@ torch.testing.assert_close(W_merged, merged.weight)
 torch.testing.assert_close(x @ W_merged.T + b0, h)  # one matrix, the same output as the side path
 print(f"W_merged = merge_and_unload's weight; it moved W0 by up to {(W_merged - W0).abs().max():.4f}")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Records
 
-# %%
+# %% tags=[]
 peakllm.finish(rec, results_path)

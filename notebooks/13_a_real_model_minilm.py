@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 13 · Case studies 1 and 2 on a model someone else trained: MiniLM pruned and quantized
 #
 # **Goal.** Everything so far ran on models this project trained for a few minutes. Here the
@@ -32,7 +32,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds everything that is not a calibration seed
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %%
+# %% tags=[]
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -55,13 +55,13 @@ seeds = checks.seeds("seeds", seeds)
 checks.positive_int("calib_samples", calib_samples)
 checks.in_range("eval_lines", eval_lines, 4, 5000)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 1. The model
 #
 # The loader finds the installed package's `model/` directory, checks the sha256 of its
 # `model.safetensors`, and loads it with transformers' `AutoModel` (a bare encoder: no LM head).
 
-# %%
+# %% tags=[]
 model, tokenizer = models.load(model_name, device=str(dev))
 n_params = sum(p.numel() for p in model.parameters())
 layers = sequential.all_linear_layers(model)
@@ -69,19 +69,19 @@ print(f"{model_name}: {type(model).__name__}, {model.config.num_hidden_layers} l
       f"{n_params:,} parameters; {len(layers)} linear layers in the blocks")
 print("weights: the model.safetensors of the installed package, its sha256 checked against the pinned one")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # What the model computes: the last hidden states averaged over the real tokens of a line and
 # scaled to unit length (its own pooling, from the checkpoint's `modules.json`). Lines that mean
 # the same come out close:
 
-# %%
+# %% tags=[]
 show_source(embeddings.mean_pool)
 probe = ["To be, or not to be, that is the question.", "Whether to live or to die is what I ask myself.",
          "The ship was lost in the storm off the island."]
 e = embeddings.embed(model, tokenizer, probe)
 pd.DataFrame((e @ e.T).numpy().round(2), index=[p[:32] for p in probe], columns=["line 1", "line 2", "line 3"])
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 2. Calibration on padded lines
 #
 # An encoder reads sentences, not windows of running text: the calibration set is `calib_samples`
@@ -89,7 +89,7 @@ pd.DataFrame((e @ e.T).numpy().round(2), index=[p[:32] for p in probe], columns=
 # passes the mask to the model and hands every layer's compressor only the real tokens, never
 # the padding:
 
-# %%
+# %% tags=[]
 calibs = {s: evaldata.calibration_lines(tokenizer, calib_samples, seed=s) for s in seeds}
 c0 = calibs[seeds[0]]
 real = int(c0["attention_mask"].sum())
@@ -97,7 +97,7 @@ print(f"calibration: {tuple(c0['input_ids'].shape)} padded lines per seed, {real
       f"({real / c0['attention_mask'].numel():.0%} of the positions), seeds {seeds}")
 show_source(sequential.ValidTokens)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 3. Scoring an encoder
 #
 # The held-out lines are the first `eval_lines` lines of the test split with at least five words.
@@ -118,7 +118,7 @@ show_source(sequential.ValidTokens)
 # $$1 - \cos = 1 - \frac{1}{n}\sum_{i=1}^{n} \hat e_i^\top e_i, \qquad
 # \text{recall@1} = \frac{1}{n}\sum_{i=1}^{n} \mathbb{1}\Big[\arg\max_{j \ne i} \hat e_i^\top \hat e_j = \arg\max_{j \ne i} e_i^\top e_j\Big].$$
 
-# %%
+# %% tags=[]
 held_out = evaldata.lines("test", n=eval_lines)
 dense_emb = embeddings.embed(model, tokenizer, held_out)
 next_line = embeddings.recall_at_1(dense_emb[0::2], dense_emb[1::2])
@@ -126,13 +126,13 @@ print(f"{len(held_out)} held-out lines; next-line recall@1 of the dense model: {
       f"(chance {1 / (len(held_out) // 2):.3f})")
 rec.add("recall_at_1", round(next_line, 4), "share", model=model_name, method="dense", task="next line")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # The dense model itself barely finds a line's next line: in verse, consecutive lines share
 # little meaning, so that task cannot tell a good compressed model from a bad one. The
 # nearest-neighbour task asks the question users of a search index care about: does the
 # compressed model return the same results?
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 4. Pruning: magnitude, Wanda and SparseGPT at 50%
 #
 # Magnitude pruning drops the weights of smallest $|W_{ij}|$; Wanda (Sun et al. 2023) weighs each by
@@ -140,7 +140,7 @@ rec.add("recall_at_1", round(next_line, 4), "share", model=model_name, method="d
 # smallest half of every row; SparseGPT also updates the weights that stay, row by row, to undo
 # the error (notebook 10).
 
-# %%
+# %% tags=[]
 prune_rows = []  # one row per run
 runs = [(pat, m, s) for pat in patterns for m in methods for s in (seeds[:1] if m == "magnitude" else seeds)]
 for pat, method, s in tqdm(runs, desc="prune + embed"):
@@ -163,10 +163,10 @@ table = pd.concat({"1 - cos (mean ± sd)": spread.table(prune_df, ["setting", "m
 print(f"{len(held_out)} held-out lines; calibration seeds {seeds} (magnitude pruning reads no data: one run)")
 table
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 5. Quantization: RTN and GPTQ, and bitsandbytes
 
-# %%
+# %% tags=[]
 q_rows = []
 runs = [(b, m, s) for b in grid_bits for m in ["rtn", "gptq"] for s in (seeds[:1] if m == "rtn" else seeds)]
 for b, method, s in tqdm(runs, desc="quantize + embed"):
@@ -192,14 +192,14 @@ for _, r in quant_df.iterrows():
 pd.concat({"1 - cos (mean ± sd)": spread.table(quant_df, ["setting", "method"], "1 - cos", digits=4)["mean ± sd"],
            "recall@1 (mean ± sd)": spread.table(quant_df, ["setting", "method"], "recall@1", digits=3)["mean ± sd"]}, axis=1)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 6. What the solvers buy
 #
 # The same comparisons as notebooks 10 and 21, with their noise: each calibrated method against
 # its data-free baseline at the same setting, a difference inside the seed spread called a tie,
 # and the share of the baseline's damage that remains.
 
-# %%
+# %% tags=[]
 both = pd.concat([prune_df, quant_df])
 pairs = [(st, "sparsegpt", "magnitude") for st in prune_df.setting.unique()] + \
         [(st, "wanda", "magnitude") for st in prune_df.setting.unique()] + \
@@ -218,7 +218,7 @@ for st, a, b in pairs:
                          "recall@1 verdict": spread.verdict(A["recall@1"].tolist(), B["recall@1"].tolist(), lower_is_better=False)})
 pd.DataFrame(verdicts)
 
-# %%
+# %% tags=[]
 summary = both.groupby(["setting", "method"], sort=False)[["1 - cos", "recall@1"]].agg(["mean", "std"]).fillna(0.0)
 fig, ax = plt.subplots(figsize=(7, 4.5))
 for (st, method), r in summary.iterrows():
@@ -231,14 +231,14 @@ ax.set(xlabel="1 - cos to the dense embedding (lower is better)", ylabel="recall
        title=f"{model_name}: what each compression keeps")
 ax.legend(); fig.tight_layout(); plt.show()
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # Read the plot from the top left (the dense model) outward. The calibrated solvers sit closer
 # to the dense model than their data-free baselines at the same setting; the verdict table says
 # which differences stand outside the seed spread. The SparseGPT and GPTQ papers report the same
 # ordering on OPT by perplexity (notebooks 10 and 21); here it holds on a model trained by
 # someone else, scored by what its users do with it.
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ### Beside the production library
 #
 # llm-compressor (`SparseGPTModifier`, `GPTQModifier`) compresses this encoder too: its
@@ -253,27 +253,56 @@ ax.legend(); fig.tight_layout(); plt.show()
 # difference to ours read with the noise rule of section 6, and the share of mask (or grid)
 # entries both libraries choose alike; when it does not, the cell says how to make it.
 
-# %%
+# %% tags=[]
 production = crosscheck.production_rows("minilm")  # None, after saying how to make it, without `make crosscheck-minilm`
 if production is not None:
     display(production)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Key takeaways
-#
-# * The same driver that compresses our tiny models compresses a model trained by someone else:
-#   all 36 linear layers of MiniLM's six blocks, pruned or quantized from 128 padded calibration
-#   lines per seed.
-# * At 50% unstructured, SparseGPT moves the embeddings least: 1 − cos 0.0851 ± 0.0007 against
-#   Wanda's 0.1230 ± 0.0001 and magnitude's 0.2705, and it keeps the dense model's nearest
-#   neighbour for 0.562 ± 0.012 of the lines (magnitude: 0.305).
-# * 2:4 costs every method more than 50% unstructured at the same count of weights (SparseGPT
-#   0.1395 ± 0.0018).
-# * GPTQ at 4 bits leaves 1 − cos 0.0338 ± 0.0006 where RTN leaves 0.0757; bitsandbytes' int8
-#   is nearly lossless (0.0010) and NF4 lands at 0.0310.
-# * Every calibrated solver beats its data-free baseline outside the seed spread on both scores.
 
-# %% [markdown]
+# %% tags=["nbval-ignore-output"]
+cos_seeds = both.groupby(["setting", "method"])["1 - cos"].apply(list).to_dict()  # (setting, method) -> 1 - cos per seed
+r1_seeds = both.groupby(["setting", "method"])["recall@1"].apply(list).to_dict()  # (setting, method) -> recall@1 per seed
+than = {"better": "less than", "worse": "more than", "tie": "about as much as"}  # spread.verdict of 1 - cos, in words
+lines = [f"* The same driver that compresses our tiny models compresses a model trained by someone else: "
+         f"all {len(layers)} linear layers of {model_name}'s {model.config.num_hidden_layers} blocks, pruned or quantized "
+         f"from {calib_samples} padded calibration lines per seed."]
+u, nm = "50% unstructured", "2:4"
+if {"magnitude", "wanda", "sparsegpt"} <= set(methods) and u in set(prune_df.setting):
+    sg, wa, mag = cos_seeds[(u, "sparsegpt")], cos_seeds[(u, "wanda")], cos_seeds[(u, "magnitude")]
+    least = spread.verdict(sg, wa) == "better" and spread.verdict(sg, mag) == "better"
+    lines.append(f"* At 50% unstructured, SparseGPT moves the embeddings {'least' if least else 'not clearly least'}: "
+                 f"1 − cos {spread.fmt(sg, 4)} against Wanda's {spread.fmt(wa, 4)} and magnitude's {spread.fmt(mag, 4)}, "
+                 f"and it keeps the dense model's nearest neighbour for {spread.fmt(r1_seeds[(u, 'sparsegpt')], 3)} of the lines "
+                 f"(Wanda: {spread.fmt(r1_seeds[(u, 'wanda')], 3)}, magnitude: {spread.fmt(r1_seeds[(u, 'magnitude')], 3)}).")
+if {u, nm} <= set(prune_df.setting):
+    costs = {m: spread.verdict(cos_seeds[(nm, m)], cos_seeds[(u, m)]) for m in methods}  # 2:4 against unstructured
+    dearer = [m for m in methods if costs[m] == "worse"]
+    who = "every method" if len(dearer) == len(methods) else (", ".join(dearer) or "no method")
+    lines.append(f"* 2:4 costs {who} more than 50% unstructured at the same count of weights, outside the seed spread "
+                 + (f"(SparseGPT: 1 − cos {spread.fmt(cos_seeds[(nm, 'sparsegpt')], 4)} against "
+                    f"{spread.fmt(cos_seeds[(u, 'sparsegpt')], 4)})." if "sparsegpt" in methods else "."))
+if ("4-bit", "gptq") in cos_seeds:
+    g4, r4 = cos_seeds[("4-bit", "gptq")], cos_seeds[("4-bit", "rtn")]
+    lines.append(f"* GPTQ at 4 bits leaves 1 − cos {spread.fmt(g4, 4)} (recall@1 {spread.fmt(r1_seeds[('4-bit', 'gptq')], 3)}), "
+                 f"{than[spread.verdict(g4, r4)]} RTN's {spread.fmt(r4, 4)} (recall@1 {spread.fmt(r1_seeds[('4-bit', 'rtn')], 3)}).")
+if bnb_methods:
+    closest = both.groupby(["setting", "method"])["1 - cos"].mean().idxmin()  # (setting, method) that moves the embeddings least
+    bnb = " and ".join(f"{spread.fmt(cos_seeds[(q, 'bnb-' + q)], 4)} with {q} (recall@1 {spread.fmt(r1_seeds[(q, 'bnb-' + q)], 3)})"
+                       for q in bnb_methods)
+    lines.append(f"* bitsandbytes, with no calibration at all, leaves 1 − cos {bnb}"
+                 + (f"; {closest[0]} moves the embeddings least of every compression here." if closest[1].startswith("bnb-") else "."))
+both_better = sum(v["1 - cos verdict"] == "better" and v["recall@1 verdict"] == "better" for v in verdicts)
+if verdicts and both_better == len(verdicts):
+    lines.append(f"* Every calibrated solver beats its data-free baseline outside the seed spread on both scores "
+                 f"(all {len(verdicts)} comparisons of section 6).")
+else:
+    lines.append(f"* {both_better} of the {len(verdicts)} comparisons of section 6 find the calibrated solver better than its "
+                 f"data-free baseline outside the seed spread on both scores; the verdict table shows which.")
+peakllm.say("\n".join(lines))
+
+# %% [markdown] tags=[]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -290,13 +319,13 @@ if production is not None:
 # %% [markdown] tags=["solution"]
 # **Solution 2.** 2:4 removes exactly two of every four consecutive inputs of every row, so no row can keep more than half of any group, however important its inputs are; unstructured pruning at the same 50% can keep whole groups where the inputs matter and empty others. With 384 inputs per attention row, every row of MiniLM is covered by 96 such groups, and each group is constrained: the solver's updates can only spread the error over the two weights that survive in each group.
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Exercise 3 (code).** Section 3's next-line recall@1 by hand: the embeddings are unit
 # length, so a query's nearest candidate is the one with the largest dot product. With the even
 # held-out lines as queries and the odd ones as candidates, compute `next_line_by_hand`, the
 # share of queries whose nearest candidate is their own next line.
 
-# %%
+# %% tags=[]
 queries, candidates = dense_emb[0::2], dense_emb[1::2]  # (n/2, 384) each, unit length
 ### BEGIN SOLUTION
 nearest = (queries @ candidates.T).argmax(dim=1)  # (n/2,) index of each query's nearest candidate
@@ -308,8 +337,8 @@ print(f"next-line recall@1 by hand: {next_line_by_hand:.3f}")
 assert abs(next_line_by_hand - embeddings.recall_at_1(queries, candidates)) < 1e-9, "differs from the library's recall@1"
 print("check passed")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Records
 
-# %%
+# %% tags=[]
 peakllm.finish(rec, results_path)

@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 21 · Case study 2: weight quantization -- bitsandbytes, RTN and GPTQ
 #
 # **Goal.** Fewer bits per weight make a model smaller and, where decoding is memory-bound,
@@ -31,7 +31,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds everything that is not a calibration seed
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %%
+# %% tags=[]
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -51,7 +51,7 @@ grid_bits = [quant.parse_bits(b) for b in grid_bits]
 seeds = checks.seeds("seeds", seeds)
 checks.in_range("eval_windows", eval_windows, 0, 10**9)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 1. The baseline and what we measure
 #
 # * **perplexity** on each evaluation text (the protocol of notebook 00), on the same fixed
@@ -62,7 +62,7 @@ checks.in_range("eval_windows", eval_windows, 0, 10**9)
 #   stay in full precision everywhere, as in the papers);
 # * **forward latency** of `latency_batch` x context tokens on this device (best of 3).
 
-# %%
+# %% tags=[]
 model, tokenizer = models.load(model_name, device=str(dev))
 ctx = models.context_length(model)
 seqlen = calib_seqlen or ctx
@@ -75,7 +75,7 @@ x = next(iter(eval_ids.values()))[:, :ctx].repeat(latency_batch, 1).to(dev)
 rows = [measure.model_row(model, "dense", 32, scored, x, ctx) | {"seed": None}]
 pd.DataFrame(rows)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 2. LLM.int8() by hand, on one layer
 #
 # LLM.int8() (Dettmers et al. 2022, section 3) multiplies $X W^\top$ in int8 with one scale per
@@ -96,7 +96,7 @@ pd.DataFrame(rows)
 # matrix, reading the ReLU's output) for one window of held-out text, on the CPU, against the
 # `Linear8bitLt` layer bitsandbytes puts in its place.
 
-# %%
+# %% tags=[]
 import bitsandbytes as bnb
 import torch
 
@@ -118,7 +118,7 @@ W, bias = dense8.get_submodule(name8).weight.detach(), dense8.get_submodule(name
 threshold = layer8.state.threshold
 print(f"{name8}: {type(layer8).__name__}, X {tuple(X.shape)}, W {tuple(W.shape)}, outlier threshold {threshold}")
 
-# %%
+# %% tags=[]
 X16, W16 = X.half(), W.half()                    # bitsandbytes quantizes from fp16
 s_W = W16.abs().amax(1).float()                   # (d_out,) absmax of each row of W
 W_i8 = torch.round(W16 * (127 / s_W[:, None])).to(torch.int8)
@@ -141,12 +141,12 @@ print("outlier columns:", O.tolist())
 print(f"max |Y by hand - Linear8bitLt| = {(Y - Y_bnb).abs().max():.1e} (the output reaches {Y_bnb.abs().max():.1f})")
 ax = levels.plot_outlier_columns(X, threshold, title=f"{name8}: largest |x| of each input column, {X.shape[0]} tokens")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # Close, not equal: bitsandbytes' CPU path rescales the int32 product with its own constant
 # (its default torch kernel, which `Linear8bitLt` calls on a CPU), slightly off $1/127^2$. Read it
 # from the kernel, use it, and the difference falls to float rounding:
 
-# %%
+# %% tags=[]
 ones = torch.ones(1)
 cpu_scale = torch.ops.bitsandbytes.int8_mm_dequant(torch.ones(1, 1, dtype=torch.int32), ones, ones, dtype=torch.float32).item()
 print(f"bitsandbytes' CPU rescale of an int32 1 with unit scales: {cpu_scale:.7g}; 1/127^2 = {1 / 127**2:.8g}")
@@ -161,14 +161,19 @@ rms = {k: (v - Y_fp32).pow(2).mean().sqrt().item() for k, v in {"decomposed": Y,
 print(f"rms error against fp32: {rms['decomposed']:.4f} with the decomposition, {rms['all int8']:.4f} with every column in int8")
 del dense8, int8
 
-# %% [markdown]
-# The outliers of our 4-million-parameter model are mild (the largest |x| is under twice the
-# threshold), so the decomposition buys little here. The LLM.int8() paper finds such features
-# growing with scale until, in models of several billion parameters, they sit in every layer and
-# plain int8 loses the model's quality -- the case the decomposition was made for. Section 3
-# runs every linear layer of the blocks this way.
+# %% tags=["nbval-ignore-output"]
+peak = X.abs().max().item()
+peakllm.say(f"The outliers of the small shipped `tiny-opt` are {'mild' if peak < 2 * threshold else 'strong'}: the largest |x| is "
+            f"{peak:.2f}, {peak / threshold:.1f} times the threshold. The decomposition "
+            f"{'buys little here' if rms['decomposed'] > 0.8 * rms['all int8'] else 'pays off here'}: the rms error against fp32 "
+            f"is {rms['decomposed']:.4f} with it and {rms['all int8']:.4f} with every column in int8.")
 
-# %% [markdown]
+# %% [markdown] tags=[]
+# The LLM.int8() paper finds such features growing with scale until, in models of several billion
+# parameters, they sit in every layer and plain int8 loses the model's quality -- the case the
+# decomposition was made for. Section 3 runs every linear layer of the blocks this way.
+
+# %% [markdown] tags=[]
 # ## 3. bitsandbytes: quantized as the model loads
 #
 # `models.load_model(..., quantization=...)` hands transformers a `BitsAndBytesConfig`; every
@@ -181,10 +186,10 @@ del dense8, int8
 # * **-dq** -- double quantization: the block absmaxes themselves stored in 8 bits (one fp32
 #   constant per 256 of them), 32/64 -> 8/64 + 32/(64·256) bits of overhead per weight.
 
-# %%
+# %% tags=[]
 show_source(models.bnb_config)
 
-# %%
+# %% tags=[]
 for q in tqdm(bnb_methods, desc="bitsandbytes"):
     m = models.load_model(model_name, device=str(dev), quantization=q)
     b, n = memory.linear_weights(m)
@@ -193,7 +198,7 @@ for q in tqdm(bnb_methods, desc="bitsandbytes"):
     del m
 pd.DataFrame(rows)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 4. RTN and GPTQ on a per-row grid
 #
 # Both round each row of W to 2^b levels between its min and max. RTN rounds every weight to the
@@ -203,13 +208,13 @@ pd.DataFrame(rows)
 # per row (`formats.packed_bytes`); here the rounded values stay in fp32 tensors, so the forward
 # is the dense one and is not timed again.
 
-# %%
+# %% tags=[]
 show_source(gptq.GPTQ)
 calibs = {s: evaldata.calibration(calib_dataset, tokenizer, nsamples=calib_samples, seqlen=seqlen, seed=s) for s in seeds}
 linear = memory.linear_weights(model)
 head_and_rest = memory.weight_bytes(model) - linear[0]
 
-# %%
+# %% tags=[]
 import copy
 
 runs = [(b, "rtn", seeds[0]) for b in grid_bits] + [(b, "gptq", s) for b in grid_bits for s in seeds]
@@ -237,11 +242,11 @@ first[["bits/param (linear)", "forward"]].assign(**{
     "weight bytes": first["weight bytes"].map(memory.human), f"ppl {d0} (mean ± sd)": summary["mean ± sd"],
     "seeds": summary["n"]})
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # GPTQ against RTN at each bit width, with the seed spread: a difference inside it is a tie.
 # The plot shows every format's perplexity increase over the dense model against its storage.
 
-# %%
+# %% tags=[]
 verdicts = []
 for b in grid_bits:
     g = table[(table.method == "gptq") & (table.bits == str(b))][f"ppl {d0}"].tolist()
@@ -269,7 +274,7 @@ ax.set(xscale="log", xlabel="bits per linear-layer weight (with constants)",
 ax.legend(fontsize=8)
 fig.tight_layout()
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ### Beside the production library
 #
 # Practitioners quantize with llm-compressor (`GPTQModifier`), whose checkpoints vLLM serves.
@@ -284,22 +289,22 @@ fig.tight_layout()
 # order), and with one of its own defaults kept each (its static activation order, a symmetric
 # grid, its W4A16 preset). When the file does not exist, the cell says how to make it.
 
-# %%
+# %% tags=[]
 production = crosscheck.production_rows("gptq")  # None, after saying how to make it, without `make crosscheck`
 if production is not None:
     display(production)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 5. Paper vs ours
 #
 # The GPTQ paper's rows (Tables 2-3; fp16 baseline) beside ours (means over the calibration
 # seeds): those of `model_name` where the paper reports it, else its smallest OPT as a stand-in.
 # Compare the pattern -- how much of RTN's loss GPTQ recovers as the bits fall -- rather than
-# the digits: our model is 30x smaller and its test text is held-out Shakespeare. With
+# the digits: the default `tiny-opt` is about 30 times smaller than OPT-125M and its test text is held-out Shakespeare. With
 # `-p model_name facebook/opt-125m -p eval_datasets '["wikitext2","ptb","c4"]' -p calib_dataset c4`
 # (Hub access) the same cells run the paper's setting.
 
-# %%
+# %% tags=[]
 GPTQ_PAPER = "Frantar et al., GPTQ, ICLR 2023, arXiv 2210.17323"
 paper_m, same = reference.paper_model(model_name, metric="perplexity", paper=GPTQ_PAPER)
 label = paper_m.split("/")[-1].upper() + ("" if same else "*")
@@ -313,40 +318,72 @@ if not same:
     print(f"* the paper never quantized {model_name}; its smallest OPT stands in")
 compare.with_ours(paper, {f"ours {model_name} {d}": {k: r[f"ppl {d}"] for k, r in ours.items()} for d in eval_datasets})
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # What differs and why:
-#
-# * **RTN at 3 bits** destroys OPT-125M in the paper (perplexity 1,300) but costs our model little
-#   (the tables above). Rounding hurts most where a row holds a few large weights that stretch
-#   its min-max grid; the paper's model has far more such rows than ours.
-# * **The seed spread.** At 4 bits both methods stay within a fraction of a perplexity point of
-#   dense; the verdicts compare against the spread over calibration seeds only (RTN, which reads no
-#   data, has none), not against the spread over evaluation texts, which this notebook does not
-#   measure (our fixed windows are a sample of the test split). The comparison becomes clear-cut
-#   where the grid gets coarse.
-# * **bitsandbytes on a CPU** dequantizes in software: the forward times in section 3 measure
-#   those CPU kernels, not the GPU kernels the formats were built for. Notebook 22 measures
-#   decoding speed per format, and shows the GPU runs on record.
-# * **NF4 vs FP4**: NF4's levels follow the normal distribution of trained weights; compare their
-#   rows in section 3.
 
-# %% [markdown]
+# %% tags=["nbval-ignore-output"]
+ppl_dense = rec.value("perplexity", method="dense", dataset=d0)
+ppl_of = {(m, b): [r["value"] for r in rec.find("perplexity", method=m, bits=str(b), dataset=d0)]
+          for m in ("rtn", "gptq") for b in grid_bits}
+gain = {b: ppl_of[("rtn", b)][0] - spread.summarize(ppl_of[("gptq", b)])["mean"] for b in grid_bits}  # > 0: GPTQ lower
+widest, coarsest = max(grid_bits), min(grid_bits)
+p_dense16, p_rtn3 = (reference.paper_value(metric="perplexity", method=m, bits=b, dataset="wikitext2",
+                                           model="facebook/opt-125m", paper=GPTQ_PAPER) for m, b in [("dense", 16), ("rtn", 3)])
+rise = {m: spread.summarize(ppl_of[(m, widest)])["mean"] - ppl_dense for m in ("rtn", "gptq")}
+clear = spread.verdict(ppl_of[("gptq", coarsest)], ppl_of[("rtn", coarsest)]) != "tie" and abs(gain[coarsest]) > abs(gain[widest])  # beyond the seed spread
+bullets = ""
+if 3 in grid_bits:
+    bullets += f"""* **RTN at 3 bits** destroys OPT-125M in the paper (perplexity {p_rtn3:,.0f} against {p_dense16:.2f} dense) and moves
+  ours from {ppl_dense:.2f} to {ppl_of[("rtn", 3)][0]:.2f}. Rounding hurts most where a row holds a few large weights that
+  stretch its min-max grid.
+"""
+bullets += f"""* **The seed spread.** At {widest} bits both methods stay within {max(abs(x) for x in rise.values()):.2f} perplexity points of
+  dense (RTN {rise["rtn"]:+.2f}, GPTQ {rise["gptq"]:+.2f}); the verdicts compare against the spread over calibration seeds only (RTN, which reads no
+  data, has none), not against the spread over evaluation texts, which this notebook does not
+  measure (our fixed windows are a sample of the test split). {"The gap between them widens" if clear else "The gap between them does not widen"}
+  where the grid gets coarse: RTN minus GPTQ (means) is {gain[widest]:+.2f} at {widest} bits and {gain[coarsest]:+.2f} at {coarsest}.
+* **bitsandbytes on a CPU** dequantizes in software: the forward times in section 3 measure
+  those CPU kernels, not the GPU kernels the formats were built for. Notebook 22 measures
+  decoding speed per format, and shows the GPU runs on record.
+* **NF4 vs FP4**: NF4's levels follow the normal distribution of trained weights; compare their
+  rows in section 3.
+"""
+peakllm.say(bullets)
+
+# %% [markdown] tags=[]
 # ## Key takeaways
-#
-# * LLM.int8() is two int8 matrices with a scale per row plus a few input columns in 16-bit: on
-#   block 0's `fc2`, 46 of 1024 columns cross the threshold of 6.0, and the few lines of section 2
-#   reproduce bitsandbytes' `Linear8bitLt` to 1.9e-06 -- once its CPU rescaling constant
-#   (6.200124e-05, not 1/127²) is used.
-# * Loaded through bitsandbytes, int8 keeps perplexity at dense level (101.77 against 101.78) at
-#   8.094 bits per linear weight; NF4 with double quantization needs 4.194 bits for 101.81, and FP4
-#   at the same size loses more (102.22).
-# * RTN and GPTQ store 4.094, 3.094 and 2.094 bits per weight with their row scales. At 4 bits
-#   both stay at dense level; at 2 bits GPTQ keeps 102.42 ± 0.38 where RTN falls to 106.88: the
-#   OBS updates matter most where the grid is coarsest.
-# * Our model barely suffers from RTN at 3 bits (102.47), where OPT-125M collapses in the GPTQ
-#   paper: its rows hold fewer large weights that stretch a min-max grid.
 
-# %% [markdown]
+# %% tags=["nbval-ignore-output"]
+ppl_bnb = {q: rec.value("perplexity", method=f"bnb-{q}", dataset=d0) for q in ("int8", "nf4-dq", "fp4-dq")}
+bits_bnb = {q: first.loc[(f"bnb-{q}", "8" if q == "int8" else "4"), "bits/param (linear)"] for q in ppl_bnb}
+int8_change = ppl_bnb["int8"] / ppl_dense - 1
+per_bits = []
+for b in grid_bits:
+    v = spread.verdict(ppl_of[("gptq", b)], ppl_of[("rtn", b)])
+    per_bits.append(f"at {b} bits RTN reaches {spread.fmt(ppl_of[('rtn', b)])} and GPTQ {spread.fmt(ppl_of[('gptq', b)])} "
+                    f"({'a tie' if v == 'tie' else 'GPTQ ' + v})")
+best = max(grid_bits, key=gain.get)  # where GPTQ's mean lies furthest below RTN's
+bullets = f"""
+* LLM.int8() is two int8 matrices with a scale per row plus a few input columns in 16-bit: on
+  block 0's `fc2`, {len(O)} of {X.shape[1]} columns cross the threshold of {threshold}, and the few lines of section 2
+  reproduce bitsandbytes' `Linear8bitLt` to {(Y_cpu - Y_bnb).abs().max():.1e} -- once its CPU rescaling constant
+  ({cpu_scale:.7g}{", not 1/127²" if abs(cpu_scale * 127**2 - 1) > 1e-7 else ", which is 1/127²"}) is used.
+* Loaded through bitsandbytes, int8 {"keeps perplexity within 0.1% of dense" if abs(int8_change) < 0.001 else f"moves perplexity {int8_change:+.2%} from dense"}
+  ({ppl_bnb["int8"]:.2f} against {ppl_dense:.2f}) at {bits_bnb["int8"]:.3f} bits per linear weight; NF4 with double quantization
+  needs {bits_bnb["nf4-dq"]:.3f} bits for {ppl_bnb["nf4-dq"]:.2f}, and FP4 at the same size {"loses more" if ppl_bnb["fp4-dq"] > ppl_bnb["nf4-dq"] else "loses no more"} ({ppl_bnb["fp4-dq"]:.2f}).
+* RTN and GPTQ store {" / ".join(f"{first.loc[('rtn', str(b)), 'bits/param (linear)']:.3f}" for b in grid_bits)} bits per weight with their row scales
+  ({" / ".join(str(b) for b in grid_bits)} bits). Against the dense {ppl_dense:.2f}: {"; ".join(per_bits)}.
+  {"The OBS updates matter most where the grid is coarsest" if best == coarsest else f"The OBS updates gain most at {best} bits, not where the grid is coarsest"}:
+  there GPTQ's mean lies {abs(gain[best]):.2f} {"below" if gain[best] > 0 else "above"} RTN's.
+"""
+if 3 in grid_bits:
+    rtn3 = ppl_of[("rtn", 3)][0]
+    bullets += f"""* RTN at 3 bits moves our model's perplexity by {rtn3 / ppl_dense - 1:+.1%} ({rtn3:.2f} against {ppl_dense:.2f}), while OPT-125M
+  collapses in the GPTQ paper ({p_dense16:.2f} to {p_rtn3:,.0f} on WikiText2).
+"""
+peakllm.say(bullets)
+
+# %% [markdown] tags=[]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -363,13 +400,13 @@ compare.with_ours(paper, {f"ours {model_name} {d}": {k: r[f"ppl {d}"] for k, r i
 # %% [markdown] tags=["solution"]
 # **Solution 2.** Bytes = 6.74e9 weights x bits / 8, with each format's bits per parameter from the table (row scales and block constants included): e.g. `6.74e9 * 16 / 8 / 1e9` GB for bf16. fp32 does not fit a 24 GB GPU; bf16 fits with little room left for the KV cache and activations; int8 and the 4-bit formats leave most of the card free.
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Exercise 3 (code).** Vector-wise quantization of one row, without the outlier decomposition:
 # for `row`, the first token's input to `fc2` in fp16, compute its absmax `s_row` (a float32
 # scalar) and `row_i8`, the row in int8 as section 2 quantizes it. The check compares both with
 # bitsandbytes' `int8_vectorwise_quant`.
 
-# %%
+# %% tags=[]
 row = X16[0]  # (d_in,) fp16
 ### BEGIN SOLUTION
 s_row = row.abs().max().float()
@@ -383,8 +420,8 @@ assert (row_i8.int() - CA[0].int()).abs().max() <= 1  # equal up to rounding ord
 err = (row_i8.float() * s_row / 127 - row.float()).abs().max()
 print(f"absmax {s_row:.3f}: one int8 step is {s_row / 127:.4f}, the largest rounding error {err:.4f} (at most half a step)")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Records
 
-# %%
+# %% tags=[]
 peakllm.finish(rec, results_path)

@@ -1,4 +1,4 @@
-# %% [markdown]
+# %% [markdown] tags=[]
 # # 22 · Case study 2, continued: fast decoding -- KV cache, batching and the roofline
 #
 # **Goal.** Generating text makes one forward pass per new token, and at batch 1 every weight is
@@ -11,7 +11,7 @@
 #
 # **Prerequisites.** Notebook 00 (the roofline), notebook 21 (int8 / NF4 weights).
 #
-# **Runtime on the default** (`tiny-opt`, then OPT-125M's shape; 2 CPU cores): about 45 s; peak memory about 1.6 GiB RSS
+# **Runtime on the default** (`tiny-opt`, then OPT-125M's shape; 2 CPU cores): about a minute; peak memory under 2 GiB RSS
 # (the bandwidth measurement reads a buffer 4x the last-level cache, within a quarter of the free memory).
 
 # %% tags=["parameters"]
@@ -24,14 +24,14 @@ dtypes: list = ["float32", "bfloat16"]  # weight dtypes at batch 1
 quantizations: list = ["int8", "nf4"]  # bitsandbytes weights at batch 1 (empty list: skip)
 shape: str = "opt-125m"  # a real model's shape with random weights for section 6: opt-125m, opt-350m, or "" to skip
 shape_new_tokens: int = 16  # tokens decoded per timed run in section 6 (the first comes from the prefill)
-threads: int = 0  # CPU threads for every timing (0: torch's default, one per core)
+threads: int = 0  # CPU threads for every timing (0: the scaffold's count, peakllm.core.hardware.cpu_threads())
 use_compile: str = "auto"  # static cache + torch.compile: auto (GPU only), yes, no
 repeats: int = 3  # timed runs per setting (best of; section 6: median)
 device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds the prompts
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %%
+# %% tags=[]
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -59,10 +59,10 @@ print(f"{torch.get_num_threads()} threads")
 for q in quantizations:
     models.bnb_config(q, dev)  # bitsandbytes present and able to run on this device
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 1. Why decoding is memory-bound
 
-# %%
+# %% tags=[]
 print(decoding.__doc__)
 model, tokenizer = models.load(model_name, device=str(dev), dtype="float32")  # the fp32 baseline on every device
 ceiling = roofline.ceilings(dev)
@@ -73,7 +73,7 @@ rec.add("bandwidth", round(roof["bandwidth"] / 1e9, 1), "GB/s", scope=ceiling["s
         buffer_bytes=ceiling.get("bandwidth_buffer_bytes"), threads=torch.get_num_threads())
 print(f"batch-1 bound B / W: {roof['ideal_tokens_per_s']:.0f} tok/s")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 2. The KV cache
 #
 # Each attention layer mixes the positions with
@@ -96,7 +96,7 @@ print(f"batch-1 bound B / W: {roof['ideal_tokens_per_s']:.0f} tok/s")
 # values are two linear maps of it, split into heads. Transformers keeps them in a
 # `DynamicCache`, one entry per layer:
 
-# %%
+# %% tags=[]
 kv_model = model if model.config.model_type == "opt" and model.config.do_layer_norm_before else models.load("tiny-opt", device=str(dev))[0]  # the cells follow OPT's pre-norm layer
 layer0 = kv_model.model.decoder.layers[0]
 attn0 = layer0.self_attn
@@ -115,7 +115,7 @@ print(f"{type(cache).__name__}: layer 0 holds keys {tuple(cache.layers[0].keys.s
       f"{tuple(cache.layers[0].values.shape)} (batch, heads, positions, d_head)")
 print("keys and values by hand equal the cache's (assert_close): True")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # One decoding step. The new token (greedy: the most likely one after the prompt) goes in alone
 # with the cache; by hand, compute its query, key and value, **append** its key and value to those
 # of the prompt, and let its query attend over the concatenation (the last position sees every
@@ -123,7 +123,7 @@ print("keys and values by hand equal the cache's (assert_close): True")
 # layer's output for the new token; and the whole model's logits for it must equal those of a
 # run without a cache over the prompt plus the token:
 
-# %%
+# %% tags=[]
 with torch.no_grad():
     nxt = pre.logits[:, -1].argmax(-1, keepdim=True)                    # (1, 1) the next token
     step = kv_model(nxt, cache=cache, use_cache=True, output_hidden_states=True)   # the cached step
@@ -148,10 +148,10 @@ print(f"cache bytes: {decoding.cache_bytes(cache):,} on the cache object, "
 assert decoding.cache_bytes(cache) == decoding.kv_cache_bytes(kv_model.config, 1, prompt_len + 1)
 del kv_model, pre, step, uncached, cache
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # Now timed: generation with and without the cache, at batch 1 and 4.
 
-# %%
+# %% tags=[]
 rows_cache = [decoding.benchmark_generate(model, tokenizer, b, prompt_len, new_tokens, use_cache=c, repeats=repeats)
               for b in no_cache_batches for c in (True, False)]
 decoding.record_throughput(rec, rows_cache)
@@ -160,14 +160,14 @@ print(f"KV cache at batch 1 after {prompt_len} + {new_tokens} tokens: formula {m
       f"measured on the cache object {memory.human(rows_cache[0]['kv_cache_bytes'])}")
 decoding.throughput_table(rows_cache)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 3. Batching
 #
 # A batch of b sequences shares each read of the weights, so throughput rises almost b-fold
 # while decoding stays memory-bound, up to the compute ceiling. The dashed line is that bound,
 # b x B / W.
 
-# %%
+# %% tags=[]
 rows_batch = decoding.throughput_grid(model, tokenizer, batches=batches, settings=[{"use_cache": True}],
                                       prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats)
 rows_batch += [r for r in rows_cache if not r["kv_cache"]]
@@ -175,14 +175,14 @@ decoding.record_throughput(rec, [r for r in rows_batch if r["kv_cache"]])
 ax = decoding.plot_throughput(rows_batch, roof, title=f"{model_name} on {dev.type}: decoding throughput")
 decoding.throughput_table(rows_batch)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 4. The attention kernel and a static cache
 #
 # `sdpa` calls PyTorch's fused scaled-dot-product attention; `eager` is the plain matmul-softmax-
 # matmul. A **static** cache is allocated once at its final length, which is what lets
 # `torch.compile` capture the decoding step as one graph (CUDA graphs on a GPU).
 
-# %%
+# %% tags=[]
 want_compile = use_compile == "yes" or (use_compile == "auto" and dev.type == "cuda")
 settings = [dict(attn="sdpa"), dict(attn="eager"), dict(static=True)]
 if want_compile:
@@ -193,16 +193,16 @@ if not want_compile:
     print(f"torch.compile skipped: use_compile={use_compile!r} on {dev.type} (on a CPU it costs ~25 s of compilation per shape)")
 decoding.throughput_table(rows_attn)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## 5. Fewer bytes per weight, and the batch-1 roofline
 #
 # Batch-1 decoding time should follow the bytes read per token. The achieved fraction of the
 # bound B / W says how close each format gets. For the tiny model the weights fit in the CPU's
-# last-level cache and Python's per-step overhead dominates, so the fractions are small and the
-# formats barely differ; bitsandbytes' int8 and NF4 layers also dequantize in software on a CPU.
+# last-level cache and Python's per-step overhead weighs on every step, so its fractions say little
+# about memory; bitsandbytes' int8 and NF4 layers also dequantize in software on a CPU.
 # Section 6 repeats the measurement at a size where memory sets the pace.
 
-# %%
+# %% tags=[]
 rows_w, roof_rows = [], []
 variants = [(d, "none") for d in dtypes] + [("float32", q) for q in quantizations]
 for dtype, q in variants:
@@ -219,7 +219,24 @@ for dtype, q in variants:
 decoding.record_throughput(rec, rows_w)
 pd.DataFrame(roof_rows).set_index("weights")
 
-# %% [markdown]
+# %% tags=["nbval-ignore-output"]
+speeds = {r["dtype"]: r["tokens_per_s"] for r in rows_w}
+shares = {d: rec.value("roofline_fraction", dtype=d, batch=1, model=None) for d in speeds}  # section 6's carry model=shape
+fastest, slowest = max(speeds, key=speeds.get), min(speeds, key=speeds.get)
+spread = speeds[fastest] / speeds[slowest]
+several = len(shares) > 1
+text = (f"For `{model_name}` the format{'s reach' if several else ' reaches'} " + ", ".join(f"{d} {s:.0f}%" for d, s in shares.items())
+        + f" of {'their bounds' if several else 'its bound'}"
+        + (f": {'small fractions, all' if several else 'a small fraction,'} under half." if max(shares.values()) < 50 else
+           f": {'not all small, up to' if several else 'not a small fraction:'} {max(shares.values()):.0f}%."))
+if several:
+    text += (f" The fastest, {fastest} at {speeds[fastest]:.0f} tok/s, is {spread:.2f}x the slowest, {slowest} at "
+             f"{speeds[slowest]:.0f} tok/s: " + ("the formats barely differ." if spread < 1.25 else "the formats differ."))
+if several and fastest == "float32":
+    text += " The format that reads the most bytes per token, float32, is the fastest: at this size the bytes do not set the pace."
+peakllm.say(text)
+
+# %% [markdown] tags=[]
 # ## 6. At real sizes: the memory-bound regime
 #
 # A model is memory-bound at batch 1 only when its weights are far larger than the caches. We
@@ -229,10 +246,10 @@ pd.DataFrame(roof_rows).set_index("weights")
 # first token) and the decode (one forward pass per further token), each the median of
 # `repeats` runs at a fixed thread count.
 
-# %%
+# %% tags=[]
 show_source(latency.prefill_and_decode)
 
-# %%
+# %% tags=[]
 shape_rows = []
 for dtype in (dtypes if shape else []):
     m = shapes.shape_only(shape, device=dev, dtype=models.DTYPES[dtype], seed=seed)
@@ -262,31 +279,58 @@ if shape_rows:
 else:
     print("skipped: shape is empty")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # Read each format's decode speed against its own bound. A format close to its bound is
 # memory-bound: it reads weights as fast as the memory delivers them, and only fewer bytes per
-# weight make it faster -- compare the fp32 row here with section 5, where the tiny model reached
-# a small share of its bound. A format far below its bound is limited by something else, its
+# weight make it faster. A format far below its bound is limited by something else, its
 # arithmetic: on a CPU, 16-bit matrix-vector products need not run at memory speed even where
 # the CPU has bf16 instructions (notebook 00 prints whether this one has), and then half the
 # bytes do not buy twice the speed. The prefill
-# of the same prompt costs about as much as a handful of decode steps although it processes
-# `prompt_len` tokens: it multiplies matrices instead of vectors, and reads each weight once for
-# all of them.
-#
+# of the prompt multiplies matrices instead of vectors: it reads each weight once for all
+# `prompt_len` tokens.
+
+# %% tags=["nbval-ignore-output"]
+if shape_rows:
+    by_dtype = {r["dtype"]: r for r in shape_rows}
+    text = f"At {shape}'s size " + "; ".join(
+        f"{d} decodes at {r['decode_tokens_per_s']:.1f} tok/s, {100 * r['fraction']:.0f}% of its bound" for d, r in by_dtype.items()) + "."
+    if any(r["fraction"] > 1 for r in shape_rows):
+        text += (" A share above 100% means decoding streamed the weights faster than the bandwidth B measured in "
+                 "section 1: that B understates what this machine delivered here, and the bound with it.")
+    if "float32" in by_dtype and "float32" in shares:
+        here, tiny = 100 * by_dtype["float32"]["fraction"], shares["float32"]
+        text += (f" The fp32 row reaches {here:.0f}% of its bound against {tiny:.0f}% for `{model_name}` in section 5: "
+                 + ("closer to the bound." if abs(100 - here) < abs(100 - tiny) else "no closer to the bound."))
+    if "float32" in by_dtype and "bfloat16" in by_dtype:
+        ratio = by_dtype["bfloat16"]["decode_tokens_per_s"] / by_dtype["float32"]["decode_tokens_per_s"]
+        if ratio > 2.2:
+            bf16_text = "more than twice, more than the halved bytes alone would buy."
+        elif ratio >= 1.8:
+            bf16_text = "close to twice, as the bytes predict."
+        else:
+            bf16_text = "half the bytes do not buy twice the speed here."
+        text += f" bf16 reads half the bytes of fp32 and decodes at {ratio:.2f}x its speed: {bf16_text}"
+    for d, r in by_dtype.items():
+        steps_equal = r["prefill_ms"] / 1e3 * r["decode_tokens_per_s"]  # the prefill's time in decode steps
+        text += (f" In {d} the prefill of the {prompt_len}-token prompt takes {r['prefill_ms']:.0f} ms, as long as "
+                 f"{steps_equal:.1f} decode steps" + (f", although it processes {prompt_len} tokens." if steps_equal < prompt_len
+                                                       else f": no cheaper than {prompt_len} decode steps."))
+    peakllm.say(text)
+
+# %% [markdown] tags=[]
 # ## 7. What a GPU changes
 #
 # Rerun with `-p device cuda`. The runs of this notebook on a GPU that are on record
 # (`python -m peakllm gpucheck` writes them to `data/results/gpu/`) appear here:
 
-# %%
+# %% tags=[]
 gpu_runs = gpucheck.stored_records("22_fast_decoding", ["decode_tokens_per_s", "roofline_fraction", "prefill_ms"])
 if gpu_runs is None:
     print("no GPU run on record yet (python -m peakllm gpucheck on a CUDA machine writes one)")
 else:
     display(gpu_runs)
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -303,13 +347,13 @@ else:
 # %% [markdown] tags=["solution"]
 # **Solution 2.** The bound is B / W with W the bytes read per token: bf16 reads 6.74e9 x 2 bytes; NF4 with double quantization reads 6.74e9 x b / 8 bytes, with b its bits per weight including the block constants (notebook 21's table) -- a little over 4, so NF4's bound is almost 4x bf16's. Evaluate `3.35e12 / (6.74e9 * 2)` and `3.35e12 / (6.74e9 * b / 8)`. Whether a real run gets there depends on the share of the bound its kernels reach -- the fraction section 6 measures; for a GPU, measure it there (section 7).
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # **Exercise 3 (code).** How much memory does OPT-125M's KV cache take for one sequence of 2048
 # tokens (its full context) in fp16 (2 bytes per value)? `opt125` holds its configuration values
 # (`num_hidden_layers`, `num_attention_heads`, `hidden_size`). Compute `kv_125m` in bytes from the
 # formula of section 2.
 
-# %%
+# %% tags=[]
 opt125 = shapes.SHAPES["opt-125m"]            # OPT-125M's configuration (a dict)
 ### BEGIN SOLUTION
 d_head_125m = opt125["hidden_size"] // opt125["num_attention_heads"]
@@ -323,24 +367,44 @@ from transformers import AutoConfig
 assert kv_125m == decoding.kv_cache_bytes(AutoConfig.for_model(**opt125), 1, 2048, "float16")
 print("checks passed")
 
-# %% [markdown]
+# %% [markdown] tags=[]
 # ## Key takeaways
-#
-# * The KV cache is each attention layer's keys and values of the positions seen so far. Built by
-#   hand on layer 0 of the model -- the prompt's keys and values once, the new token's appended,
-#   its query attending over the concatenation -- it equals transformers' `DynamicCache`, and the
-#   cached step's logits equal those of a pass over the whole sequence without a cache (to 1e-4).
-# * Its size is a formula, 2 · layers · heads · d_head · positions · batch · bytes: 270,336 bytes
-#   for 33 positions here, and 72.0 MiB for one 2048-token sequence of OPT-125M in fp16
-#   (exercise 3) -- linear in batch and context, while the weights stay the same.
-# * Without the cache each step recomputes the whole prefix: section 2's table measures what that
-#   costs at batch 1 and 4.
-# * At batch 1 every weight is read once per token, so bytes per token set the bound B / W (section
-#   5); batching shares that read (section 3), and only at a size far beyond the caches (section
-#   6) does the measured speed approach the bound.
 
-# %% [markdown]
+# %% tags=["nbval-ignore-output"]
+from transformers import AutoConfig
+
+kv_opt125 = decoding.kv_cache_bytes(AutoConfig.for_model(**shapes.SHAPES["opt-125m"]), 1, 2048, "float16")
+d = "float32" if "float32" in dtypes else (dtypes or [""])[0]
+if shape and d:
+    tiny_share = rec.value("roofline_fraction", dtype=d, batch=1, model=None)
+    shape_share = 100 * next(r["fraction"] for r in shape_rows if r["dtype"] == d)  # as section 6's table rounds it
+    if shape_share > 100:
+        verdict = "above the bound, so this run's bandwidth measurement (section 1) understates what decoding streamed"
+    elif abs(100 - shape_share) < abs(100 - tiny_share):
+        verdict = "the larger model comes closer to the bound"
+    else:
+        verdict = "the larger model comes no closer to the bound"
+    approach = (f" In {d} the measured speed reached {tiny_share:.0f}% of the bound for `{model_name}` (section 5) "
+                f"and {shape_share:.0f}% at {shape}'s size (section 6): {verdict}.")
+else:
+    approach = " Section 6, which compares the speed with the bound at a real model's size, was skipped in this run."
+peakllm.say(f"""
+* The KV cache is each attention layer's keys and values of the positions seen so far. Built by
+  hand on layer 0 of the model -- the prompt's keys and values once, the new token's appended,
+  its query attending over the concatenation -- it equals transformers' `DynamicCache`, and the
+  cached step's logits equal those of a pass over the whole sequence without a cache (to 1e-4).
+* Its size is a formula, 2 · layers · heads · d_head · positions · batch · bytes: {formula:,} bytes
+  for the {prompt_len + new_tokens - 1} positions of a batch-1 generation of `{model_name}` here, and
+  {memory.human(kv_opt125)} for one 2048-token sequence of OPT-125M in fp16 (exercise 3) -- linear in
+  batch and context, while the weights stay the same.
+* Without the cache each step recomputes the whole prefix: section 2's table measures what that
+  costs at batch {" and ".join(str(b) for b in no_cache_batches)}.
+* At batch 1 every weight is read once per token, so bytes per token set the bound B / W (section
+  5); batching shares that read (section 3).{approach}
+""")
+
+# %% [markdown] tags=[]
 # ## Records
 
-# %%
+# %% tags=[]
 peakllm.finish(rec, results_path)

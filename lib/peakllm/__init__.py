@@ -27,6 +27,7 @@ The public API, importable from the top (loaded on first use, so ``import peakll
 * ``peakllm.perplexity(model, ids, seqlen)``
 * ``peakllm.setup(...)`` / ``peakllm.finish(...)``                  (a notebook's first and last call)
 * ``peakllm.show_source(obj)``                                      (library code, highlighted)
+* ``peakllm.say(markdown)``                                         (prose quoting this run's figures)
 * the subpackages, e.g. ``from peakllm.compress import sparsegpt``.
 """
 from __future__ import annotations
@@ -43,7 +44,8 @@ SUBPACKAGES = ("core", "data", "models", "compress", "train", "infer", "workbook
 _API = {"load": "peakllm.models.loading", "prune": "peakllm.compress.pruning",
         "quantize": "peakllm.compress.gptq", "qmoe_compress": "peakllm.compress.qmoe",
         "perplexity": "peakllm.core.perplexity", "setup": "peakllm.workbook.notebook",
-        "finish": "peakllm.workbook.notebook", "show_source": "peakllm.workbook.notebook"}
+        "finish": "peakllm.workbook.notebook", "show_source": "peakllm.workbook.notebook",
+        "say": "peakllm.workbook.notebook"}
 _NAMES = {"quantize": "quantize_model", "qmoe_compress": "compress"}
 
 __all__ = ["seed_everything", *SUBPACKAGES, *_API]

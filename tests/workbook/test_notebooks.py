@@ -73,3 +73,16 @@ def test_workbook_runs_a_notebook_with_parameters_and_gathers_records(tmp_path):
     for part in ("weights", "gradients", "optimizer", "activations", "total"):
         assert by[("bytes", part, None)]["value"] > 0
     assert by[("bytes", "optimizer", None)]["value"] >= 2 * by[("bytes", "weights", None)]["value"] * 0.9
+    # The sentences that quote figures are rendered from this run, not typed: on tiny-moe they
+    # differ from the stored tiny-opt run's, and they quote this run's perplexity.
+    stored, rerun = rendered(workbook.NOTEBOOKS / "00_orientation.ipynb"), rendered(tmp_path / "00_orientation.ipynb")
+    assert stored and len(rerun) == len(stored)
+    assert [i for i, (a, b) in enumerate(zip(stored, rerun)) if a != b], "no rendered sentence changed"
+    assert any(f"{by[('perplexity', None, 'dense')]['value']:.2f}" in text for text in rerun)
+
+
+def rendered(path) -> list[str]:
+    """The Markdown that a notebook's code cells displayed (``peakllm.say``)."""
+    nb = nbformat.read(path, as_version=4)
+    return ["".join(o["data"]["text/markdown"]) for c in code_cells(nb) for o in c.outputs
+            if "peakllm.say(" in c.source and "text/markdown" in o.get("data", {})]

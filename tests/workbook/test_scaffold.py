@@ -81,6 +81,44 @@ def test_bad_values_fail_naming_the_parameter(nb_dir, bad, message):
         notebook.setup("99_demo", values(**bad))
 
 
+def test_an_unknown_injected_parameter_fails_naming_the_closest_declared_one(nb_dir):
+    ns = values(_ih=["", "model_name: str = 'tiny-opt'", "# Parameters\nsparsities = 1.5\n", "import peakllm"])
+    with pytest.raises(ValueError, match=r"unknown parameter 'sparsities' for 99_demo; did you mean 'sparsity'\?"):
+        notebook.setup("99_demo", ns)
+    ns = values(_ih=["# Parameters\nzzz = 1\n"])
+    with pytest.raises(ValueError, match=r"unknown parameter 'zzz' for 99_demo \(declared: device, flag,"):
+        notebook.setup("99_demo", ns)
+    notebook.setup("99_demo", values(_ih=["# Parameters\nsparsity = 0.7\nresults_path = 'x.json'\n"]))
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_every_notebook_refuses_a_misspelt_parameter(path):
+    declared = notebook.parameters(path.stem)
+    name = next(n for n in declared if n not in ("device", "seed", "results_path"))
+    wrong = name[:-1] if name.endswith("s") else name + "s"  # the plural/singular slip
+    with pytest.raises(ValueError, match=rf"unknown parameter '{wrong}' for {path.stem}; did you mean '{name}'"):
+        notebook.check_known([wrong], declared, path.stem)
+
+
+@pytest.mark.slow
+def test_papermill_with_an_unknown_parameter_stops_at_the_setup_cell(tmp_path):
+    """The issue's command: notebook 10 with ``-p sparsity 1.5`` (its parameter is ``sparsities``)
+    fails in the scaffold's cell, before anything heavy runs."""
+    import papermill
+
+    from peakllm.workbook.run import NOTEBOOKS
+
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter 'sparsity'.*did you mean 'sparsities'"):
+        papermill.execute_notebook(str(NOTEBOOKS / "10_sparsegpt_one_shot_pruning.ipynb"), str(out),
+                                   parameters={"sparsity": 1.5}, cwd=str(NOTEBOOKS), kernel_name="python3",
+                                   progress_bar=False)
+    code = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+    failed = next(i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.outputs))
+    assert "peakllm.setup(" in code[failed].source
+    assert all(c.execution_count is None for c in code[failed + 1:])
+
+
 def test_an_undefined_parameter_says_run_the_parameters_cell(nb_dir):
     ns = values()
     del ns["steps"]
@@ -118,11 +156,12 @@ def test_finish_writes_records_and_shows_them(tmp_path, capsys):
 
     rec = Recorder("99_demo", {"seed": 0}, device="cpu")
     rec.add("loss", 1.5, "nats", method="dense")
-    table = notebook.finish(rec, str(tmp_path / "r.json"))
+    rec.add("loss", 1.7, "nats", method="rtn")
+    rec.add("bytes", 8, "B", part="weights")
+    assert notebook.finish(rec, str(tmp_path / "r.json")) is None
     out = capsys.readouterr().out
-    assert "1 records written" in out and "peak RSS of this kernel" in out
+    assert "3 records written" in out and "loss (2), bytes (1)" in out and "peak RSS of this kernel" in out
     assert json.loads((tmp_path / "r.json").read_text())[0]["value"] == 1.5
-    assert list(table["metric"]) == ["loss"]
 
 
 def test_source_cuts_before_the_marker():

@@ -98,7 +98,7 @@ def test_interrupted_sweep_resumes_without_rerunning_completed_runs(tmp_path):
 
 @pytest.mark.parametrize("spec, match", [
     ({"notebook": "99_nope", "grid": {"x": [1]}}, "not found"),
-    ({"notebook": "TOY", "grid": {"y": [1]}}, "'y' is not one of"),
+    ({"notebook": "TOY", "grid": {"y": [1]}}, "unknown parameter 'y'"),
     ({"notebook": "TOY", "grid": {"x": [1, "two"]}}, "x='two' is a str; the notebook declares x: int"),
     ({"notebook": "TOY", "grid": {"x": [1]}, "parameters": {"pause": "long"}}, "pause='long'"),
     ({"notebook": "TOY", "grid": {}}, "non-empty 'grid'"),

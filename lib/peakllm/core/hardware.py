@@ -69,11 +69,46 @@ def bf16_native(device) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
+def cpu_threads() -> int:
+    """The intra-op thread count the notebooks compute with: ``$PEAKLLM_NUM_THREADS``, else
+    ``$OMP_NUM_THREADS``, else the CPUs this process may run on (``taskset`` narrows them).
+
+    Stated once, so that every cell of a run uses the same count whatever the kernel inherited.
+    A different count changes the last bits of matmuls and Cholesky factors (MKL splits the work
+    differently), so figures are reproducible to the bit only on the same machine and count.
+    """
+    import os
+
+    for var in ("PEAKLLM_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{var}={value!r} must be a positive integer")
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def configure(device) -> None:
-    """Matmul precision stated, not inherited: on CUDA fp32 matmuls stay IEEE fp32 (TF32 off), as
-    the GPTQ and SparseGPT reference code sets it -- the Hessian's Cholesky factorisation and the
-    column sweep are fp32 work that TF32's 10-bit mantissa would perturb. Nothing to set elsewhere."""
+    """Numerics stated, not inherited.
+
+    * A fixed CPU thread count (``cpu_threads``) and torch's deterministic algorithms where it has
+      them (``warn_only``: an op without a deterministic version warns instead of failing); on
+      CUDA cuDNN's autotuner off and cuBLAS's workspace fixed, as PyTorch's reproducibility notes
+      ask. Across CPUs (Intel vs AMD) or thread counts the last bits still differ: MKL and oneDNN
+      choose kernels by CPU. ``MKL_CBWR=COMPATIBLE`` makes MKL's own results CPU-independent at
+      2.4x the matmul time on this project's machines (README, "Reproducibility"); it is left to the user.
+    * On CUDA fp32 matmuls stay IEEE fp32 (TF32 off), as the GPTQ and SparseGPT reference code
+      sets it -- the Hessian's Cholesky factorisation and the column sweep are fp32 work that
+      TF32's 10-bit mantissa would perturb.
+    """
+    import os
+
+    torch.set_num_threads(cpu_threads())
+    torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.device(device).type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
         torch.backends.cuda.matmul.fp32_precision = "ieee"
         torch.backends.cudnn.fp32_precision = "ieee"
 

@@ -59,6 +59,21 @@ class Recorder:
     def table(self):
         return to_frame(self.records)
 
+    def find(self, metric: str, **qualifiers) -> list[dict]:
+        """The records of ``metric`` whose fields equal every one of ``qualifiers``."""
+        return [r for r in self.records if r["metric"] == metric
+                and all(r.get(k) == v for k, v in qualifiers.items())]
+
+    def value(self, metric: str, **qualifiers):
+        """The one recorded value of ``metric`` with these qualifiers (what rendered prose quotes);
+        KeyError when none or several match, naming what was recorded."""
+        found = self.find(metric, **qualifiers)
+        if len(found) != 1:
+            seen = sorted({tuple((k, r.get(k)) for k in QUALIFIERS if r.get(k) is not None)
+                           for r in self.records if r["metric"] == metric})
+            raise KeyError(f"{len(found)} records of {metric!r} with {qualifiers}; recorded: {seen[:12]}")
+        return found[0]["value"]
+
     def save(self, results_path: str = "") -> str:
         """Write the records (atomically) to ``results_path``; "" keeps them in the notebook only."""
         if not results_path:

@@ -143,6 +143,8 @@ def write_sources(run_dir: str | Path | None, out: Path) -> dict:
     for stem, path in chosen.items():
         copy_notebook(path, src / "notebooks" / f"{stem}.ipynb")
     records = report.load_records(folder)
+    if records is None and folder == workbook.NOTEBOOKS:  # the stored outputs' own run
+        records = report.load_records(workbook.REPO / "data" / "results" / "default")
     stems = list(chosen)
     results, n_tables = report.page(records, stems, src / "results", "results",
                                     f"`{relative(folder)}/`")

@@ -11,6 +11,11 @@ def main(argv=None) -> int:
     w = sub.add_parser("workbook", help="execute every notebook with papermill on its defaults")
     w.add_argument("--out", default=None, help="run directory (default runs/default)")
     w.add_argument("notebooks", nargs="*", help="only these notebooks (stems), default all")
+    w.add_argument("--store", action="store_true", help="execute notebooks/ in place (their stored outputs) and "
+                                                        "write the reference records to data/results/default")
+    le = sub.add_parser("lessons", help="check a run's records against each notebook's lesson "
+                                        "(peakllm.workbook.lessons); exit 1 naming what fails")
+    le.add_argument("run_dir", help="a folder of <notebook>.results.json (e.g. runs/default)")
     s = sub.add_parser("sweep", help="run one notebook over a parameter grid (resumable)")
     s.add_argument("file", help="sweep file (YAML), e.g. sweeps/sparsity.yaml")
     s.add_argument("--out", default=None, help="root of the run folders (default runs/)")
@@ -50,7 +55,31 @@ def main(argv=None) -> int:
         from . import run as workbook
         from ..core.paths import REPO
 
-        workbook.run(a.out or REPO / "runs" / "default", a.notebooks or None)
+        if a.store:
+            workbook.store(a.notebooks or None)
+        else:
+            workbook.run(a.out or REPO / "runs" / "default", a.notebooks or None)
+    elif a.cmd == "lessons":
+        import json
+        from pathlib import Path
+
+        from . import lessons
+
+        paths = sorted(Path(a.run_dir).glob("*.results.json"))
+        if not paths:
+            print(f"no *.results.json in {a.run_dir}", file=sys.stderr)
+            return 1
+        from .notebook import on_defaults
+
+        failures = []
+        for path in paths:
+            name, records = path.name.removesuffix(".results.json"), json.loads(path.read_text())
+            if records and not on_defaults(name, records[0]["params"]):
+                print(f"{name}: not on its default parameters, no lesson to check")
+                continue
+            failures += lessons.check(name, records)
+        print("\n".join(failures) or f"every lesson holds in {len(paths)} notebooks' records")
+        return 1 if failures else 0
     elif a.cmd == "sweep":
         from . import sweeps
         from ..core.paths import REPO

@@ -6,18 +6,20 @@ its type and followed by a ``# help`` comment (what ``papermill --help-notebook`
     rec, dev = peakllm.setup("10_sparsegpt_one_shot_pruning", globals())
 
 reads those names and types from the notebook's own parameters cell (papermill's inspection),
-checks every value (a papermill string becomes a list; a wrong type, an unknown model, device
+refuses a name papermill injected that the cell does not declare (``-p sparsity 1.5`` where the
+notebook has ``sparsities``: "unknown parameter 'sparsity'; did you mean 'sparsities'?"), checks every value (a papermill string becomes a list; a wrong type, an unknown model, device
 or dataset fails here, naming the parameter, before anything heavy loads), writes the checked
 values back, seeds every generator, resolves the device (cuda -> mps -> cpu) and returns the
 recorder holding every parameter. The notebook's last cell is
 
     peakllm.finish(rec, results_path)
 
-and ``show_source(obj)`` prints a piece of the library, highlighted, where the text teaches it.
+(it writes the records and counts them), and ``show_source(obj)`` prints a piece of the library, highlighted, where the text teaches it.
 """
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 from pathlib import Path
 
@@ -56,6 +58,33 @@ def parameters(notebook: str) -> dict[str, dict]:
             raise ValueError(f"{path.name}: parameter {name} needs a type annotation, one of {list(TYPES)}")
         out[name] = {"type": p["inferred_type_name"], "default": ast.literal_eval(p["default"]), "help": p["help"]}
     return out
+
+
+def check_known(given, declared, where: str) -> None:
+    """ValueError naming the first of ``given`` that ``declared`` lacks, and the closest declared name.
+
+    The one check behind the notebooks (``setup``), the sweep files and ``python -m peakllm run -p``."""
+    known = [n for n in declared if n != "results_path"] + ["results_path"]
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown parameter {name!r} for {where}{hint} "
+                             f"(declared: {', '.join(sorted(known))})")
+
+
+def injected(ns: dict) -> list[str]:
+    """The names papermill injected into this kernel: its cell starts with ``# Parameters`` and is
+    found in IPython's input history (``_ih``); [] when the notebook was not run by papermill."""
+    for src in reversed(list(ns.get("_ih") or [])):
+        if isinstance(src, str) and src.lstrip().startswith("# Parameters"):
+            try:
+                body = ast.parse(src).body
+            except SyntaxError:
+                return []
+            return [t.id for node in body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)]
+    return []
 
 
 def coerce(name: str, value, declared: str):
@@ -104,6 +133,7 @@ def setup(notebook: str, ns: dict):
     from ..core.records import Recorder
 
     declared = parameters(notebook)
+    check_known(injected(ns), declared, Path(notebook).stem)
     missing = [n for n in declared if n not in ns]
     if missing:
         raise NameError(f"parameters {missing} are not defined: run the parameters cell first")
@@ -118,15 +148,53 @@ def setup(notebook: str, ns: dict):
     return Recorder(Path(notebook).stem, params, device=dev.type), dev
 
 
-def finish(rec, results_path: str = ""):
-    """The last cell: write the records (when ``results_path`` is set), report the kernel's
-    peak memory, and show the records as a table."""
+def on_defaults(notebook: str, params: dict) -> bool:
+    """True when ``params`` (a run's recorded parameters) are the notebook's declared defaults;
+    False for a notebook that cannot be found (nothing to compare with)."""
+    try:
+        declared = parameters(notebook)
+    except FileNotFoundError:
+        return False
+    return all(params.get(n) == coerce(n, p["default"], p["type"])
+               for n, p in declared.items() if n != "results_path")
+
+
+def finish(rec, results_path: str = "") -> None:
+    """The last cell: write the records (when ``results_path`` is set), say what they hold (a
+    count per metric; ``rec.table()`` shows them all) and the kernel's peak memory.
+
+    Under the tests (``$PEAKLLM_CHECK_LESSONS`` set) a run on the default parameters must still
+    show its lesson (``peakllm.workbook.lessons``): a failure raises here, naming the figure.
+    ``$PEAKLLM_RESULTS_DIR``, when set, receives a copy of the records (``<notebook>.results.json``).
+    """
+    import os
+    from collections import Counter
+
     from ..core.memory import peak_rss
     from ..core.units import human
 
     print(rec.save(results_path))
+    counts = Counter(r["metric"] for r in rec.records)
+    print("  " + ", ".join(f"{m} ({n})" for m, n in counts.items()))
+    if os.environ.get("PEAKLLM_RESULTS_DIR"):
+        rec.save(str(Path(os.environ["PEAKLLM_RESULTS_DIR"]) / f"{rec.notebook}.results.json"))
+    if os.environ.get("PEAKLLM_CHECK_LESSONS") and on_defaults(rec.notebook, rec.params):
+        from .lessons import assert_lessons
+
+        assert_lessons(rec.notebook, rec.records)
     print(f"peak RSS of this kernel: {human(peak_rss())}")
-    return rec.table()
+
+
+def say(text: str):
+    """Display ``text`` as Markdown: the sentences of a notebook that quote this run's figures.
+
+    A Markdown cell cannot hold a measured number (a rerun with other parameters, another model
+    or another machine would leave it stale), so such sentences are built in a code cell from the
+    run's records and variables, e.g. ``say(f"SparseGPT: {rec.value('perplexity', ...):.2f}")``.
+    """
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
 
 
 def source(obj, until: str | None = None) -> str:

@@ -7,6 +7,7 @@ run to ``runs/<name>/results.json``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -46,3 +47,62 @@ def run(out: str | Path = REPO / "runs" / "default", only: list[str] | None = No
     print(f"\n{len(records)} records in {relative(out / 'results.json')}\n")
     print(to_frame(records).to_string(index=False, max_colwidth=40))
     return records
+
+
+def clean(nb) -> None:
+    """Drop what papermill adds (run metadata, timings) so a stored notebook diffs only by its
+    outputs, and keep of each progress bar its last state: tqdm redraws a bar with carriage
+    returns, which a stored notebook would otherwise keep as one output line per redraw."""
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        for key in ("papermill", "execution"):
+            cell.metadata.pop(key, None)
+        if cell.cell_type != "code":
+            continue
+        merged = []
+        for out in cell.outputs:  # consecutive writes to one stream are one text
+            if (merged and out.get("output_type") == "stream" and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == out.get("name")):
+                merged[-1]["text"] += out["text"]
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                lines = [line.rsplit("\r", 1)[-1] for line in out["text"].split("\n")]
+                out["text"] = "\n".join(line for line in lines if line.strip()) + "\n"
+        cell.outputs = merged
+
+
+def store(only: list[str] | None = None, records: str | Path = REPO / "data" / "results" / "default") -> None:
+    """Execute the shipped notebooks in place on their defaults: their stored outputs (what a
+    learner opens and nbval executes) and, in ``records``, the reference run that
+    ``peakllm.workbook.lessons`` checks later runs against. The machine and date go with them
+    (``records/machine.json``). Overwrites notebooks/ and ``records``, which is what it is asked for."""
+    import platform
+
+    import nbformat
+    import papermill as pm
+    import torch
+
+    from ..core.hardware import cpu_threads, cpuinfo
+
+    records = Path(records)
+    records.mkdir(parents=True, exist_ok=True)
+    env = {k: os.environ.get(k) for k in ("PEAKLLM_RESULTS_DIR", "PEAKLLM_CHECK_LESSONS")}
+    os.environ["PEAKLLM_RESULTS_DIR"] = str(records.resolve())  # the kernels inherit it; finish() writes there
+    os.environ.pop("PEAKLLM_CHECK_LESSONS", None)
+    try:
+        for nb_path in notebooks(only):
+            t0 = time.perf_counter()
+            print(f"storing {nb_path.name} ...", flush=True)
+            nb = pm.execute_notebook(str(nb_path), None, cwd=str(NOTEBOOKS), kernel_name="python3",
+                                     progress_bar=False, log_output=False)
+            clean(nb)
+            nbformat.write(nb, str(nb_path))
+            print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    finally:
+        for k, v in env.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    machine = {"cpu": cpuinfo("model name"), "threads": cpu_threads(), "python": platform.python_version(),
+               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    atomic_write_text(records / "machine.json", json.dumps(machine, indent=1) + "\n")

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.paths import REPO, atomic_write_text, relative
+from .notebook import TYPES, check_known
 from .run import NOTEBOOKS, notebooks
 
 SWEEPS = REPO / "sweeps"
-TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list, str)}
 
 
 @dataclass
@@ -97,10 +97,9 @@ def load(path: str | Path) -> Sweep:
     for k, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"grid: {k} must be a non-empty list of values")
-    for k in [*fixed, *grid]:
-        if k not in declared or k == "results_path":
-            raise ValueError(f"parameter {k!r} is not one of {nb.stem}'s parameters: "
-                             f"{sorted(set(declared) - {'results_path'})}")
+    check_known([*fixed, *grid], declared, f"{nb.stem} (in {path.name})")
+    if "results_path" in [*fixed, *grid]:
+        raise ValueError(f"{path.name}: results_path is set by the sweep for every run; leave it out")
     for k, v in fixed.items():
         check_value(k, v, declared[k])
     for k, values in grid.items():
