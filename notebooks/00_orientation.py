@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 00 · Orientation: the workbench, the embedded default, and how we measure
 #
 # **Goal.** Before making anything cheaper, learn what "cost" means here: where the memory of a
@@ -21,7 +21,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds Python, NumPy and torch
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -33,7 +33,7 @@ from peakllm.data import corpus, evaldata
 
 rec, dev = peakllm.setup("00_orientation", globals())
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. This machine
 #
 # `peakllm.core.roofline.describe` names the device, its memory, whether it computes in **bf16 natively**
@@ -41,11 +41,11 @@ rec, dev = peakllm.setup("00_orientation", globals())
 # it), and its two **roofline ceilings**: peak FLOP/s and memory bandwidth. Known GPUs come from a
 # datasheet table; anything else (like this CPU) is measured on the spot.
 
-# %% tags=[]
+# %%
 info = roofline.describe(device)
 print(roofline.format_description(info))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. The embedded default
 #
 # Everything runs offline on what ships in `data/`:
@@ -59,13 +59,13 @@ print(roofline.format_description(info))
 #   `tiny-switch` (a Switch Transformer, the QMoE paper's family: an encoder-decoder with 16
 #   experts and top-1 routing in every other block, trained on T5's span corruption; notebook 20).
 
-# %% tags=[]
+# %%
 m = corpus.manifest()
 pd.DataFrame([{"split": s, "works": len(e["works"]), "characters": e["bytes"],
                "held-out works": ", ".join(w["title"] for w in e["works"]) if s != "train" else f"(the other {len(e['works'])})"}
               for s, e in m["splits"].items()])
 
-# %% tags=[]
+# %%
 rows = []
 for name in models.SHORT_NAMES:
     cfg = models.TINY_CONFIGS[name]
@@ -78,19 +78,19 @@ for name in models.SHORT_NAMES:
                  "checkpoint MB": round((models.MODELS / name / "model.safetensors").stat().st_size / 1e6, 1)})
 pd.DataFrame(rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. Load the model
 #
 # One loader serves a shipped short name, a local directory and a Hub id (`peakllm.models.load`).
 # Offline, a Hub id fails within seconds with one message instead of retrying for a minute.
 
-# %% tags=[]
+# %%
 model, tokenizer = models.load(model_name, device=device)
 ctx = models.context_length(model)
 print(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters, context {ctx} tokens")
 print(tokenizer.convert_ids_to_tokens(tokenizer("To be, or not to be: that is the question.")["input_ids"]))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. The memory anatomy of a training step
 #
 # A training step holds four kinds of bytes (the ZeRO paper's accounting): **weights**,
@@ -107,7 +107,7 @@ print(tokenizer.convert_ids_to_tokens(tokenizer("To be, or not to be: that is th
 # PyTorch lets us watch: `torch.autograd.graph.saved_tensors_hooks` calls a *pack* hook on every
 # tensor autograd saves. Here the hook is a list's `append`, on the model's first linear layer:
 
-# %% tags=[]
+# %%
 lin_name, lin = next((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
 T = min(anatomy_seq_len, ctx)
 x_lin = torch.randn(batch_size, T, lin.in_features, device=dev, requires_grad=True)  # (B, T, d_in), as from an earlier layer
@@ -126,12 +126,12 @@ print(f"{lin_name}: B·T·d_in·4 = {batch_size}·{T}·{lin.in_features}·4 = {b
       f"memory.SavedActivations counts {counter.bytes:,}")
 del saved, y_lin
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # `memory.SavedActivations` is this hook, run over a whole training step: it counts each storage
 # once (a tensor saved by two operations, or a view of it, is one allocation) and leaves the
 # parameters out. `memory.training_step_anatomy` counts the four parts of one step with it:
 
-# %% tags=[]
+# %%
 peakllm.seed_everything(seed)
 train_model = models.load_model(model_name, device=device, dtype="float32")  # fp32 weights for training
 optimizer = torch.optim.AdamW(train_model.parameters(), lr=1e-4)
@@ -145,13 +145,13 @@ for p in (*memory.PARTS, "total"):
 print(f"batch {batch_size} x {x.shape[1]} tokens, fp32 weights, torch AdamW")
 anatomy
 
-# %% tags=[]
+# %%
 ax = memory.plot_anatomy({f"{model_name}\nAdamW fp32": parts})
 ax.figure.tight_layout()
 plt.show()
 del train_model, optimizer
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Weights, gradients and optimizer state add up to **16 bytes per parameter** in fp32 with AdamW
 # (4 + 4 + 8); the activations grow with batch and sequence length and, for a model this small at the
 # default batch and length, dominate. Case study 1 (notebooks 10-12) removes each part in turn.
@@ -164,7 +164,7 @@ del train_model, optimizer
 #
 # $$\mathrm{PPL} = \exp\Big(-\frac{1}{N}\sum_{t} \log p_\theta(x_t \mid x_{<t})\Big).$$
 
-# %% tags=[]
+# %%
 ids = evaldata.eval_ids(dataset, tokenizer, seqlen or ctx)
 ppl = perplexity.perplexity(model, ids, seqlen=seqlen or None, batch_size=batch_size)
 rec.add("perplexity", round(ppl, 2), "ppl", method="dense", dataset=dataset, model=model_name)
@@ -178,22 +178,22 @@ if dataset == "shakespeare":
                   "windows": "", "perplexity": round(uni, 2)})
 pd.DataFrame(table)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The function that computed it: the windows in batches, each window's logits against its own
 # tokens shifted by one, the cross-entropy summed over every predicted token, and the count of
 # those tokens (`perplexity.perplexity` returns exp(sum / count)):
 
-# %% tags=[]
+# %%
 show_source(perplexity.nll)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 6. Speed limits: this device's roofline
 #
 # Decoding one token at batch size 1 reads every weight once and does about 2 FLOPs per weight:
 # an arithmetic intensity of 2 / (bytes per weight) FLOP/byte -- 0.5 in fp32, 1 in 16-bit,
 # 4 at 4 bits. Left of the ridge point, speed is set by bandwidth, not by FLOP/s.
 
-# %% tags=[]
+# %%
 peak = info["peak_flops_16bit"] or info["peak_flops_fp32"]
 bw = info["bandwidth"]
 ridge = roofline.ridge_point(peak, bw)
@@ -208,12 +208,12 @@ ax = roofline.plot(peak, bw, points, title=f"roofline of this {info['device']}")
 ax.figure.tight_layout()
 plt.show()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 7. Rerun with other parameters
 #
 # Every notebook is a papermill template: its first code cell holds the parameters. List them:
 
-# %% tags=[]
+# %%
 import subprocess, sys
 
 from peakllm.workbook.run import NOTEBOOKS
@@ -222,7 +222,7 @@ help_text = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook"
                            capture_output=True, text=True, check=True, cwd=NOTEBOOKS).stdout
 print(help_text[help_text.index("Parameters inferred"):])
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # and rerun, for example, on the MoE model, or (on a GPU with Hub access) on the paper's model:
 #
 # ```bash
@@ -233,7 +233,7 @@ print(help_text[help_text.index("Parameters inferred"):])
 # `make workbook` runs every notebook this way and gathers the records below into
 # `runs/default/results.json`.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -250,13 +250,13 @@ print(help_text[help_text.index("Parameters inferred"):])
 # %% [markdown] tags=["solution"]
 # **Solution 2.** About half of the activations row of section 4's table. Every tensor autograd saves here is (B, T, something): hidden states, MLP inputs, logits. PyTorch's fused attention (SDPA) saves no T x T score matrix, so nothing grows with T squared at this size.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** `lin_ex` below is the linear layer of the model with the widest input
 # (for `tiny-opt`, an MLP's second matrix `fc2`, which reads the `ffn_dim`-wide hidden layer).
 # Fed `batch_size` sequences of `T` tokens, how many bytes does it save for backward in fp32?
 # Compute `bytes_ex` without running the layer; the check cell runs it under the library's counter.
 
-# %% tags=[]
+# %%
 width, name_ex = max((m.in_features, n) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
 lin_ex = model.get_submodule(name_ex)
 ### BEGIN SOLUTION
@@ -271,7 +271,7 @@ with memory.SavedActivations(model) as counter_ex:
 assert bytes_ex == counter_ex.bytes
 print("checks passed")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -297,8 +297,8 @@ peakllm.say(f"""
   {"set by memory bandwidth, not by FLOP/s" if left else "no longer set by memory bandwidth alone in every format"}.
 """)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

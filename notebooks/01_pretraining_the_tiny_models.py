@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 01 · Pretraining the tiny models
 #
 # **Goal.** See how the shipped decoder models -- `tiny-opt` and `tiny-moe` -- were made, what
@@ -22,7 +22,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds the initialisation and the order of training windows
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import json
 
 import matplotlib.pyplot as plt
@@ -45,17 +45,17 @@ else:
 cfg.check()
 shipped = json.loads((models.MODELS / model_name / "pretrain.json").read_text())
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. The recipe
 #
 # A plain next-token loop in the style of nanoGPT: random windows from the train split, AdamW
 # (weight decay on the matrices only), linear warmup then cosine decay, gradient
 # clipping at norm 1 (`grad_clip`), validation loss on held-out plays. The shipped run used these defaults:
 
-# %% tags=[]
+# %%
 show_source(pretrain.PretrainConfig, until="    def check")
 
-# %% tags=[]
+# %%
 steps = range(shipped["config"]["steps"])
 full_cfg = pretrain.PretrainConfig(**shipped["config"])
 plt.figure(figsize=(5, 2.5))
@@ -63,7 +63,7 @@ plt.plot(steps, [pretrain.lr_at(s, full_cfg) for s in steps])
 plt.xlabel("step"); plt.ylabel("learning rate"); plt.title("warmup + cosine decay (shipped run)")
 plt.tight_layout(); plt.show()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. The architectures
 #
 # `tiny-opt` is an `OPTForCausalLM` and `tiny-moe` a `MixtralForCausalLM` from transformers:
@@ -73,7 +73,7 @@ plt.tight_layout(); plt.show()
 # `tiny-switch` is a `SwitchTransformersForConditionalGeneration`, the QMoE paper's family: an
 # encoder-decoder with 16 experts and top-1 routing in every other block.
 
-# %% tags=[]
+# %%
 rows = []
 for name in models.SHORT_NAMES:
     m = models.new_tiny(name)
@@ -82,7 +82,7 @@ for name in models.SHORT_NAMES:
                  "FLOPs/token (6N)": pretrain.flops_per_token(m)})
 pd.DataFrame(rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. What the shipped run cost: C ≈ 6·N·D
 #
 # Training a transformer costs about 6 FLOPs per weight per token (Kaplan et al. 2020, Table 1):
@@ -95,10 +95,10 @@ pd.DataFrame(rows)
 # read one row and multiply nothing, so they are left out; the tied LM head multiplies by the
 # token table and counts once.
 
-# %% tags=[]
+# %%
 show_source(pretrain.flops_per_token)
 
-# %% tags=[]
+# %%
 C = pretrain.flops_per_token(models.new_tiny(model_name)) * shipped["tokens"]
 secs = shipped["seconds"]
 print(f"shipped {model_name}: {shipped['config']['steps']} steps x {shipped['config']['batch_size']} x "
@@ -111,7 +111,7 @@ print(f"for scale: GPT-3 (N = 175e9, D = 300e9) needed {6 * 175e9 * 300e9:.2g} F
 rec.add("train_flops", C, "FLOP", model=model_name)
 rec.add("train_seconds", secs, "s", model=model_name)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. Train
 #
 # The default is a short run from scratch (a few dozen steps), enough to watch the loss fall; its
@@ -126,7 +126,7 @@ rec.add("train_seconds", secs, "s", model=model_name)
 # A model that guessed uniformly among the V tokens of the vocabulary would have
 # $\mathcal{L} = \ln V$ and $\mathrm{PPL} = V$.
 
-# %% tags=[]
+# %%
 result = pretrain.pretrain(cfg, out_dir=out_dir or None)
 last = result["log"][-1]
 achieved = pretrain.flops_per_token(result["model"]) * result["tokens"] / result["seconds"]
@@ -139,21 +139,21 @@ print(f"train loss {result['log'][0]['train_loss']:.2f} -> {last['train_loss']:.
 rec.add("val_loss", round(last["val_loss"], 2), "nats/token", method="full" if full_run else "short", model=model_name)
 rec.add("tokens_per_s", result["tokens"] / result["seconds"], "tok/s", method="pretrain", model=model_name)
 
-# %% tags=[]
+# %%
 fig, ax = plt.subplots(figsize=(7, 3.5))
 pretrain.plot_loss(pretrain.read_log(models.MODELS / model_name / "train_log.csv"), ax=ax, title="shipped")
 pretrain.plot_loss(result["log"], ax=ax, title="this run")
 ax.set_title(f"pretraining {model_name}")
 fig.tight_layout(); plt.show()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. How good are the shipped models?
 #
 # Test-split perplexity (two held-out plays, *Hamlet* and *The Tempest*) with the papers'
 # protocol, next to a unigram baseline that knows only how often each token occurs. The gap is
 # what the models learned about context.
 
-# %% tags=[]
+# %%
 rows = []
 for name in models.SHORT_NAMES:
     model, tok = models.load(name, device=device)
@@ -172,7 +172,7 @@ for name in models.SHORT_NAMES:
     rec.add("perplexity", round(ppl, 2), "ppl", method="dense", dataset="shakespeare", model=name)
 pd.DataFrame(rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -189,14 +189,14 @@ pd.DataFrame(rows)
 # %% [markdown] tags=["solution"]
 # **Solution 2.** About 20 × N tokens, with N the parameter count of section 2's table: `20 * models.count_params(models.new_tiny("tiny-opt"))["total"]`, tens of millions. The shipped run saw D = steps × batch × sequence length (section 3), roughly twenty times fewer. Its loss curve is still falling at the end: more steps (and more text) would still pay.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** Recompute the cost of the shipped `tiny-opt` run yourself. From its
 # recorded recipe (`meta["config"]`: `steps`, `batch_size`, `seq_len`) compute the training
 # tokens `D_ex`; from the model `tiny` the weights a token passes through, `N_ex`, counted as
 # section 3 counts them: every parameter, minus the token and position tables (lookups, no
 # multiply), plus the token table once more as the tied LM head; then `C_ex = 6 N D`.
 
-# %% tags=[]
+# %%
 tiny = models.new_tiny("tiny-opt")
 meta = json.loads((models.MODELS / "tiny-opt" / "pretrain.json").read_text())
 ### BEGIN SOLUTION
@@ -213,7 +213,7 @@ assert 6 * N_ex == pretrain.flops_per_token(tiny)
 assert C_ex == pretrain.flops_per_token(tiny) * meta["tokens"]
 print("checks passed")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -243,8 +243,8 @@ peakllm.say(f"""
   ({shipped_val[-2]:.2f} at its last evaluation but one, {shipped_val[-1]:.2f} at the end).
 """)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

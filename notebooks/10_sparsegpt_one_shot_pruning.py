@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 10 · Case study 1: SparseGPT one-shot pruning, step by step
 #
 # **Goal.** Reproduce the review's first case study: SparseGPT (Frantar & Alistarh, ICML 2023)
@@ -32,7 +32,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds everything that is not a calibration seed
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ for p in patterns:
 seeds = checks.seeds("seeds", seeds)
 checks.in_range("eval_windows", eval_windows, 0, 10**9)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. Why one shot?
 #
 # The classic recipe -- prune a little, retrain, repeat -- costs training compute every round.
@@ -63,7 +63,7 @@ checks.in_range("eval_windows", eval_windows, 0, 10**9)
 # 6·N·D ≈ 10²¹ FLOPs. SparseGPT instead makes **one pass**: it runs 128 calibration windows
 # through the model once and solves, layer by layer, a sparse regression problem.
 
-# %% tags=[]
+# %%
 model, tokenizer = models.load(model_name, device=device)
 ctx = models.context_length(model)
 seqlen = calib_seqlen or ctx
@@ -77,7 +77,7 @@ print(f"retraining on 1 B tokens  : {retrain:.2e} FLOPs ({retrain / one_pass:,.0
 for e in reference.paper_numbers(metric="prune_seconds"):
     print(f"paper: {e['model']} pruned in {e['value'] / 3600:.0f} h ({e['note']})")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. Calibration and evaluation data
 #
 # The paper takes 128 random windows of 2,048 tokens from C4's training set, with seed 0.
@@ -86,7 +86,7 @@ for e in reference.paper_numbers(metric="prune_seconds"):
 # that every comparison below comes with its spread over calibration sets. Every pruned model
 # is scored on the same fixed windows of the test split (the cell says how many).
 
-# %% tags=[]
+# %%
 calibs = {s: evaldata.calibration(calib_dataset, tokenizer, calib_samples, seqlen, seed=s) for s in seeds}
 calib = calibs[seeds[0]]
 print(f"calibration: {len(seeds)} sets of {tuple(calib.shape)} token ids from {calib_dataset!r} (seeds {seeds})")
@@ -98,17 +98,17 @@ scored = {d: ids[:, : n_eval[d] * ctx] for d, ids in eval_ids.items()}
 scope = ", ".join(f"{d}: first {n_eval[d]} of {total[d]} test windows" for d in eval_datasets)
 print(f"scored on {scope}")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. One layer under the microscope
 #
 # Each linear layer `y = W x` is pruned so that its outputs on the calibration inputs change
 # least: minimise ‖WX − ŴX‖² subject to the sparsity. That is a least-squares problem with
 # Hessian H = 2XXᵀ/n, which `peakllm.compress.obs` accumulates:
 
-# %% tags=[]
+# %%
 show_source(obs.Hessian)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **The OBS closed form** (SparseGPT section 3, after Hassibi & Stork 1993). One row w of W
 # is one least-squares problem: its error on the calibration inputs X has the Hessian
 #
@@ -122,7 +122,7 @@ show_source(obs.Hessian)
 # `obs.remove_one`, the increase is ε_q / 2). Check it against brute-force least squares on a
 # tiny problem:
 
-# %% tags=[]
+# %%
 import torch
 
 show_source(obs.remove_one)
@@ -138,7 +138,7 @@ print("OBS        :", [round(v, 6) for v in new_row.tolist()])
 print("least sq.  :", [round(v, 6) for v in brute.tolist()])
 print(f"equal to 1e-9: {torch.allclose(new_row, brute, atol=1e-9)}; loss increase {increase:.6f}")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ### Several weights of one row
 #
 # Pruning means removing many weights of a row, not one. Repeat the step: take the weight of
@@ -150,7 +150,7 @@ print(f"equal to 1e-9: {torch.allclose(new_row, brute, atol=1e-9)}; loss increas
 # a rank-one update instead of a new inversion. Three of the six weights of the row above, then
 # the same row from least squares on the three weights kept:
 
-# %% tags=[]
+# %%
 Hinv_q = torch.linalg.inv(H)                   # (6, 6), shrinks as weights go
 row_q, pruned = w.clone(), []                  # the row being pruned, the removed indices
 for step in range(3):
@@ -170,7 +170,7 @@ torch.testing.assert_close(row_q, lsq, atol=1e-9, rtol=0)
 print("least squares on the kept weights:", [round(v, 4) for v in lsq.tolist()])
 print(f"repeated OBS equals least squares on the weights {kept} to 1e-9: True")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ### The row-Hessian problem
 #
 # In a matrix, every row picks its own weights to remove, so after a few steps every row has
@@ -178,7 +178,7 @@ print(f"repeated OBS equals least squares on the weights {kept} to 1e-9: True")
 # inverses of a d_col × d_col matrix, each O(d_col³) -- SparseGPT section 3.2 puts the exact
 # solution at O(d_row · d_col³). Four rows of six weights, each pruning its three smallest:
 
-# %% tags=[]
+# %%
 W_toy = torch.randn(4, 6, generator=g, dtype=torch.float64)   # (rows, columns)
 removed = [sorted(W_toy[r].abs().argsort()[:3].tolist()) for r in range(4)]
 for r, s in enumerate(removed):
@@ -189,7 +189,7 @@ per_row = d_row * d_col ** 3      # one inversion per row
 shared = d_col ** 3 + d_row * d_col ** 2   # one sequence of inverses shared, plus each row's updates
 print(f"OPT-175B fc1: one inverse per row ~ {per_row:.1e} multiply-adds; shared ~ {shared:.1e} ({per_row / shared:,.0f}x fewer)")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ### Column by column: every row shares one sequence of inverses
 #
 # Now let every row treat its columns **in the same order**, left to right: at column j each row
@@ -205,7 +205,7 @@ print(f"OPT-175B fc1: one inverse per row ~ {per_row:.1e} multiply-adds; shared 
 # $W_{:,j:} \mathrel{-}= \frac{W_{:,j} - Q_{:,j}}{U_{jj}}\, U_{j,j:}$ -- the line
 # `W1[:, i:] -= err[:, None] * Hinv1[i, i:]` of `obs.ColumnSweep`. Checked on the tiny H, row by row:
 
-# %% tags=[]
+# %%
 U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)   # (6, 6), H⁻¹ = Uᵀ U
 Hinv_j = torch.linalg.inv(H)                                  # H⁻¹ with no column dropped yet
 for j in range(6):
@@ -218,30 +218,30 @@ H_damped = H + percdamp * H.diag().mean() * torch.eye(6, dtype=H.dtype)
 torch.testing.assert_close(U_lib, torch.linalg.cholesky(torch.linalg.inv(H_damped), upper=True).float(), atol=1e-4, rtol=1e-4)
 print("every row of chol(H⁻¹) equals the sequential OBS update to 1e-12: True; obs.prepare computes that factor")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The sweep, drawn: one block of B columns at the moment it reaches column i. Inside the block
 # each column's error moves onto the block's later columns at once; the rest of the matrix
 # receives the block's errors in one matrix multiply at the end of the block (the **lazy batch
 # update**, GPTQ section 3.2): the same arithmetic, regrouped so that most of it runs as one
 # large product.
 
-# %% tags=[]
+# %%
 diagrams.obs_sweep()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # In SparseGPT's mask selection, at the start of each block the weights with the lowest
 # saliency w² / U_jj² of the block are marked for removal (U_jj: the diagonal of that Cholesky
 # factor, squared -- not the diagonal of H⁻¹). The whole algorithm, in the library:
 
-# %% tags=[]
+# %%
 show_source(obs.ColumnSweep)
 show_source(sparsegpt.SparseGPT)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Now one real layer: the first MLP matrix of the second block, with the inputs it sees on the
 # calibration set. Layer-output error (‖(W−Ŵ)X‖²/n, relative to ‖WX‖²/n) at 50% sparsity:
 
-# %% tags=[]
+# %%
 layers = sequential.all_linear_layers(model)
 stack_name, stack = sequential.find_stacks(model)[0]
 block_i = min(1, len(stack) - 1)
@@ -267,12 +267,12 @@ layer.weight.data = W0
 print(f"layer {name}: W is {tuple(W0.shape)}, {acc.n:,} calibration tokens")
 pd.DataFrame(rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The lazy block update only regroups the arithmetic. With the mask SparseGPT chose above at
 # B = `blocksize`, the sweep one column per block (B = 1: every update applied at once) gives
 # the same weights (`ColumnSweep.sweep(..., mask=...)` starts from a given mask):
 
-# %% tags=[]
+# %%
 layer.weight.data = W0.clone()
 mask_b = acc.prune(0.5, blocksize=blocksize, percdamp=percdamp)   # SparseGPT at B = blocksize: mask and weights
 W_b = layer.weight.detach().clone()
@@ -285,7 +285,7 @@ torch.testing.assert_close(W_1, W_b, atol=1e-5, rtol=0)
 print(f"B = 1 and B = {blocksize}: the same {mask_b.float().mean():.0%} zeros; weights equal to 1e-5 "
       f"(largest |w| {W_b.abs().max():.3f}): True")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Every sparsity at once.** The same layer, from the same dense weights and the same H, pruned
 # by each method at every sparsity from 10% to 90% (`peakllm.workbook.explore`): the relative
 # output error of each, and below, the error against sparsity with the top-left corner of each
@@ -293,27 +293,27 @@ print(f"B = 1 and B = {blocksize}: the same {mask_b.float().mean():.0%} zeros; w
 # under the picture redraws it at another sparsity from these runs; elsewhere (papermill, the
 # book) the picture stays at 50%.
 
-# %% tags=[]
+# %%
 sweep = explore.layer_sweep(acc, [s / 10 for s in range(1, 10)], methods, blocksize=blocksize, percdamp=percdamp)
 display(pd.DataFrame(sweep["error"], index=[f"{s:.0%}" for s in sweep["sparsities"]]).T.map("{:.3g}".format))
 explore.explorer(sweep, 0.5, title=f"{name} {tuple(W0.shape)}")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. The whole model, over calibration seeds
 #
 # The sequential driver (`peakllm.compress.sequential`) prunes block after block; block i+1 is
 # calibrated on the outputs of the *already pruned* block i. It knows no model family: OPT,
 # Llama, Mixtral, BERT and T5/Switch go through the same code.
 
-# %% tags=[]
+# %%
 show_source(sequential.compress_sequentially)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Every setting -- each unstructured sparsity and each N:M pattern -- runs every method; Wanda
 # and SparseGPT once per calibration seed, magnitude pruning once (it reads no data). Each run
 # prunes a fresh copy of the model and is scored on the same windows.
 
-# %% tags=[]
+# %%
 settings = dict(blocksize=blocksize, percdamp=percdamp)  # the same solver settings for every run
 d0 = eval_datasets[0]
 dense_ppl = perplexity.evaluate(model, scored)
@@ -347,11 +347,11 @@ ppl_table.insert(0, "dense", f"{dense_ppl[d0]:.2f}")
 print(f"{d0} perplexity ({scope}); mean ± sd over calibration seeds {seeds} (magnitude: no data, one run)")
 ppl_table
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The same runs drawn: one group per setting, one bar per method, the whiskers ± one standard
 # deviation over the calibration seeds (log scale; the dotted line is the dense model).
 
-# %% tags=[]
+# %%
 stats = runs_df.groupby(["setting", "method"], sort=False)[d0].agg(["mean", "std"]).fillna(0.0)
 labels = list(dict.fromkeys(runs_df.setting))
 x, width = np.arange(len(labels)), 0.8 / len(methods)
@@ -364,12 +364,12 @@ ax.axhline(dense_ppl[d0], color="k", ls=":", label="dense")
 ax.set(xticks=x, xticklabels=labels, yscale="log", ylabel=f"{d0} perplexity", title=f"{model_name}: one-shot pruning")
 ax.legend(); fig.tight_layout(); plt.show()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Reading it with its noise.** A difference between two methods counts only when it is larger
 # than their spread over calibration seeds: where the intervals mean ± sd overlap we call it a
 # tie. Each verdict below is computed from the runs above:
 
-# %% tags=[]
+# %%
 verdicts = []
 for lab in labels:
     per = {m: runs_df[(runs_df.setting == lab) & (runs_df.method == m)][d0].tolist() for m in methods}
@@ -380,11 +380,17 @@ for lab in labels:
                              "verdict": "tie" if v == "tie" else f"{a} {v}"})
 pd.DataFrame(verdicts)
 
-# %% [markdown] tags=[]
+# %% tags=["nbval-ignore-output"]
+from peakllm.workbook import lessons
+
+calibrated = runs_df[runs_df.seed.notna()].groupby(["setting", "method"])[d0].apply(list)  # per-seed perplexities
+peakllm.say(lessons.noise_sentence("10_sparsegpt_one_shot_pruning", "perplexity", calibrated.tolist(), "perplexities"))
+
+# %% [markdown]
 # Every layer really is as sparse as asked -- zeros counted, N:M groups checked (the first
 # calibration seed's models):
 
-# %% tags=[]
+# %%
 layer_table = pd.DataFrame([{"method": k[0], "setting": k[1], "layers": len(v),
                              "min sparsity": round(min(r["sparsity"] for r in v), 4),
                              "max sparsity": round(max(r["sparsity"] for r in v), 4),
@@ -393,7 +399,7 @@ layer_table = pd.DataFrame([{"method": k[0], "setting": k[1], "layers": len(v),
 assert (layer_table["N:M holds everywhere"] != False).all()
 layer_table
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Two rows can differ slightly from the asked sparsity. Where a SparseGPT row's maximum lies a
 # little above it, the solver found **dead inputs**: input features that were zero on every
 # calibration token (H_jj = 0). Their weights cannot affect the output on that data, so
@@ -401,7 +407,7 @@ layer_table
 # a little below it, the count was rounded: Wanda removes ⌊s·d⌋ weights from each row of d
 # inputs, which is a little under s whenever s·d is not a whole number.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ### Beside the production library
 #
 # Practitioners prune with llm-compressor (`SparseGPTModifier`), whose compressed checkpoints vLLM
@@ -416,12 +422,12 @@ layer_table
 # default kept where it differs from ours (it prunes the LM head too). When the file does not
 # exist, the cell says how to make it.
 
-# %% tags=[]
+# %%
 production = crosscheck.production_rows("sparsegpt")  # None, after saying how to make it, without `make crosscheck`
 if production is not None:
     display(production)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. How long pruning takes
 #
 # SparseGPT's cost is a Cholesky of each layer's d × d Hessian plus one column sweep; Wanda needs
@@ -429,20 +435,20 @@ if production is not None:
 # statistics and the solve, *without* the calibration forwards both methods share; `prune s`
 # above is that time, `wall s` the whole run with its forwards:
 
-# %% tags=[]
+# %%
 timing_table = runs_df.groupby("method", sort=False)[["prune s", "wall s"]].mean()
 display(timing_table.map("{:.2f} s".format))
 if {"wanda", "sparsegpt"} <= set(methods):
     ratio = timing_table.loc["sparsegpt", "prune s"] / timing_table.loc["wanda", "prune s"]
     print(f"on {model_name}, Wanda needs {ratio:.0f}x less time than SparseGPT for its statistics and solve")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The solver's time depends on the layer shapes only, not on the weights' values, so
 # `peakllm.compress.bench` times it on random weights at OPT-125M's shapes (`python -m peakllm bench`
 # does `OPT-1.3B` and a Switch expert too) and adds up the decoder's layers -- beside the paper's
 # OPT-175B on one A100:
 
-# %% tags=[]
+# %%
 bench_rows = bench.run(models=["OPT-125M"], device=dev, repeats=1, rec=rec, progress=False)
 display(bench.table(bench_rows, digits=3))
 whole = bench.whole_model_seconds(bench_rows, "OPT-125M", "sparsegpt 50%")
@@ -456,13 +462,13 @@ for card, gpu_rows in bench.stored().items():  # GPU runs on record (python -m p
           f"{bench.whole_model_seconds(gpu_rows, 'OPT-125M', 'sparsegpt 50%'):.2f} s")
     display(bench.table(gpu_rows, digits=4))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 6. Sparsity and quantization together
 #
 # SparseGPT's sweep can also round every kept weight to a grid as it goes (paper section 3.5),
 # using the same quantizer as GPTQ (`peakllm.compress.quant`): 50% zeros *and* 4-bit values.
 
-# %% tags=[]
+# %%
 m, _, secs = pruning.prune_fresh(model_name, calib, device, method="sparsegpt", sparsity=0.5,
                                 bits=joint_bits, **settings)
 joint = perplexity.evaluate(m, scored)
@@ -479,7 +485,7 @@ pd.DataFrame([{"setting": "dense", **dense_ppl}]
              + [{"setting": "SparseGPT 50%", **at50.iloc[0][list(scored)].to_dict()} for _ in range(len(at50) > 0)]
              + [{"setting": f"SparseGPT 50% + {joint_bits}-bit", **joint}])
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 7. Paper vs ours
 #
 # The paper's Table 1 (WikiText2) and its PTB / C4 figures at 50%, beside ours. The paper's rows
@@ -488,7 +494,7 @@ pd.DataFrame([{"setting": "dense", **dense_ppl}]
 # with the Hub); for a model the paper never pruned, its smallest OPT stands in, and the column
 # says so. Our figures are means over the calibration seeds.
 
-# %% tags=[]
+# %%
 SPARSEGPT = "Frantar & Alistarh, SparseGPT, ICML 2023, arXiv 2301.00774"
 paper_m, same = reference.paper_model(model_name, metric="perplexity", paper=SPARSEGPT)
 label = paper_m.split("/")[-1].upper() + ("" if same else "*")
@@ -504,11 +510,11 @@ if not same:
     print(f"* the paper never pruned {model_name}; its smallest OPT stands in")
 display(compare.with_ours(paper, ours))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # How much of magnitude pruning's damage SparseGPT avoids: the perplexity increase of SparseGPT
 # over that of magnitude pruning, at 50%, in the paper (every OPT size of Table 1) and here:
 
-# %% tags=[]
+# %%
 t1 = {(e["model"], e["method"]): e["value"] for e in reference.paper_numbers(
     metric="perplexity", paper=SPARSEGPT, dataset="wikitext2", where="Table 1", pattern=("dense", "unstructured"),
     sparsity=(0.0, 0.5))}
@@ -528,12 +534,12 @@ for lab in labels:
                          "increase, SparseGPT / magnitude": round((sgpt - dense_ppl[d0]) / (mag - dense_ppl[d0]), 3)})
 pd.DataFrame(inc_rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The seed spread: the paper reports SparseGPT's spread over calibration seeds once (OPT-2.7B,
 # 50%, WikiText2); ours comes from the runs above. Relative to the mean, so that models of
 # different perplexity compare:
 
-# %% tags=[]
+# %%
 spread_rows = [{"": f"paper {e['model'].split('/')[-1]} {e['dataset']}", "mean": e["value"], "sd": e["sd"],
                 "seeds": e["seeds"], "sd / mean": f"{e['sd'] / e['value']:.2%}"}
                for e in reference.paper_numbers(metric="perplexity", paper=SPARSEGPT, where="section 4 (seed variance)")]
@@ -545,10 +551,10 @@ for lab in labels:
                             "seeds": s["n"], "sd / mean": f"{s['sd'] / s['mean']:.2%}"})
 pd.DataFrame(spread_rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # What differs between the paper's setting and ours, computed from this run's settings:
 
-# %% tags=[]
+# %%
 n_paper = reference.model_size(paper_m)
 print(f"model      : {model_name}, {N / 1e6:.1f} M parameters; paper {paper_m.split('/')[-1]}, "
       f"about {n_paper / 1e6:.0f} M ({n_paper / N:.0f}x ours)")
@@ -556,7 +562,7 @@ print(f"calibration: {calib_samples} x {seqlen} tokens of {calib_dataset!r}; pap
       f"({128 * 2048 / (calib_samples * seqlen):.0f}x ours)")
 print(f"evaluation : {scope}; paper: the whole WikiText2 / PTB / C4 test texts in windows of 2048")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # In the paper, magnitude pruning at 50% does not get worse with size in any orderly way: the
 # table above shows its perplexity increase factor for every OPT size of Table 1, and SparseGPT's.
 # On our model the gap between the methods opens with the sparsity: compare the rows of section
@@ -567,7 +573,7 @@ print(f"evaluation : {scope}; paper: the whole WikiText2 / PTB / C4 test texts i
 # Zeros only save memory in a sparse format, and only save time where a kernel exploits them.
 # Bytes of the pruned linear layers at 16-bit values:
 
-# %% tags=[]
+# %%
 m = sparse_24 if sparse_24 is not None else pruning.prune_fresh(
     model_name, calib, device, method="sparsegpt", sparsity=0.5, pattern="2:4", **settings)[0]
 layers = sequential.all_linear_layers(m)
@@ -578,12 +584,12 @@ for fmt in ["dense", "csr", "bitmask", "2:4"]:
     rec.add("weight_bytes", b, "B", method="sparsegpt", pattern="2:4", scope=fmt)
 pd.DataFrame(fmt_rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # On an NVIDIA GPU (compute capability >= 8.0), 2:4 sparse tensor cores multiply at up to twice
 # the dense rate; the paper measures 1.54-1.79x on OPT-175B's layer shapes. Here we time the
 # model's own layer shapes (and OPT-175B's) with `torch.sparse.to_sparse_semi_structured`:
 
-# %% tags=[]
+# %%
 if dev.type == "cuda" and torch.cuda.get_device_capability(dev) >= (8, 0):
     shapes = sorted({tuple(l.weight.shape) for l in layers.values()}) + [(12288, 12288), (49152, 12288), (12288, 49152)]
     speed = pd.DataFrame(formats.semi_structured_speedup(shapes, device=dev))
@@ -594,7 +600,7 @@ else:
     print(f"skipped: 2:4 sparse matmul needs an NVIDIA GPU of compute capability >= 8.0; this run uses {dev.type}.")
     print("paper: 1.54-1.79x on OPT-175B shapes (GPU); 1.82x end to end with DeepSparse on CPU (OPT-2.7B, 50%).")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -611,13 +617,13 @@ else:
 # %% [markdown] tags=["solution"]
 # **Solution 2.** They disagree. On the one layer of section 3, Wanda's output error is below magnitude pruning's; over the whole model, Wanda's perplexity is above magnitude pruning's in every setting, and the verdict table says the gap is larger than the seed spread. The layer error scores one layer alone, on the dense model's inputs, with every output feature weighted equally. The model's loss does not work that way: each layer's error passes through every later layer and the LM head, and some output features matter far more than others. Wanda's score |w|·‖x‖ also compares weights within each row (every output keeps the same share), while magnitude pruning ranks the whole matrix at once and may keep more of the rows that hold large weights. Wanda is motivated by the few input features of large LLMs whose activations are orders of magnitude larger than the rest (Dettmers et al. 2022); where there are none, ‖x‖ does little to separate important weights from unimportant ones. Check our layer: `acc.H.diag().sqrt()` in section 3 holds ‖x_j‖ up to a constant -- compare its largest value with its median.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** Take row 0 of the layer of section 3 (`w_ex`) and its Hessian,
 # dampened as the sweep dampens it (`H_ex`). Compute the OBS saliency ε_q = w_q² / [H⁻¹]_qq of
 # every weight of the row (`eps_ex`, one value per column) and the index of the weight OBS
 # would remove first (`q_star`). The check cell compares your figures with `obs.remove_one`.
 
-# %% tags=[]
+# %%
 H_ex = obs.dampened(acc.H.double(), percdamp)  # (columns, columns), as the sweep dampens it
 w_ex = W0[0].double()                        # (columns,) row 0 of the layer
 ### BEGIN SOLUTION
@@ -634,7 +640,7 @@ assert all(abs(2 * increase_ex[j] - eps_ex[j].item()) <= 1e-6 * eps_ex[j].item()
 assert increase_ex[q_star] == min(increase_ex.values())
 print("checks passed")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -679,8 +685,8 @@ peakllm.say(f"""
 {whole}
 """)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 11 · Case study 1, continued: efficient training, measured
 #
 # **Goal.** Training memory has four parts -- weights, gradients, optimizer state, activations --
@@ -31,7 +31,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds the batches and everything else
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -49,14 +49,14 @@ base = training.FinetuneConfig(model_name=model_name, steps=steps, batch_size=ba
 methods = training.check_all(methods, base)
 text = corpus.load_work(work)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. The data: one held-out play
 #
 # The shipped models never saw the validation and test plays. We fine-tune on the first 90% of
 # one of them and measure the validation loss (mean cross-entropy, nats per token) on its last
 # 10%: a small domain adaptation, the typical job of LoRA and QLoRA.
 
-# %% tags=[]
+# %%
 tokenizer = models.load_tokenizer(model_name)
 ids = torch.tensor(encode(tokenizer, text), dtype=torch.long)
 cut = int(0.9 * len(ids))
@@ -64,17 +64,17 @@ train_ids, val_ids = ids[:cut], ids[cut:]
 print(f"{work}: {len(ids):,} tokens -> fine-tune on {len(train_ids):,}, validate on {len(val_ids):,}")
 print(f"{steps} steps x {batch_size} x {seq_len} = {steps * batch_size * seq_len:,} tokens per method")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. Six recipes, one function each
 #
 # `training.prepare` builds the model, optimizer and autocast context of one method. Read it
 # beside the table in the module's docstring: every recipe is a few lines of real
 # `torch` / `transformers` / `peft` / `bitsandbytes` calls.
 
-# %% tags=[]
+# %%
 show_source(training.prepare)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Two details worth seeing before we measure:
 #
 # * **Mixed precision** needs hardware bf16 to pay off. `amp_dtype` says what this device gets
@@ -86,7 +86,7 @@ show_source(training.prepare)
 #   device has it, and on CUDA uses a paged 32-bit AdamW; `qlora-attn` is the same recipe with
 #   adapters on the attention projections only, kept as a labelled row.
 
-# %% tags=[]
+# %%
 print("mixed precision here:", training.amp_dtype(dev)[1])
 probe = models.load_model(model_name, device="cpu")
 for m in [m for m in methods if m in training.ADAPTER_RECIPES]:
@@ -94,7 +94,7 @@ for m in [m for m in methods if m in training.ADAPTER_RECIPES]:
           f"of {models.count_params(probe)['total']:,} parameters at r={lora_r}")
 del probe
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. The mechanisms by hand, on one layer
 #
 # Before the six whole-model runs, each mechanism once, on one layer or one tensor of the shipped
@@ -115,12 +115,12 @@ del probe
 # state: $r (d + k)$ parameters instead of $d k$. After training, $W_0 + \frac{\alpha}{r} B A$ is
 # one matrix again (merging), and inference costs what it did before.
 
-# %% tags=[]
+# %%
 from peakllm.workbook import diagrams
 
 diagrams.lora_side_path()
 
-# %% tags=[]
+# %%
 import dataclasses
 
 lora_model = training.prepare(dataclasses.replace(base, model_name="tiny-opt", method="lora", device="cpu"))[0]
@@ -134,11 +134,11 @@ print(f"trainable here: r (d + k) = {A.numel() + B.numel():,} beside d k = {W0.n
 assert not B.any() and torch.equal(layer(x), layer.base_layer(x))  # B = 0: the adapted layer is the base layer
 print("at initialization B = 0, so h = W0 x exactly")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # At zero the side path is invisible; give $B$ some values, as training would, and compute
 # $h$ by hand.
 
-# %% tags=[]
+# %%
 with torch.no_grad():
     B.normal_(std=0.02)  # as if trained a little: B != 0
 h = x @ W0.T + b0 + (lora_alpha / lora_r) * (x @ A.T) @ B.T  # h = W0 x + (alpha / r) B A x, a row per token
@@ -150,7 +150,7 @@ torch.testing.assert_close(merged(x), h)
 print(f"merge_and_unload -> a plain {type(merged).__name__} {tuple(merged.weight.shape)} with the same output "
       "(exercise 3 writes its weight by hand)")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ### NF4: sixteen levels at the quantiles of a normal distribution
 #
 # QLoRA (Dettmers et al. 2023, section 3) stores the frozen weights in 4-bit NormalFloat: blocks of
@@ -168,7 +168,7 @@ print(f"merge_and_unload -> a plain {type(merged).__name__} {tuple(merged.weight
 # $\text{absmax}(\mathbf{w}) = \max_j |w_j|$ and, per weight, the index
 # $\arg\min_i |w_j / \text{absmax}(\mathbf{w}) - q_i|$ in 4 bits.
 
-# %% tags=[]
+# %%
 import bitsandbytes.functional as bnbF
 
 normal = torch.distributions.Normal(0.0, 1.0)
@@ -181,7 +181,7 @@ torch.testing.assert_close(q, nf4, rtol=0, atol=1e-6)
 print("our 16 levels:", " ".join(f"{v:+.4f}" for v in q.tolist()))
 print(f"bitsandbytes' table: equal within {(q - nf4).abs().max():.0e} (float32 quantiles here, float64 there)")
 
-# %% tags=[]
+# %%
 from peakllm.compress import levels
 
 W = models.load_model("tiny-opt", device="cpu").model.decoder.layers[0].self_attn.q_proj.weight.detach()  # (d, k)
@@ -197,7 +197,7 @@ print(f"by hand = bitsandbytes, bit for bit: {packed.numel():,} bytes of indices
 print(f"error on {W.numel():,} weights: rms {(W_nf4 - W).pow(2).mean().sqrt():.2e}, largest {(W_nf4 - W).abs().max():.4f}")
 ax = levels.plot_levels(blocks / absmax, nf4, title=f"q_proj of block 0: {W.numel():,} weights / their block's absmax")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The levels crowd near zero, where most weights are, and thin out in the tails. QLoRA also
 # stores the absmaxes themselves in 8 bits (double quantization: $8/64 + 32/(64 \cdot 256)$ bits
 # of constants per weight instead of $32/64$); the `qlora` recipe does.
@@ -216,7 +216,7 @@ ax = levels.plot_levels(blocks / absmax, nf4, title=f"q_proj of block 0: {W.nume
 # quantize it by hand and read what `bnb.optim.AdamW8bit` (the `adamw8bit` recipe's optimizer)
 # stored.
 
-# %% tags=[]
+# %%
 import bitsandbytes as bnb
 
 mags = torch.cat([10.0 ** (i - 6) * ((b[:-1] + b[1:]) / 2) for i in range(7) for b in [torch.linspace(0.1, 1, 2**i + 1)]])
@@ -247,7 +247,7 @@ print(f"the rest differ by {(idx1 - stored).abs().max().item()} level(s) at most
 print(f"stored: {state['state1'].numel():,} bytes + {4 * state['absmax1'].numel():,} of absmax = "
       f"{(state['state1'].numel() + 4 * state['absmax1'].numel()) / m1.numel():.3f} bytes per value, against 4 in fp32")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The optimizer's bytes are exactly `quantize_blockwise` of $m_1$ with this map and 256-value
 # blocks, and the absmaxes match ours; why not every byte? bitsandbytes' CPU kernel finds a level
 # with a fast approximate lookup table and then compares only two neighbours, so now and then --
@@ -262,7 +262,7 @@ print(f"stored: {state['state1'].numel():,} bytes + {4 * state['absmax1'].numel(
 # saving them, keeps only the block's input, and runs the block's forward again inside the
 # backward. One decoder block, at this notebook's batch:
 
-# %% tags=[]
+# %%
 net = models.load_model("tiny-opt", device="cpu", dtype="float32").train()
 block = net.model.decoder.layers[0]                  # one decoder block
 hidden = torch.randn(batch_size, seq_len, net.config.hidden_size, requires_grad=True)  # its input, (B, T, d)
@@ -287,7 +287,7 @@ print(f"checkpointed: the input only, {memory.human(ckpt.bytes)} ({plain.bytes /
       "memory.SavedActivations counts the same")
 del net, lora_model
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. Fine-tune with each method
 #
 # Same batches (same seed), same number of steps. The first step of each run is measured by
@@ -298,10 +298,10 @@ del net, lora_model
 # bf16 only where the device has it and pages its optimizer on CUDA. On a GPU the allocator's peak
 # is shown beside them. Throughput is timed over the remaining steps.
 
-# %% tags=[]
+# %%
 runs = training.compare(methods, base, train_ids, val_ids)
 
-# %% tags=[]
+# %%
 full_total = runs["full"]["parts"]["total"] if "full" in runs else None
 rows = []
 for m, r in runs.items():
@@ -323,7 +323,7 @@ for m, r in runs.items():
 table = pd.DataFrame(rows).set_index("method")
 table
 
-# %% tags=[]
+# %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
 memory.plot_anatomy({m: r["parts"] for m, r in runs.items()}, ax=ax1,
                     title=f"exact training memory, {model_name}, {batch_size}x{seq_len} tokens")
@@ -333,7 +333,7 @@ ax2.set(xlabel="step", ylabel="train loss (nats/token)", title=f"fine-tuning on 
 ax2.legend(fontsize=8)
 fig.tight_layout()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Reading the table.**
 #
 # * **Full fine-tuning** costs 16 bytes per parameter of model state (4 weights + 4 gradients +
@@ -362,7 +362,7 @@ fig.tight_layout()
 # The question of this chapter: how many times less exact training memory does QLoRA need than
 # full fp32 fine-tuning, at the same batch and sequence length?
 
-# %% tags=[]
+# %%
 if {"full", "qlora"} <= set(runs):
     ratio = runs["full"]["parts"]["total"] / runs["qlora"]["parts"]["total"]
     print(f"full / QLoRA exact training memory: {ratio:.2f}x")
@@ -371,7 +371,7 @@ bpp = pd.DataFrame({m: training.bytes_per_param(r["parts"], r["total_params"]) f
 bpp.columns = [f"{c} B/param" for c in bpp.columns]
 bpp
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. Scaled up: which GPU does each recipe need?
 #
 # The model state (weights, gradients, optimizer) grows with the parameter count; we scale our
@@ -382,7 +382,7 @@ bpp
 # gate, up and down). Activations are left out:
 # they depend on batch x sequence, and checkpointing keeps them to a few GB.
 
-# %% tags=[]
+# %%
 est_rows = []
 for size, shape in training.TARGETS.items():
     for m, r in runs.items():
@@ -393,14 +393,14 @@ for size, shape in training.TARGETS.items():
         rec.add("model_state_estimate", round(e["model_state"]), "B", method=m, model=size)
 pd.DataFrame(est_rows).set_index(["model", "method"])
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 6. Paper vs ours
 #
 # The published anchors (`data/reference/paper_numbers.json`) beside our measurements. LoRA's
 # 10,000x is for GPT-3 175B with r = 4 on W_q and W_v; the same r (d_in + d_out) count on GPT-3's
 # shape (96 layers, d = 12,288) gives it back, while on our tiny model the same count gives only the ratio in the `ours` column.
 
-# %% tags=[]
+# %%
 gpt3_lora = 96 * 2 * 4 * (12288 + 12288)  # 96 layers x (W_q, W_v) x r=4 x (d_in + d_out)
 cmp_rows = [{"quantity": "model-state bytes per parameter, Adam", "paper": reference.paper_value(metric="bytes_per_param", method="amp"),
              "ours": round(bpp.loc["full", ["weights B/param", "gradients B/param", "optimizer B/param"]].sum(), 2) if "full" in runs else None,
@@ -417,13 +417,13 @@ if "qlora" in runs:
                      "ours": f"70B: {memory.human(e['model_state'])}", "setting": "ours: measured NF4 bytes/weight x 70B (+ activations)"})
 pd.DataFrame(cmp_rows).set_index("quantity")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # What differs and why: our model is tiny, so the fixed costs the papers
 # neglect (the fp32 embedding that QLoRA leaves unquantized, 32-bit state of small tensors in
 # 8-bit Adam, the logits) are a larger share here. Scaled to billions of parameters (section 5)
 # they fade and the published ratios come back.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -460,7 +460,7 @@ if {"full", "checkpointing", "adamw8bit", "lora", "qlora"} <= set(runs):
 else:
     peakllm.say("The takeaways quote the full, checkpointing, adamw8bit, lora and qlora runs: keep them in `methods`.")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -477,13 +477,13 @@ else:
 # %% [markdown] tags=["solution"]
 # **Solution 2.** Only the activations follow the batch: divide the activations column by the batch size and you get about the same bytes per sequence at every batch. Set full fine-tuning's activations against its model state (weights, gradients and AdamW's two moments: 16 bytes per parameter) to find where they cross. Gradient checkpointing (and QLoRA, which uses it) keeps the activations smallest, and what remains is mostly the logits: the LM head's output over the whole vocabulary for every token.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** Merging, by hand: write the merged weight
 # $W = W_0 + \frac{\alpha}{r} B A$ of section 3's adapted layer as `W_merged`, from `W0`, `A`, `B`,
 # `lora_alpha` and `lora_r`. The check compares it with the weight peft's `merge_and_unload`
 # wrote.
 
-# %% tags=[]
+# %%
 ### BEGIN SOLUTION
 W_merged = W0 + (lora_alpha / lora_r) * B.detach() @ A.detach()  # (d, r) @ (r, k) -> (d, k)
 ### END SOLUTION
@@ -493,8 +493,8 @@ torch.testing.assert_close(W_merged, merged.weight)
 torch.testing.assert_close(x @ W_merged.T + b0, h)  # one matrix, the same output as the side path
 print(f"W_merged = merge_and_unload's weight; it moved W0 by up to {(W_merged - W0).abs().max():.4f}")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 12 · Case study 1, continued: when one device is not enough -- DDP and FSDP
 #
 # **Goal.** Train the same model on several processes with `torch.distributed` and see what each
@@ -25,7 +25,7 @@ device: str = "auto"  # auto (one GPU per rank when there are enough, else CPU p
 seed: int = 0  # seeds the batches and the model
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import tempfile
 from pathlib import Path
 
@@ -43,7 +43,7 @@ print(why)
 work = Path(tempfile.mkdtemp(prefix="peakllm-dist-"))
 args = dict(model_name=model_name, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, device=ranks_on)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. Four ways to cut the work
 #
 # The review's taxonomy of parallel training, with where each one helps:
@@ -66,16 +66,16 @@ args = dict(model_name=model_name, steps=steps, batch_size=batch_size, seq_len=s
 # rank draws the **same** global batch from the same seed and trains on its slice, so N ranks
 # compute exactly the gradient of the whole batch.
 
-# %% tags=[]
+# %%
 show_source(distributed.wrap)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # DDP wraps the model once; FSDP2's `fully_shard` is applied to every transformer block and
 # then to the root, so one block's weights at a time are gathered. A communication hook (DDP) and
 # custom all-gather / reduce-scatter objects (FSDP's public API) count the bytes each rank hands
 # to the collectives.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. One weight sharded by hand
 #
 # ZeRO stage 3 (Rajbhandari et al. 2020) -- FSDP's full sharding -- splits every parameter, its
@@ -91,7 +91,7 @@ show_source(distributed.wrap)
 # all-gather the chunks into the whole weight and drop the padding. By hand, on the weight the
 # FSDP run below records (the first linear layer of the first block), for `nproc` ranks:
 
-# %% tags=[]
+# %%
 import torch
 
 from peakllm import models
@@ -111,13 +111,13 @@ print(f"this model: {sum(t.numel() for t in dense.parameters()):,} parameters ->
       f"16 / {N} per rank with FSDP; first dimensions of its parameters: {sorted({t.shape[0] for t in dense.parameters()})}")
 del dense
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. One process, then N ranks
 #
 # The FSDP run also saves what each rank holds of that weight (`shard_file`), before its first
 # step changes it.
 
-# %% tags=[]
+# %%
 results = {"single": distributed.launch("single", 1, out=work / "single.json", **args)}
 for s in strategies:
     record = {"shard_file": str(work / "fsdp_shard.safetensors")} if s == "fsdp" else {}
@@ -127,7 +127,7 @@ for name, r in results.items():
           f"{r['seconds']:.1f} s for {steps} steps ({r['tokens_per_s']:.0f} tok/s), "
           f"peak RSS per rank {', '.join(memory.human(b) for b in r['peak_rss_per_rank'])}")
 
-# %% tags=[]
+# %%
 from safetensors.torch import load_file
 
 if "fsdp" in results:
@@ -137,7 +137,7 @@ if "fsdp" in results:
         assert torch.equal(held[f"rank{r}"], shards[r][:valid])
         print(f"FSDP rank {r} held {tuple(held[f'rank{r}'].shape)} of {results['fsdp']['shard']['param']}: equal to shard {r} by hand")
 
-# %% tags=[]
+# %%
 ref = results["single"]["losses"]
 gap_rows = []
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -169,14 +169,14 @@ else:
                 "more than the float rounding of a gradient summed in another order.")
 peakllm.say(gap_text)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. What each rank holds
 #
 # Bytes of model state on each rank after the first step (fp32 weights, gradients and AdamW's two
 # moments: 16 bytes per parameter in one process), beside section 3's formula, 16 Ψ / N per
 # rank for Ψ parameters on N ranks.
 
-# %% tags=[]
+# %%
 n_params = results["single"]["params"]
 state_rows = []
 for name, r in results.items():
@@ -200,7 +200,7 @@ if "fsdp" in results:
                 f"FSDP's shards here are not exactly 1/N: some parameter's first dimension is not a multiple of "
                 f"N = {nproc}, so the later ranks hold a few rows less.")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Where a parameter's first dimension is not a multiple of N, the chunks differ by a few rows (section 3); FSDP allocates each local
 # shard padded to ceil(d0 / N) rows, so that the all-gather moves equal pieces, and the table
 # counts the real rows.
@@ -214,7 +214,7 @@ if "fsdp" in results:
 # as DDP's traffic (3 (N-1)/N against 2 (N-1)/N of the weight bytes) for 1/N of the memory (less
 # here: the root's weights, the embedding, stay gathered from the forward to the backward).
 
-# %% tags=[]
+# %%
 comm_rows = []
 for name in strategies:
     c = results[name]["comm_bytes_per_step"]
@@ -224,13 +224,13 @@ for name in strategies:
     rec.add("comm_bytes_per_step", round(results[name]["ring_bytes_per_step"]), "B", strategy=name)
 pd.DataFrame(comm_rows).set_index("strategy")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 7. The same run on GPUs or across nodes
 #
 # The notebook launched `torchrun` on this machine. The same module runs on a GPU server
 # (NCCL, one rank per GPU) or on several nodes with a rendezvous endpoint:
 
-# %% tags=[]
+# %%
 import shlex
 
 print("this machine:  ", shlex.join(distributed.launch_command("fsdp", nproc, **args, out="fsdp.json")))
@@ -238,7 +238,7 @@ print("8 GPUs:        ", shlex.join(distributed.launch_command("fsdp", 8, **args
 print("2 nodes x 8:   ", shlex.join(distributed.launch_command("fsdp", 8, nnodes=2, rdzv_endpoint="node0:29500",
                                                              **args, out="fsdp.json")))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -276,7 +276,7 @@ if wire:
     lines.append(f"* {lead}: per step and rank, the ring sends {sent}. Memory per rank falls as 1/N; traffic does not.")
 peakllm.say("\n".join(lines))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -293,12 +293,12 @@ peakllm.say("\n".join(lines))
 # %% [markdown] tags=["solution"]
 # **Solution 2.** ZeRO-1: weights 4 + gradients 4 + AdamW 8 / N bytes per parameter: 12 B at N = 2, just over 8 B at N = 64. DDP: 16 B for any N. ZeRO-2 (also shard the gradients): 4 + 12 / N: 10 B, and just over 4 B. FSDP / ZeRO-3: 16 / N: 8 B, and a quarter of a byte. Only full sharding lets the model state shrink without bound as ranks are added.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** Shard `W` (section 3's weight) for N = 3 ranks, as FSDP does, and keep
 # rank 2's chunk, padding rows included, as `shard_r`. The check compares its rows with
 # `torch.chunk`, the split FSDP uses.
 
-# %% tags=[]
+# %%
 N_ex, r_ex = 3, 2  # three ranks, the last one
 ### BEGIN SOLUTION
 rows_ex = -(-W.shape[0] // N_ex)  # ceil(d0 / N)
@@ -312,8 +312,8 @@ assert shard_r.shape == (-(-W.shape[0] // N_ex), *W.shape[1:])
 assert torch.equal(shard_r[: len(real)], real) and not shard_r[len(real):].any()
 print(f"rank {r_ex} of {N_ex}: {len(real)} rows of W and {len(shard_r) - len(real)} of padding")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

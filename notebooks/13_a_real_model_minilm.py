@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 13 · Case studies 1 and 2 on a model someone else trained: MiniLM pruned and quantized
 #
 # **Goal.** Everything so far ran on models this project trained for a few minutes. Here the
@@ -32,7 +32,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds everything that is not a calibration seed
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -55,13 +55,13 @@ seeds = checks.seeds("seeds", seeds)
 checks.positive_int("calib_samples", calib_samples)
 checks.in_range("eval_lines", eval_lines, 4, 5000)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. The model
 #
 # The loader finds the installed package's `model/` directory, checks the sha256 of its
 # `model.safetensors`, and loads it with transformers' `AutoModel` (a bare encoder: no LM head).
 
-# %% tags=[]
+# %%
 model, tokenizer = models.load(model_name, device=str(dev))
 n_params = sum(p.numel() for p in model.parameters())
 layers = sequential.all_linear_layers(model)
@@ -69,19 +69,19 @@ print(f"{model_name}: {type(model).__name__}, {model.config.num_hidden_layers} l
       f"{n_params:,} parameters; {len(layers)} linear layers in the blocks")
 print("weights: the model.safetensors of the installed package, its sha256 checked against the pinned one")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # What the model computes: the last hidden states averaged over the real tokens of a line and
 # scaled to unit length (its own pooling, from the checkpoint's `modules.json`). Lines that mean
 # the same come out close:
 
-# %% tags=[]
+# %%
 show_source(embeddings.mean_pool)
 probe = ["To be, or not to be, that is the question.", "Whether to live or to die is what I ask myself.",
          "The ship was lost in the storm off the island."]
 e = embeddings.embed(model, tokenizer, probe)
 pd.DataFrame((e @ e.T).numpy().round(2), index=[p[:32] for p in probe], columns=["line 1", "line 2", "line 3"])
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. Calibration on padded lines
 #
 # An encoder reads sentences, not windows of running text: the calibration set is `calib_samples`
@@ -89,7 +89,7 @@ pd.DataFrame((e @ e.T).numpy().round(2), index=[p[:32] for p in probe], columns=
 # passes the mask to the model and hands every layer's compressor only the real tokens, never
 # the padding:
 
-# %% tags=[]
+# %%
 calibs = {s: evaldata.calibration_lines(tokenizer, calib_samples, seed=s) for s in seeds}
 c0 = calibs[seeds[0]]
 real = int(c0["attention_mask"].sum())
@@ -97,7 +97,7 @@ print(f"calibration: {tuple(c0['input_ids'].shape)} padded lines per seed, {real
       f"({real / c0['attention_mask'].numel():.0%} of the positions), seeds {seeds}")
 show_source(sequential.ValidTokens)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. Scoring an encoder
 #
 # The held-out lines are the first `eval_lines` lines of the test split with at least five words.
@@ -118,7 +118,7 @@ show_source(sequential.ValidTokens)
 # $$1 - \cos = 1 - \frac{1}{n}\sum_{i=1}^{n} \hat e_i^\top e_i, \qquad
 # \text{recall@1} = \frac{1}{n}\sum_{i=1}^{n} \mathbb{1}\Big[\arg\max_{j \ne i} \hat e_i^\top \hat e_j = \arg\max_{j \ne i} e_i^\top e_j\Big].$$
 
-# %% tags=[]
+# %%
 held_out = evaldata.lines("test", n=eval_lines)
 dense_emb = embeddings.embed(model, tokenizer, held_out)
 next_line = embeddings.recall_at_1(dense_emb[0::2], dense_emb[1::2])
@@ -126,13 +126,13 @@ print(f"{len(held_out)} held-out lines; next-line recall@1 of the dense model: {
       f"(chance {1 / (len(held_out) // 2):.3f})")
 rec.add("recall_at_1", round(next_line, 4), "share", model=model_name, method="dense", task="next line")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The dense model itself barely finds a line's next line: in verse, consecutive lines share
 # little meaning, so that task cannot tell a good compressed model from a bad one. The
 # nearest-neighbour task asks the question users of a search index care about: does the
 # compressed model return the same results?
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. Pruning: magnitude, Wanda and SparseGPT at 50%
 #
 # Magnitude pruning drops the weights of smallest $|W_{ij}|$; Wanda (Sun et al. 2023) weighs each by
@@ -140,7 +140,7 @@ rec.add("recall_at_1", round(next_line, 4), "share", model=model_name, method="d
 # smallest half of every row; SparseGPT also updates the weights that stay, row by row, to undo
 # the error (notebook 10).
 
-# %% tags=[]
+# %%
 prune_rows = []  # one row per run
 runs = [(pat, m, s) for pat in patterns for m in methods for s in (seeds[:1] if m == "magnitude" else seeds)]
 for pat, method, s in tqdm(runs, desc="prune + embed"):
@@ -163,10 +163,10 @@ table = pd.concat({"1 - cos (mean ± sd)": spread.table(prune_df, ["setting", "m
 print(f"{len(held_out)} held-out lines; calibration seeds {seeds} (magnitude pruning reads no data: one run)")
 table
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. Quantization: RTN and GPTQ, and bitsandbytes
 
-# %% tags=[]
+# %%
 q_rows = []
 runs = [(b, m, s) for b in grid_bits for m in ["rtn", "gptq"] for s in (seeds[:1] if m == "rtn" else seeds)]
 for b, method, s in tqdm(runs, desc="quantize + embed"):
@@ -192,14 +192,14 @@ for _, r in quant_df.iterrows():
 pd.concat({"1 - cos (mean ± sd)": spread.table(quant_df, ["setting", "method"], "1 - cos", digits=4)["mean ± sd"],
            "recall@1 (mean ± sd)": spread.table(quant_df, ["setting", "method"], "recall@1", digits=3)["mean ± sd"]}, axis=1)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 6. What the solvers buy
 #
 # The same comparisons as notebooks 10 and 21, with their noise: each calibrated method against
 # its data-free baseline at the same setting, a difference inside the seed spread called a tie,
 # and the share of the baseline's damage that remains.
 
-# %% tags=[]
+# %%
 both = pd.concat([prune_df, quant_df])
 pairs = [(st, "sparsegpt", "magnitude") for st in prune_df.setting.unique()] + \
         [(st, "wanda", "magnitude") for st in prune_df.setting.unique()] + \
@@ -218,7 +218,13 @@ for st, a, b in pairs:
                          "recall@1 verdict": spread.verdict(A["recall@1"].tolist(), B["recall@1"].tolist(), lower_is_better=False)})
 pd.DataFrame(verdicts)
 
-# %% tags=[]
+# %% tags=["nbval-ignore-output"]
+from peakllm.workbook import lessons
+
+calibrated = both[both.seed.notna()].groupby(["setting", "method"])["recall@1"].apply(list)  # per-seed recall@1
+peakllm.say(lessons.noise_sentence("13_a_real_model_minilm", "recall_at_1", calibrated.tolist(), "recall@1 values"))
+
+# %%
 summary = both.groupby(["setting", "method"], sort=False)[["1 - cos", "recall@1"]].agg(["mean", "std"]).fillna(0.0)
 fig, ax = plt.subplots(figsize=(7, 4.5))
 for (st, method), r in summary.iterrows():
@@ -231,14 +237,14 @@ ax.set(xlabel="1 - cos to the dense embedding (lower is better)", ylabel="recall
        title=f"{model_name}: what each compression keeps")
 ax.legend(); fig.tight_layout(); plt.show()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Read the plot from the top left (the dense model) outward. The calibrated solvers sit closer
 # to the dense model than their data-free baselines at the same setting; the verdict table says
 # which differences stand outside the seed spread. The SparseGPT and GPTQ papers report the same
 # ordering on OPT by perplexity (notebooks 10 and 21); here it holds on a model trained by
 # someone else, scored by what its users do with it.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ### Beside the production library
 #
 # llm-compressor (`SparseGPTModifier`, `GPTQModifier`) compresses this encoder too: its
@@ -253,12 +259,12 @@ ax.legend(); fig.tight_layout(); plt.show()
 # difference to ours read with the noise rule of section 6, and the share of mask (or grid)
 # entries both libraries choose alike; when it does not, the cell says how to make it.
 
-# %% tags=[]
+# %%
 production = crosscheck.production_rows("minilm")  # None, after saying how to make it, without `make crosscheck-minilm`
 if production is not None:
     display(production)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -302,7 +308,7 @@ else:
                  f"data-free baseline outside the seed spread on both scores; the verdict table shows which.")
 peakllm.say("\n".join(lines))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -319,13 +325,13 @@ peakllm.say("\n".join(lines))
 # %% [markdown] tags=["solution"]
 # **Solution 2.** 2:4 removes exactly two of every four consecutive inputs of every row, so no row can keep more than half of any group, however important its inputs are; unstructured pruning at the same 50% can keep whole groups where the inputs matter and empty others. With 384 inputs per attention row, every row of MiniLM is covered by 96 such groups, and each group is constrained: the solver's updates can only spread the error over the two weights that survive in each group.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** Section 3's next-line recall@1 by hand: the embeddings are unit
 # length, so a query's nearest candidate is the one with the largest dot product. With the even
 # held-out lines as queries and the odd ones as candidates, compute `next_line_by_hand`, the
 # share of queries whose nearest candidate is their own next line.
 
-# %% tags=[]
+# %%
 queries, candidates = dense_emb[0::2], dense_emb[1::2]  # (n/2, 384) each, unit length
 ### BEGIN SOLUTION
 nearest = (queries @ candidates.T).argmax(dim=1)  # (n/2,) index of each query's nearest candidate
@@ -337,8 +343,8 @@ print(f"next-line recall@1 by hand: {next_line_by_hand:.3f}")
 assert abs(next_line_by_hand - embeddings.recall_at_1(queries, candidates)) < 1e-9, "differs from the library's recall@1"
 print("check passed")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 20 · Case study 2: QMoE -- compressing a mixture of experts below one bit per parameter
 #
 # **Goal.** Reproduce the review's second case study: QMoE (Frantar & Alistarh, MLSys 2024)
@@ -37,7 +37,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds everything that is not a calibration seed
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -62,7 +62,7 @@ for k, v in dict(calib_samples=calib_samples, calib_seqlen=calib_seqlen, eval_se
     checks.positive_int(k, v)
 checks.in_range("dict_log2", dict_log2, 4, 24, high_inclusive=True)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. Where the parameters of an MoE live
 #
 # A mixture-of-experts layer replaces one feed-forward block by E copies (experts) and a router
@@ -70,7 +70,7 @@ checks.in_range("dict_log2", dict_log2, 4, 24, high_inclusive=True)
 # that is why MoEs are cheap to run per token and expensive to *store*. QMoE compresses the
 # experts only; attention, embeddings and routers stay in bf16.
 
-# %% tags=[]
+# %%
 model, tokenizer, checkpoint_capacity = qmoe.load(model_name, str(dev), expert_capacity)  # routers drop no token (section 2)
 config = model.config
 E, k = models.moe.routing(model.config)
@@ -81,7 +81,7 @@ pd.DataFrame([{"part": "experts", "parameters": share["experts"], "share": round
               {"part": "everything else (attention, embeddings, routers, norms)", "parameters": share["dense"],
                "share": round(1 - share["share"], 3)}]).set_index("part")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. Calibration as the paper does it
 #
 # GPTQ needs, for each matrix, the inputs it sees. An expert sees only the tokens the router sends
@@ -99,7 +99,7 @@ pd.DataFrame([{"part": "experts", "parameters": share["experts"], "share": round
 # * **a cap per expert**: no expert folds in more than `max_tokens_mult` times the mean number of
 #   tokens per expert, N k / E, so a few popular experts do not hold most of the work.
 
-# %% tags=[]
+# %%
 seqlen = calib_seqlen if model.config.is_encoder_decoder else min(calib_seqlen, models.context_length(model))
 calibs = {s: qmoe.calibration_pairs(evaldata.calibration(calib_dataset, tokenizer, nsamples=calib_samples,
                                                          seqlen=seqlen, seed=s), tokenizer, model, seed=s)
@@ -124,14 +124,14 @@ if dropped:
 print(f"the cap lets one expert take at most {max_tokens_mult:g} x {k}/{E} = {max_tokens_mult * k / E:.3g} of its stack's tokens"
       + (": it can never bind" if max_tokens_mult * k / E >= 1 else ""))
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The cap is a share of the tokens: `max_tokens_mult` x k / E. With top-1 routing over 16 experts
 # (`tiny-switch`) it is a quarter of them, so an expert the router sends more than four times its
 # share reaches it (the histogram of section 4 draws the line); with top-2 routing over 8 experts
 # (`tiny-moe`) it is all of them and cannot bind (no line then); over 128 experts
 # (switch-base-128) it is one in 32, which popular experts exceed.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. One expert: RTN vs GPTQ on the ternary and 2-bit grids
 #
 # The **ternary** grid of a row has three values, its extremes and zero:
@@ -142,7 +142,7 @@ print(f"the cap lets one expert take at most {max_tokens_mult:g} x {k}/{E} = {ma
 # columns still to come, weighted by the inverse Hessian $H^{-1}$ with $H = 2 X X^\top$ (notebook 10). We take one expert matrix, collect its routed inputs, and
 # compare the output error ||W X - Ŵ X||² / ||W X||² of round-to-nearest and of GPTQ.
 
-# %% tags=[]
+# %%
 names = list(qmoe.expert_layers(model))
 name = names[len(names) // 4]
 probe = qmoe.calibrate_expert(model, calib, name)
@@ -163,7 +163,7 @@ for b in ["ternary", 2]:
 print(f"{name}: {tuple(W0.shape)}, {probe.n:,} routed calibration tokens")
 pd.DataFrame(one).set_index("bits")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. All experts: loss on held-out text
 #
 # `qmoe.compress` runs the sequential driver of notebook 10 over the blocks; in every block each
@@ -171,10 +171,10 @@ pd.DataFrame(one).set_index("bits")
 # With `batch_experts` the experts of one shape go through one batched GPTQ sweep (section 7
 # times it). Each run starts from a fresh load of the checkpoint, so one working copy is in memory.
 
-# %% tags=[]
+# %%
 show_source(qmoe.compress)
 
-# %% tags=[]
+# %%
 test_ids = evaldata.eval_ids(eval_dataset, tokenizer)
 sentinel = spans.first_sentinel(tokenizer)  # T5's <extra_id_0>: the span-corruption loss
 n_windows = eval_windows or None
@@ -207,7 +207,7 @@ loss_table["increase"] = (loss_table["mean"] - dense_loss).round(4)
 print(f"dense loss {dense_loss:.4f} ({eval_dataset}); GPTQ: mean ± sd over calibration seeds {seeds} (RTN reads no data: one run)")
 loss_table[["mean ± sd", "increase"]]
 
-# %% tags=[]
+# %%
 for b in ["ternary", "2"]:
     g = runs_df[(runs_df.method == "gptq") & (runs_df.bits == b)].loss.tolist()
     r = runs_df[(runs_df.method == "rtn") & (runs_df.bits == b)].loss.tolist()
@@ -227,7 +227,7 @@ if len(hist):
     ax.set_ylabel("tokens")
     ax.legend(fontsize=7)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. The zeros of ternary experts -- and why GPTQ leaves fewer than RTN
 #
 # With three levels and the threshold at half the row's extreme, most weights land on 0: QMoE
@@ -237,7 +237,7 @@ if len(hist):
 # row's extreme). RTN rounds every column alike. The share of zeros along the columns, in the
 # order GPTQ sweeps them, shows how that plays out on this model.
 
-# %% tags=[]
+# %%
 zrows = []
 for (m, b), v in variants.items():
     if b == "ternary":
@@ -259,7 +259,7 @@ if zcols:
           f"(last); RTN's from {zcols['rtn'][0]:.1%} to {zcols['rtn'][-1]:.1%}.")
 pd.DataFrame(zrows).set_index("method") if zrows else print("no ternary variant in grid_bits")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 6. Storing ternary weights below one bit: QMoE's format and ours
 #
 # Both take the ternary weights in pairs (9 symbols) and replace sequences of pairs by
@@ -277,10 +277,10 @@ pd.DataFrame(zrows).set_index("method") if zrows else print("no ternary variant 
 # Every matrix is written to bytes, read back, decoded and compared with the model's weights
 # (`qmoe.encode_experts`, run on the headline model in section 4 before its copy was freed).
 
-# %% tags=[]
+# %%
 diagrams.qmoe_layout()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **One row by hand.** Take row 0 of the ternary GPTQ expert of section 3. Its codes are the
 # signs of its weights ($w_{\min} \to -1$, $0 \to 0$, $w_{\max} \to +1$). Each pair of codes $(a, b)$
 # becomes one of nine symbols $s = 3(a+1) + (b+1)$. QMoE's dictionary is read greedily: at each
@@ -291,7 +291,7 @@ diagrams.qmoe_layout()
 #
 # Decoding reads each codeword's pairs from the table, so a row needs nothing but its own offset.
 
-# %% tags=[]
+# %%
 q_row = torch.sign(W_ternary[0]).to(torch.int8).numpy()  # (cols,) codes of row 0: -1, 0, +1
 S = 3 * (q_row[0::2] + 1) + (q_row[1::2] + 1)  # (cols / 2,) pair symbols 0..8
 D = qmoe_format.qmoe_dictionary()  # 2^16 entries, each a sequence of 1-14 pairs
@@ -311,10 +311,10 @@ assert (decoded == S).all() and words == lib.codes.tolist() and row_bits == lib.
 assert (D.decode(lib).numpy()[0] == q_row).all()
 print("by hand = qmoe_format's encoder, codeword for codeword and bit for bit; decoded exactly")
 
-# %% tags=[]
+# %%
 print(qmoe_format.__doc__.split("Bit accounting")[1].split("Entropy limit")[0])
 
-# %% tags=[]
+# %%
 if storage is not None:  # qmoe.encode_experts ran on the headline model in section 4
     coders = storage["coders"]
     print(f"decoded {coders['dictionary'].verified} expert matrices with each coder: bit-exact")
@@ -335,7 +335,7 @@ if storage is not None:  # qmoe.encode_experts ran on the headline model in sect
 else:
     print(f"bits={bits!r}, method={method!r}: the storage formats are for ternary weights (bits='ternary')")
 
-# %% tags=[]
+# %%
 if storage is not None:
     ours = coders["dictionary"].bits_per_param("all")
     zeros = variants[(method, "ternary")]["zeros"]
@@ -357,14 +357,14 @@ if storage is not None:
           f"{coders['dictionary'].bits_per_param('rows') - coders['dictionary'].bits_per_param('codes'):.3f}, "
           f"dictionary {coders['dictionary'].bits_per_param('all') - coders['dictionary'].bits_per_param('rows'):.3f} bit per parameter")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 7. What if our codes had the paper's statistics?
 #
 # QMoE's format was designed for Switch's codes: P(0) = 0.885 and rows of 768 to 6,144 weights.
 # Codes drawn at random with the paper's statistics, at switch-base's expert shapes, show where
 # its ~0.8 bit comes from; the same draw at *our* zero share shows what our model's zeros cost.
 
-# %% tags=[]
+# %%
 p0s = sorted({0.885, 0.857} | ({round(variants[(method, "ternary")]["zeros"], 3)} if ("gptq", "ternary") in variants else set()))
 what = []
 for p0 in tqdm(p0s, desc="i.i.d. codes at switch-base shapes"):
@@ -385,18 +385,18 @@ fig.tight_layout()
 plt.show()
 what.pivot(index="P(0)", columns="coder", values="codes + rows")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **The paper's theoretical limit, step by step.** QMoE quotes 25.4x as the limit for codes with
 # switch-c-2048's statistics. It is the zero-order entropy H of one ternary weight with P(0) =
 # 0.885 and the nonzeros split evenly, set against 16 bits of bf16:
 #
 # $$H = -P(0)\log_2 P(0) - 2\,P(\pm1)\log_2 P(\pm1), \qquad \text{ratio} = 16 / H .$$
 
-# %% tags=[]
+# %%
 steps = qmoe_format.entropy_derivation(0.885)
 pd.Series({k: round(v, 6) for k, v in steps.items()}, name="switch-c-2048's statistics").to_frame()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 8. Batched experts: one GPTQ sweep for all experts of a shape
 #
 # GPTQ's column loop issues a few small operations per column whatever the matrix size, so many
@@ -404,7 +404,7 @@ pd.Series({k: round(v, 6) for k, v in steps.items()}, name="switch-c-2048's stat
 # runs one sweep over the stack (`batched.quantize_batched`): the same result (section 4 used it),
 # the loop run once instead of E times.
 
-# %% tags=[]
+# %%
 trows = []
 for rows_, cols_ in shapes:
     t = batched.time_batched_vs_sequential(E=E, rows=rows_, cols=cols_, bits="ternary", repeats=3,
@@ -415,14 +415,14 @@ for rows_, cols_ in shapes:
     rec.add("solve_seconds", round(t["batched_s"], 3), "s", method="gptq, experts batched", part=f"{rows_}x{cols_}")
 pd.DataFrame(trows).set_index("expert shape")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 9. Paper vs ours
 #
 # Tables 4 and 6 of QMoE (Switch models, C4 masked-LM loss, QMoE's format) beside our model
 # (span-corruption loss on held-out text, both formats). "bits (experts)" counts each row's
 # metadata; "bits (full)" is the whole checkpoint with the dense part in bf16.
 
-# %% tags=[]
+# %%
 losses = {"dense loss": dict(metric="loss", method="dense")}
 losses |= {f"{'QMoE' if m == 'gptq' else 'RTN'} {'ternary' if b == 'ternary' else '2-bit'}": dict(metric="loss", method=m, bits=b)
            for m in ["rtn", "gptq"] for b in [2, "ternary"]}
@@ -447,7 +447,7 @@ else:
     table.append(pd.DataFrame([ours], index=pd.Index([f"ours: {model_name}"], name="model")))
 pd.concat(table)
 
-# %% tags=[]
+# %%
 bit_rows = [{"figure": "bits per expert parameter, with row metadata", "paper (switch-c-2048)":
              compare.paper_value(metric="bits_per_param", scope="experts", model="google/switch-c-2048")},
             {"figure": "bits per parameter, whole checkpoint", "paper (switch-c-2048)":
@@ -459,7 +459,7 @@ if storage is not None:
         bit_rows[1][label] = round(qmoe.checkpoint_bits(share, b), 3)
 pd.DataFrame(bit_rows).set_index("figure")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # What differs and why:
 
 # %% tags=["nbval-ignore-output"]
@@ -509,7 +509,7 @@ peakllm.say(f"""
   Transformer, calibrated and evaluated on C4 span-corruption pairs as in the paper.
 """)
 
-# %% tags=[]
+# %%
 import math
 
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -533,7 +533,7 @@ ax.set(xlabel="bits per expert parameter (with per-row metadata)", ylabel="test 
 ax.legend()
 fig.tight_layout()
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -564,7 +564,7 @@ if storage is not None:
 """
 peakllm.say(bullets)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -581,13 +581,13 @@ peakllm.say(bullets)
 # %% [markdown] tags=["solution"]
 # **Solution 2.** A bigger dictionary finds longer frequent sequences, so the codewords alone get cheaper; but the dictionary itself ((entries - 9) x (codeword bits + 4) bits) is stored once for all expert weights, so its share per parameter is that size divided by the expert parameter count of section 1. For a model with a few million expert weights that share grows quickly with the dictionary, and the all-inclusive figure is lowest at a middle size; QMoE's fixed 2^16 entries cost nothing per model, since every model shares them.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** The zero-order entropy of row 0's codes bounds what any code that
 # treats weights as independent can reach: $H = -\sum_{v \in \{-1, 0, 1\}} P(v) \log_2 P(v)$ bit per
 # weight, with $P(v)$ the share of codes equal to $v$. Compute it as `H_row` from `q_row`, and
 # compare it with the bits per weight QMoE's format spent on the row above.
 
-# %% tags=[]
+# %%
 ### BEGIN SOLUTION
 P_v = np.array([(q_row == v).mean() for v in (-1, 0, 1)])  # (3,) shares of -1, 0, +1
 H_row = float(-(P_v[P_v > 0] * np.log2(P_v[P_v > 0])).sum())
@@ -599,8 +599,8 @@ assert isinstance(H_row, float) and 0 <= H_row <= np.log2(3)
 assert abs(H_row - ternary_coding.entropy_bits(q_row[None])) < 1e-9, "H_row differs from the library's entropy"
 print("check passed")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 21 · Case study 2: weight quantization -- bitsandbytes, RTN and GPTQ
 #
 # **Goal.** Fewer bits per weight make a model smaller and, where decoding is memory-bound,
@@ -31,7 +31,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds everything that is not a calibration seed
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -51,7 +51,7 @@ grid_bits = [quant.parse_bits(b) for b in grid_bits]
 seeds = checks.seeds("seeds", seeds)
 checks.in_range("eval_windows", eval_windows, 0, 10**9)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. The baseline and what we measure
 #
 # * **perplexity** on each evaluation text (the protocol of notebook 00), on the same fixed
@@ -62,7 +62,7 @@ checks.in_range("eval_windows", eval_windows, 0, 10**9)
 #   stay in full precision everywhere, as in the papers);
 # * **forward latency** of `latency_batch` x context tokens on this device (best of 3).
 
-# %% tags=[]
+# %%
 model, tokenizer = models.load(model_name, device=str(dev))
 ctx = models.context_length(model)
 seqlen = calib_seqlen or ctx
@@ -75,7 +75,7 @@ x = next(iter(eval_ids.values()))[:, :ctx].repeat(latency_batch, 1).to(dev)
 rows = [measure.model_row(model, "dense", 32, scored, x, ctx) | {"seed": None}]
 pd.DataFrame(rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. LLM.int8() by hand, on one layer
 #
 # LLM.int8() (Dettmers et al. 2022, section 3) multiplies $X W^\top$ in int8 with one scale per
@@ -96,7 +96,7 @@ pd.DataFrame(rows)
 # matrix, reading the ReLU's output) for one window of held-out text, on the CPU, against the
 # `Linear8bitLt` layer bitsandbytes puts in its place.
 
-# %% tags=[]
+# %%
 import bitsandbytes as bnb
 import torch
 
@@ -118,7 +118,7 @@ W, bias = dense8.get_submodule(name8).weight.detach(), dense8.get_submodule(name
 threshold = layer8.state.threshold
 print(f"{name8}: {type(layer8).__name__}, X {tuple(X.shape)}, W {tuple(W.shape)}, outlier threshold {threshold}")
 
-# %% tags=[]
+# %%
 X16, W16 = X.half(), W.half()                    # bitsandbytes quantizes from fp16
 s_W = W16.abs().amax(1).float()                   # (d_out,) absmax of each row of W
 W_i8 = torch.round(W16 * (127 / s_W[:, None])).to(torch.int8)
@@ -141,12 +141,12 @@ print("outlier columns:", O.tolist())
 print(f"max |Y by hand - Linear8bitLt| = {(Y - Y_bnb).abs().max():.1e} (the output reaches {Y_bnb.abs().max():.1f})")
 ax = levels.plot_outlier_columns(X, threshold, title=f"{name8}: largest |x| of each input column, {X.shape[0]} tokens")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Close, not equal: bitsandbytes' CPU path rescales the int32 product with its own constant
 # (its default torch kernel, which `Linear8bitLt` calls on a CPU), slightly off $1/127^2$. Read it
 # from the kernel, use it, and the difference falls to float rounding:
 
-# %% tags=[]
+# %%
 ones = torch.ones(1)
 cpu_scale = torch.ops.bitsandbytes.int8_mm_dequant(torch.ones(1, 1, dtype=torch.int32), ones, ones, dtype=torch.float32).item()
 print(f"bitsandbytes' CPU rescale of an int32 1 with unit scales: {cpu_scale:.7g}; 1/127^2 = {1 / 127**2:.8g}")
@@ -168,12 +168,12 @@ peakllm.say(f"The outliers of the small shipped `tiny-opt` are {'mild' if peak <
             f"{'buys little here' if rms['decomposed'] > 0.8 * rms['all int8'] else 'pays off here'}: the rms error against fp32 "
             f"is {rms['decomposed']:.4f} with it and {rms['all int8']:.4f} with every column in int8.")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # The LLM.int8() paper finds such features growing with scale until, in models of several billion
 # parameters, they sit in every layer and plain int8 loses the model's quality -- the case the
 # decomposition was made for. Section 3 runs every linear layer of the blocks this way.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. bitsandbytes: quantized as the model loads
 #
 # `models.load_model(..., quantization=...)` hands transformers a `BitsAndBytesConfig`; every
@@ -186,10 +186,10 @@ peakllm.say(f"The outliers of the small shipped `tiny-opt` are {'mild' if peak <
 # * **-dq** -- double quantization: the block absmaxes themselves stored in 8 bits (one fp32
 #   constant per 256 of them), 32/64 -> 8/64 + 32/(64·256) bits of overhead per weight.
 
-# %% tags=[]
+# %%
 show_source(models.bnb_config)
 
-# %% tags=[]
+# %%
 for q in tqdm(bnb_methods, desc="bitsandbytes"):
     m = models.load_model(model_name, device=str(dev), quantization=q)
     b, n = memory.linear_weights(m)
@@ -198,7 +198,7 @@ for q in tqdm(bnb_methods, desc="bitsandbytes"):
     del m
 pd.DataFrame(rows)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. RTN and GPTQ on a per-row grid
 #
 # Both round each row of W to 2^b levels between its min and max. RTN rounds every weight to the
@@ -208,13 +208,13 @@ pd.DataFrame(rows)
 # per row (`formats.packed_bytes`); here the rounded values stay in fp32 tensors, so the forward
 # is the dense one and is not timed again.
 
-# %% tags=[]
+# %%
 show_source(gptq.GPTQ)
 calibs = {s: evaldata.calibration(calib_dataset, tokenizer, nsamples=calib_samples, seqlen=seqlen, seed=s) for s in seeds}
 linear = memory.linear_weights(model)
 head_and_rest = memory.weight_bytes(model) - linear[0]
 
-# %% tags=[]
+# %%
 import copy
 
 runs = [(b, "rtn", seeds[0]) for b in grid_bits] + [(b, "gptq", s) for b in grid_bits for s in seeds]
@@ -242,11 +242,11 @@ first[["bits/param (linear)", "forward"]].assign(**{
     "weight bytes": first["weight bytes"].map(memory.human), f"ppl {d0} (mean ± sd)": summary["mean ± sd"],
     "seeds": summary["n"]})
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # GPTQ against RTN at each bit width, with the seed spread: a difference inside it is a tie.
 # The plot shows every format's perplexity increase over the dense model against its storage.
 
-# %% tags=[]
+# %%
 verdicts = []
 for b in grid_bits:
     g = table[(table.method == "gptq") & (table.bits == str(b))][f"ppl {d0}"].tolist()
@@ -274,7 +274,13 @@ ax.set(xscale="log", xlabel="bits per linear-layer weight (with constants)",
 ax.legend(fontsize=8)
 fig.tight_layout()
 
-# %% [markdown] tags=[]
+# %% tags=["nbval-ignore-output"]
+from peakllm.workbook import lessons
+
+calibrated = table[table.method == "gptq"].groupby("bits")[f"ppl {d0}"].apply(list)  # GPTQ's per-seed perplexities
+peakllm.say(lessons.noise_sentence("21_weight_quantization", "perplexity", calibrated.tolist(), "perplexities"))
+
+# %% [markdown]
 # ### Beside the production library
 #
 # Practitioners quantize with llm-compressor (`GPTQModifier`), whose checkpoints vLLM serves.
@@ -289,12 +295,12 @@ fig.tight_layout()
 # order), and with one of its own defaults kept each (its static activation order, a symmetric
 # grid, its W4A16 preset). When the file does not exist, the cell says how to make it.
 
-# %% tags=[]
+# %%
 production = crosscheck.production_rows("gptq")  # None, after saying how to make it, without `make crosscheck`
 if production is not None:
     display(production)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. Paper vs ours
 #
 # The GPTQ paper's rows (Tables 2-3; fp16 baseline) beside ours (means over the calibration
@@ -304,7 +310,7 @@ if production is not None:
 # `-p model_name facebook/opt-125m -p eval_datasets '["wikitext2","ptb","c4"]' -p calib_dataset c4`
 # (Hub access) the same cells run the paper's setting.
 
-# %% tags=[]
+# %%
 GPTQ_PAPER = "Frantar et al., GPTQ, ICLR 2023, arXiv 2210.17323"
 paper_m, same = reference.paper_model(model_name, metric="perplexity", paper=GPTQ_PAPER)
 label = paper_m.split("/")[-1].upper() + ("" if same else "*")
@@ -318,7 +324,7 @@ if not same:
     print(f"* the paper never quantized {model_name}; its smallest OPT stands in")
 compare.with_ours(paper, {f"ours {model_name} {d}": {k: r[f"ppl {d}"] for k, r in ours.items()} for d in eval_datasets})
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # What differs and why:
 
 # %% tags=["nbval-ignore-output"]
@@ -350,7 +356,7 @@ bullets += f"""* **The seed spread.** At {widest} bits both methods stay within 
 """
 peakllm.say(bullets)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -383,7 +389,7 @@ if 3 in grid_bits:
 """
 peakllm.say(bullets)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -400,13 +406,13 @@ peakllm.say(bullets)
 # %% [markdown] tags=["solution"]
 # **Solution 2.** Bytes = 6.74e9 weights x bits / 8, with each format's bits per parameter from the table (row scales and block constants included): e.g. `6.74e9 * 16 / 8 / 1e9` GB for bf16. fp32 does not fit a 24 GB GPU; bf16 fits with little room left for the KV cache and activations; int8 and the 4-bit formats leave most of the card free.
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** Vector-wise quantization of one row, without the outlier decomposition:
 # for `row`, the first token's input to `fc2` in fp16, compute its absmax `s_row` (a float32
 # scalar) and `row_i8`, the row in int8 as section 2 quantizes it. The check compares both with
 # bitsandbytes' `int8_vectorwise_quant`.
 
-# %% tags=[]
+# %%
 row = X16[0]  # (d_in,) fp16
 ### BEGIN SOLUTION
 s_row = row.abs().max().float()
@@ -420,8 +426,8 @@ assert (row_i8.int() - CA[0].int()).abs().max() <= 1  # equal up to rounding ord
 err = (row_i8.float() * s_row / 127 - row.float()).abs().max()
 print(f"absmax {s_row:.3f}: one int8 step is {s_row / 127:.4f}, the largest rounding error {err:.4f} (at most half a step)")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

@@ -1,4 +1,4 @@
-# %% [markdown] tags=[]
+# %% [markdown]
 # # 22 · Case study 2, continued: fast decoding -- KV cache, batching and the roofline
 #
 # **Goal.** Generating text makes one forward pass per new token, and at batch 1 every weight is
@@ -31,7 +31,7 @@ device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, mps or cpu
 seed: int = 0  # seeds the prompts
 results_path: str = ""  # file to write this notebook's records to as JSON; empty keeps them in the notebook
 
-# %% tags=[]
+# %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -59,10 +59,10 @@ print(f"{torch.get_num_threads()} threads")
 for q in quantizations:
     models.bnb_config(q, dev)  # bitsandbytes present and able to run on this device
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 1. Why decoding is memory-bound
 
-# %% tags=[]
+# %%
 print(decoding.__doc__)
 model, tokenizer = models.load(model_name, device=str(dev), dtype="float32")  # the fp32 baseline on every device
 ceiling = roofline.ceilings(dev)
@@ -73,7 +73,7 @@ rec.add("bandwidth", round(roof["bandwidth"] / 1e9, 1), "GB/s", scope=ceiling["s
         buffer_bytes=ceiling.get("bandwidth_buffer_bytes"), threads=torch.get_num_threads())
 print(f"batch-1 bound B / W: {roof['ideal_tokens_per_s']:.0f} tok/s")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 2. The KV cache
 #
 # Each attention layer mixes the positions with
@@ -96,7 +96,7 @@ print(f"batch-1 bound B / W: {roof['ideal_tokens_per_s']:.0f} tok/s")
 # values are two linear maps of it, split into heads. Transformers keeps them in a
 # `DynamicCache`, one entry per layer:
 
-# %% tags=[]
+# %%
 kv_model = model if model.config.model_type == "opt" and model.config.do_layer_norm_before else models.load("tiny-opt", device=str(dev))[0]  # the cells follow OPT's pre-norm layer
 layer0 = kv_model.model.decoder.layers[0]
 attn0 = layer0.self_attn
@@ -115,7 +115,7 @@ print(f"{type(cache).__name__}: layer 0 holds keys {tuple(cache.layers[0].keys.s
       f"{tuple(cache.layers[0].values.shape)} (batch, heads, positions, d_head)")
 print("keys and values by hand equal the cache's (assert_close): True")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # One decoding step. The new token (greedy: the most likely one after the prompt) goes in alone
 # with the cache; by hand, compute its query, key and value, **append** its key and value to those
 # of the prompt, and let its query attend over the concatenation (the last position sees every
@@ -123,7 +123,7 @@ print("keys and values by hand equal the cache's (assert_close): True")
 # layer's output for the new token; and the whole model's logits for it must equal those of a
 # run without a cache over the prompt plus the token:
 
-# %% tags=[]
+# %%
 with torch.no_grad():
     nxt = pre.logits[:, -1].argmax(-1, keepdim=True)                    # (1, 1) the next token
     step = kv_model(nxt, cache=cache, use_cache=True, output_hidden_states=True)   # the cached step
@@ -148,10 +148,10 @@ print(f"cache bytes: {decoding.cache_bytes(cache):,} on the cache object, "
 assert decoding.cache_bytes(cache) == decoding.kv_cache_bytes(kv_model.config, 1, prompt_len + 1)
 del kv_model, pre, step, uncached, cache
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Now timed: generation with and without the cache, at batch 1 and 4.
 
-# %% tags=[]
+# %%
 rows_cache = [decoding.benchmark_generate(model, tokenizer, b, prompt_len, new_tokens, use_cache=c, repeats=repeats)
               for b in no_cache_batches for c in (True, False)]
 decoding.record_throughput(rec, rows_cache)
@@ -160,14 +160,14 @@ print(f"KV cache at batch 1 after {prompt_len} + {new_tokens} tokens: formula {m
       f"measured on the cache object {memory.human(rows_cache[0]['kv_cache_bytes'])}")
 decoding.throughput_table(rows_cache)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 3. Batching
 #
 # A batch of b sequences shares each read of the weights, so throughput rises almost b-fold
 # while decoding stays memory-bound, up to the compute ceiling. The dashed line is that bound,
 # b x B / W.
 
-# %% tags=[]
+# %%
 rows_batch = decoding.throughput_grid(model, tokenizer, batches=batches, settings=[{"use_cache": True}],
                                       prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats)
 rows_batch += [r for r in rows_cache if not r["kv_cache"]]
@@ -175,14 +175,14 @@ decoding.record_throughput(rec, [r for r in rows_batch if r["kv_cache"]])
 ax = decoding.plot_throughput(rows_batch, roof, title=f"{model_name} on {dev.type}: decoding throughput")
 decoding.throughput_table(rows_batch)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 4. The attention kernel and a static cache
 #
 # `sdpa` calls PyTorch's fused scaled-dot-product attention; `eager` is the plain matmul-softmax-
 # matmul. A **static** cache is allocated once at its final length, which is what lets
 # `torch.compile` capture the decoding step as one graph (CUDA graphs on a GPU).
 
-# %% tags=[]
+# %%
 want_compile = use_compile == "yes" or (use_compile == "auto" and dev.type == "cuda")
 settings = [dict(attn="sdpa"), dict(attn="eager"), dict(static=True)]
 if want_compile:
@@ -193,7 +193,7 @@ if not want_compile:
     print(f"torch.compile skipped: use_compile={use_compile!r} on {dev.type} (on a CPU it costs ~25 s of compilation per shape)")
 decoding.throughput_table(rows_attn)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 5. Fewer bytes per weight, and the batch-1 roofline
 #
 # Batch-1 decoding time should follow the bytes read per token. The achieved fraction of the
@@ -202,7 +202,7 @@ decoding.throughput_table(rows_attn)
 # about memory; bitsandbytes' int8 and NF4 layers also dequantize in software on a CPU.
 # Section 6 repeats the measurement at a size where memory sets the pace.
 
-# %% tags=[]
+# %%
 rows_w, roof_rows = [], []
 variants = [(d, "none") for d in dtypes] + [("float32", q) for q in quantizations]
 for dtype, q in variants:
@@ -236,7 +236,7 @@ if several and fastest == "float32":
     text += " The format that reads the most bytes per token, float32, is the fastest: at this size the bytes do not set the pace."
 peakllm.say(text)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 6. At real sizes: the memory-bound regime
 #
 # A model is memory-bound at batch 1 only when its weights are far larger than the caches. We
@@ -246,10 +246,10 @@ peakllm.say(text)
 # first token) and the decode (one forward pass per further token), each the median of
 # `repeats` runs at a fixed thread count.
 
-# %% tags=[]
+# %%
 show_source(latency.prefill_and_decode)
 
-# %% tags=[]
+# %%
 shape_rows = []
 for dtype in (dtypes if shape else []):
     m = shapes.shape_only(shape, device=dev, dtype=models.DTYPES[dtype], seed=seed)
@@ -279,7 +279,7 @@ if shape_rows:
 else:
     print("skipped: shape is empty")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # Read each format's decode speed against its own bound. A format close to its bound is
 # memory-bound: it reads weights as fast as the memory delivers them, and only fewer bytes per
 # weight make it faster. A format far below its bound is limited by something else, its
@@ -317,20 +317,20 @@ if shape_rows:
                                                        else f": no cheaper than {prompt_len} decode steps."))
     peakllm.say(text)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## 7. What a GPU changes
 #
 # Rerun with `-p device cuda`. The runs of this notebook on a GPU that are on record
 # (`python -m peakllm gpucheck` writes them to `data/results/gpu/`) appear here:
 
-# %% tags=[]
+# %%
 gpu_runs = gpucheck.stored_records("22_fast_decoding", ["decode_tokens_per_s", "roofline_fraction", "prefill_ms"])
 if gpu_runs is None:
     print("no GPU run on record yet (python -m peakllm gpucheck on a CUDA machine writes one)")
 else:
     display(gpu_runs)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
@@ -347,13 +347,13 @@ else:
 # %% [markdown] tags=["solution"]
 # **Solution 2.** The bound is B / W with W the bytes read per token: bf16 reads 6.74e9 x 2 bytes; NF4 with double quantization reads 6.74e9 x b / 8 bytes, with b its bits per weight including the block constants (notebook 21's table) -- a little over 4, so NF4's bound is almost 4x bf16's. Evaluate `3.35e12 / (6.74e9 * 2)` and `3.35e12 / (6.74e9 * b / 8)`. Whether a real run gets there depends on the share of the bound its kernels reach -- the fraction section 6 measures; for a GPU, measure it there (section 7).
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # **Exercise 3 (code).** How much memory does OPT-125M's KV cache take for one sequence of 2048
 # tokens (its full context) in fp16 (2 bytes per value)? `opt125` holds its configuration values
 # (`num_hidden_layers`, `num_attention_heads`, `hidden_size`). Compute `kv_125m` in bytes from the
 # formula of section 2.
 
-# %% tags=[]
+# %%
 opt125 = shapes.SHAPES["opt-125m"]            # OPT-125M's configuration (a dict)
 ### BEGIN SOLUTION
 d_head_125m = opt125["hidden_size"] // opt125["num_attention_heads"]
@@ -367,7 +367,7 @@ from transformers import AutoConfig
 assert kv_125m == decoding.kv_cache_bytes(AutoConfig.for_model(**opt125), 1, 2048, "float16")
 print("checks passed")
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Key takeaways
 
 # %% tags=["nbval-ignore-output"]
@@ -403,8 +403,8 @@ peakllm.say(f"""
   5); batching shares that read (section 3).{approach}
 """)
 
-# %% [markdown] tags=[]
+# %% [markdown]
 # ## Records
 
-# %% tags=[]
+# %%
 peakllm.finish(rec, results_path)

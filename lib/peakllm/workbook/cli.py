@@ -15,7 +15,9 @@ def main(argv=None) -> int:
                                                         "write the reference records to data/results/default")
     le = sub.add_parser("lessons", help="check a run's records against each notebook's lesson "
                                         "(peakllm.workbook.lessons); exit 1 naming what fails")
-    le.add_argument("run_dir", help="a folder of <notebook>.results.json (e.g. runs/default)")
+    le.add_argument("run_dir", nargs="?", help="a folder of <notebook>.results.json (e.g. runs/default)")
+    le.add_argument("--spread", nargs="+", metavar="NAME=DIR", help="instead: measure how far the reference "
+                    "run's figures move in these runs (other CPUs, threads, MKL_CBWR) into data/results/default/spread.json")
     s = sub.add_parser("sweep", help="run one notebook over a parameter grid (resumable)")
     s.add_argument("file", help="sweep file (YAML), e.g. sweeps/sparsity.yaml")
     s.add_argument("--out", default=None, help="root of the run folders (default runs/)")
@@ -65,6 +67,22 @@ def main(argv=None) -> int:
 
         from . import lessons
 
+        if a.spread:
+            from ..core.paths import atomic_write_text
+
+            runs = dict(item.split("=", 1) for item in a.spread)
+            rows = []
+            for ref in sorted(lessons.REFERENCE.glob("*.results.json")):
+                theirs = {n: json.loads((Path(d) / ref.name).read_text()) for n, d in runs.items()
+                          if (Path(d) / ref.name).exists()}
+                rows += lessons.spread(json.loads(ref.read_text()), theirs)
+            atomic_write_text(lessons.REFERENCE / "spread.json", json.dumps(
+                {"runs": sorted(runs), "figures": rows}, indent=1) + "\n")
+            worst = sorted(rows, key=lambda r: -r["max_rel_dev"])[:10]
+            print("\n".join(f"{r['notebook'][:2]} {r['metric']} {r['qualifiers']}: {r['max_rel_dev']:.2%}" for r in worst))
+            return 0
+        if not a.run_dir:
+            ap.error("lessons needs RUN_DIR or --spread")
         paths = sorted(Path(a.run_dir).glob("*.results.json"))
         if not paths:
             print(f"no *.results.json in {a.run_dir}", file=sys.stderr)

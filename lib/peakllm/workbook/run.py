@@ -57,6 +57,8 @@ def clean(nb) -> None:
     for cell in nb.cells:
         for key in ("papermill", "execution"):
             cell.metadata.pop(key, None)
+        if cell.metadata.get("tags") == []:  # papermill gives every cell an empty list
+            del cell.metadata["tags"]
         if cell.cell_type != "code":
             continue
         merged = []
