@@ -83,6 +83,18 @@ def test_the_token_cap_keeps_the_first_tokens_and_counts_all():
     assert (h.n, h.seen) == (5, 8) and torch.allclose(h.H, ref.H)
 
 
+def test_the_cap_counts_masked_tokens_and_masks_the_first_ones_it_takes():
+    """QMoE's reference: an expert takes its first ``cap`` routed tokens, special ones included,
+    and the special ones among them are then left out of H."""
+    h = obs.Hessian(4, cap=5)
+    x = torch.randn(8, 4)
+    h.add_batch(x[:3], torch.tensor([True, False, True]))
+    h.add_batch(x[3:], torch.tensor([True, False, True, True, True]))  # offered 3..7: 3 and 4 are under the cap
+    ref = obs.Hessian(4)
+    ref.add_batch(x[[0, 2, 3]])
+    assert (h.n, h.seen) == (3, 8) and torch.allclose(h.H, ref.H)
+
+
 def test_prune_fresh_leaves_the_callers_model_alone_and_times_the_work(tmp_path):
     m, rows, seconds = pruning.prune_fresh("tiny-opt", None, "cpu", method="magnitude", sparsity=0.5)
     assert seconds > 0 and len(rows) == len(all_linear_layers(m))

@@ -142,7 +142,14 @@ def test_switch_protocol_masks_sentinels_and_drops_no_token(tiny_model):
             return {"<extra_id_0>": 63}
 
     pairs = qmoe.calibration_pairs(windows, Tok(), model)
-    assert pairs["input_ids"].shape == (6, 24 - 3 + 1) and pairs["decoder_input_ids"].shape == (6, 4)  # one span
+    # round(24 x 0.15) = 4 tokens hidden in round(4 / 3) = 1 span; EOS (config: 1) ends input and target
+    assert pairs["input_ids"].shape == (6, 24 - 4 + 1 + 1) and pairs["decoder_input_ids"].shape == (6, 4 + 1 + 1)
+    assert (pairs["input_ids"][:, -1] == 1).all() and (pairs["decoder_input_ids"][:, :2] == torch.tensor([0, 63])).all()
+    # the decoder reads start, <extra_id_0>, 4 hidden tokens: only the sentinel and the first 3 hidden
+    # tokens predict a hidden token (the start predicts the sentinel, the last one EOS)
+    assert pairs["decoder_token_mask"].tolist() == [[False, True, True, True, True, False]] * 6
+    assert pairs["token_mask"].sum(1).tolist() == [24 - 4] * 6  # the sentinel and EOS skipped in the encoder
+    assert qmoe.stack_tokens(model, pairs) == {"encoder.block": 6 * 22, "decoder.block": 6 * 6}  # the cap counts all
     assert qmoe.dropped_tokens(model, pairs)["dropped"] > 0  # capacity 2 per expert and sequence
     assert qmoe.no_token_dropped(model) == 4 and qmoe.dropped_tokens(model, pairs)["dropped"] == 0
     seen = {}
@@ -156,6 +163,49 @@ def test_switch_protocol_masks_sentinels_and_drops_no_token(tiny_model):
         wi = [c.n for n, c in seen.items() if n.startswith(stack) and ".experts." in n and n.endswith(".wi")]
         per_layer = len(wi) // 4  # 4 experts per MoE layer: every kept token reaches exactly one
         assert per_layer >= 1 and sum(wi[:4]) == int(pairs[key].sum()) < pairs[key].numel()
+
+
+def test_decoder_mask_skips_the_token_before_each_special_token():
+    """QMoE section 3.3: skip "the token directly before such a special token as this is the one used
+    to predict the latter"; the reference code also drops the last position."""
+    class Tok:
+        all_special_ids = [0, 1, 62, 63]  # eos, pad / decoder start, <extra_id_1>, <extra_id_0>
+
+    dec = torch.tensor([[1, 63, 20, 21, 62, 30, 31, 32]])  # start, s0, span 0, s1, span 1 (target then EOS)
+    expected = [[False, True, True, False, True, True, True, False]]
+    assert qmoe.decoder_token_mask(dec, Tok()).tolist() == expected
+    assert (~qmoe.special_mask(dec, Tok())).tolist() != expected  # not the encoder's rule
+
+
+@pytest.mark.parametrize("batch_experts", [False, True])
+def test_an_expert_without_a_cholesky_factor_is_rounded_and_counted(batch_experts, tiny_model, monkeypatch, capsys):
+    """The first expert matrix gets an H that is not positive definite: QMoE rounds it (RTN on its
+    grid, the paper's "vanilla rounding"), solves the others, and reports one fallback -- one
+    matrix at a time, or batched (the poisoned H is then the first of its stack)."""
+    from peakllm.compress import obs
+    from peakllm.compress.quant import rtn
+
+    model = tiny_model("switch", preset="compress")
+    first = next(iter(qmoe.expert_layers(model).values()))
+    W0 = first.weight.detach().clone()
+    real, calls = obs.dampened, []
+
+    def indefinite_once(H, percdamp=0.01, keep_dead=False):
+        D = real(H, percdamp, keep_dead)
+        calls.append(1)
+        if len(calls) == 1:
+            D.view(-1, D.shape[-1], D.shape[-1])[0, 0, 0] = -1.0  # a negative pivot
+        return D
+
+    monkeypatch.setattr(obs, "dampened", indefinite_once)
+    report = qmoe.compress(model, calib(), bits="ternary", blocksize=16, batch_size=4, progress=False,
+                           batch_experts=batch_experts)
+    assert [r["method"] for r in report].count("rtn (no Cholesky)") == 1 and report[0]["method"] == "rtn (no Cholesky)"
+    assert {r["method"] for r in report[1:]} == {"gptq"}
+    expected = rtn(W0, "ternary")
+    qmoe.snap_ternary_scales(expected)
+    assert torch.equal(first.weight.detach(), expected)
+    assert f"1 of {len(report)} expert matrices" in capsys.readouterr().out
 
 
 def test_zero_share_by_column_brackets_the_zero_share(tiny_model):

@@ -2,11 +2,14 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from peakllm import models
-from peakllm.core.perplexity import span_pairs, windows
+from peakllm.core.perplexity import windows
 from peakllm.data import evaldata, spans
-from peakllm.models.pretraining import PretrainConfig, flops_per_token, lr_at, pretrain, rms_scaled
+from peakllm.models import checkpointing, pretraining
+from peakllm.models.pretraining import PretrainConfig, flops_per_token, lr_at, pretrain, read_log, rms_scaled
+from peakllm.workbook import cli
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
@@ -86,8 +89,197 @@ def test_shipped_tiny_switch_reads_its_encoder():
     """The span tokens are predicted from the encoder's text: the loss rises when the encoder reads
     another window's corrupted text (a decoder that ignored its encoder would not notice)."""
     model, tok = models.load("tiny-switch", device="cpu")
-    pair = span_pairs(windows(evaldata.eval_ids("shakespeare", tok), 128)[:32], spans.first_sentinel(tok), seed=0)
+    pairs = spans.objective(model.config, spans.first_sentinel(tok))  # T5 span corruption, EOS of the config
+    pair = pairs(windows(evaldata.eval_ids("shakespeare", tok), 128)[:32], seed=0)
     with torch.no_grad():
         right = model(**pair).loss.item()
         wrong = model(input_ids=pair["input_ids"].roll(1, dims=0), labels=pair["labels"]).loss.item()
     assert wrong - right > 0.03, (right, wrong)  # 0.07 nats at the shipped checkpoint, 0.00 for a decoder that ignores it
+
+
+
+# Resumable runs: a few steps of narrow versions of the shipped architectures (same vocabulary,
+# same layout) on the first 100,000 characters of each split, tokenized once per test session.
+NARROW = {"tiny-opt": dict(hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_hidden_layers=2,
+                           num_attention_heads=2),
+          "tiny-switch": dict(d_model=32, d_ff=32, d_kv=8, num_heads=2, num_experts=4)}
+TINY_RUN = dict(batch_size=2, seq_len=32, warmup=2, eval_every=2, eval_windows=2, device="cpu")
+TOKEN_IDS = {}
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    from peakllm.data import corpus
+    from peakllm.data.tokenizer import encode
+
+    for name, narrow in NARROW.items():
+        monkeypatch.setitem(models.TINY_CONFIGS, name, models.TINY_CONFIGS[name] | narrow)
+
+    def token_ids(split, tok):
+        if (split, len(tok)) not in TOKEN_IDS:
+            TOKEN_IDS[split, len(tok)] = torch.tensor(encode(tok, corpus.load_split(split)[:100_000]))
+        return TOKEN_IDS[split, len(tok)]
+    monkeypatch.setattr(pretraining, "token_ids", token_ids)
+
+
+def run(tmp_path, name, steps, model_name="tiny-opt", save_every=2, **kw):
+    cfg = PretrainConfig(model_name=model_name, steps=steps, **TINY_RUN)
+    return pretrain(cfg, tmp_path / name, progress=False, state_dir=tmp_path / name / "state",
+                    save_every=save_every, **kw)
+
+
+def interrupt(monkeypatch, at: int):
+    """A Ctrl-C as step ``at`` (0-based) begins, once."""
+    real = pretraining.lr_at
+
+    def lr_at(step, cfg):
+        if step == at:
+            monkeypatch.setattr(pretraining, "lr_at", real)
+            raise KeyboardInterrupt
+        return real(step, cfg)
+    monkeypatch.setattr(pretraining, "lr_at", lr_at)
+
+
+def without_seconds(log):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+
+
+def same_weights(a, b):
+    a, b = a.state_dict(), b.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model_name", ["tiny-opt",  # ~4 s; tiny-switch: span corruption, router jitter (RNG)
+                                        pytest.param("tiny-switch", marks=pytest.mark.slow)])
+def test_an_interrupted_run_resumed_ends_as_an_uninterrupted_one(tmp_path, quick, monkeypatch, model_name):
+    straight = run(tmp_path, "straight", 6, model_name, save_every=3)
+    interrupt(monkeypatch, at=4)  # 4 steps taken, the state saved after 3: step 4 is lost and redone
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "stopped", 6, model_name, save_every=3)
+    assert checkpointing.read_meta(tmp_path / "stopped" / "state")["step"] == 3
+    assert not (tmp_path / "stopped" / "model.safetensors").exists()
+    resumed = run(tmp_path, "stopped", 6, model_name, save_every=3, resume=True)
+    assert same_weights(straight["model"], resumed["model"])
+    assert len(resumed["log"]) == 6 and without_seconds(resumed["log"]) == without_seconds(straight["log"])
+    assert resumed["tokens"] == straight["tokens"] == 6 * 2 * 32
+    # the written log and the last saved state hold the whole history
+    assert without_seconds(read_log(tmp_path / "stopped" / "train_log.csv")) == \
+        without_seconds(read_log(tmp_path / "straight" / "train_log.csv"))
+    assert (tmp_path / "stopped" / "loss_curve.png").exists()
+    final = checkpointing.read_meta(tmp_path / "stopped" / "state")
+    assert final["step"] == 6 and without_seconds(final["log"]) == without_seconds(straight["log"])
+
+
+def test_the_state_is_one_safetensors_file_of_fp32_weights_and_adamw(tmp_path, quick):
+    r = run(tmp_path, "r", 2)
+    path = checkpointing.state_file(tmp_path / "r" / "state")
+    assert sorted(p.name for p in path.parent.iterdir()) == [checkpointing.STATE_FILE]  # no temporary left
+    with safe_open(path, "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor("model.model.decoder.embed_tokens.weight").dtype == torch.float32
+    n = len(list(r["model"].parameters()))
+    assert {k for k in keys if k.startswith("optimizer.")} == {
+        f"optimizer.{i}.{k}" for i in range(n) for k in ("step", "exp_avg", "exp_avg_sq")}
+    assert "rng.cpu" in keys
+
+
+def small_state(tmp_path, step=1, meta=None):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, betas=(0.9, 0.95))
+    for _ in range(step):
+        model(torch.randn(2, 4)).square().sum().backward()
+        opt.step()
+    checkpointing.save_state(tmp_path, model, opt, meta or {"step": step})
+    return model, opt
+
+
+def test_a_state_restores_weights_adamw_and_the_random_stream(tmp_path):
+    model, opt = small_state(tmp_path, step=2)
+    after = torch.rand(3)  # the global stream right after the save
+    torch.manual_seed(123)
+    fresh = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=0.5)
+    assert checkpointing.load_state(tmp_path, fresh, fresh_opt) == {"step": 2}
+    assert torch.equal(torch.rand(3), after)
+    assert same_weights(model, fresh)
+    a, b = opt.state_dict(), fresh_opt.state_dict()
+    assert a["param_groups"] == b["param_groups"] and b["param_groups"][0]["betas"] == (0.9, 0.95)
+    assert all(torch.equal(a["state"][i][k], b["state"][i][k]) for i in a["state"] for k in a["state"][i])
+    with pytest.raises(ValueError, match=r"do not fit this model \(missing \['bias', 'weight'\]"):
+        checkpointing.load_state(tmp_path, torch.nn.Linear(4, 3), fresh_opt)
+
+
+def test_a_write_that_fails_leaves_the_previous_state(tmp_path, monkeypatch):
+    small_state(tmp_path, step=1)
+
+    def killed(tensors, path, metadata):
+        path.write_bytes(b"half a file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(checkpointing, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        small_state(tmp_path, step=2)
+    assert checkpointing.read_meta(tmp_path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [checkpointing.STATE_FILE]
+
+
+def test_resuming_refuses_a_changed_config_naming_the_fields(tmp_path, quick):
+    run(tmp_path, "r", 2)
+    cfg = PretrainConfig(steps=4, **TINY_RUN | {"lr": 1e-3, "seed": 1})
+    with pytest.raises(ValueError, match=r"differs in lr \(saved 0.002, now 0.001\), seed \(saved 0, now 1\); "
+                                          "only steps may change"):
+        pretrain(cfg, tmp_path / "r", progress=False, state_dir=tmp_path / "r" / "state", resume=True)
+    with pytest.raises(ValueError, match="steps=1: the run saved in .* has already taken 2 steps"):
+        run(tmp_path, "r", 1, resume=True)
+    with pytest.raises(FileNotFoundError, match="no training state to resume"):
+        run(tmp_path, "none", 2, resume=True)
+
+
+def test_an_existing_state_is_not_replaced_without_resume_or_overwrite(tmp_path, quick):
+    run(tmp_path, "r", 2)
+    (tmp_path / "r" / "model.safetensors").unlink()  # the state alone is enough to refuse
+    with pytest.raises(FileExistsError, match=r"step 2 of 2\); pass resume=True \(--resume\) to continue it, "
+                                              r"or overwrite=True \(--overwrite\)"):
+        run(tmp_path, "r", 2)
+    r = run(tmp_path, "r", 3, overwrite=True)  # starts over: 3 steps from step 0
+    assert [row["step"] for row in r["log"]] == [1, 2, 3]
+    assert checkpointing.read_meta(tmp_path / "r" / "state")["step"] == 3
+
+
+def test_raising_steps_on_resume_trains_longer_on_the_new_schedule(tmp_path, quick):
+    first = run(tmp_path, "r", 2)
+    longer = run(tmp_path, "r", 4, resume=True)
+    assert [row["step"] for row in longer["log"]] == [1, 2, 3, 4]
+    assert without_seconds(longer["log"][:2]) == without_seconds(first["log"])
+    cfg4 = PretrainConfig(steps=4, **TINY_RUN)
+    assert [row["lr"] for row in longer["log"][2:]] == [round(lr_at(s, cfg4), 6) for s in (2, 3)]
+    assert longer["tokens"] == 4 * 2 * 32 and longer["log"][-1]["val_loss"] is not None
+    assert checkpointing.read_meta(tmp_path / "r" / "state")["config"]["steps"] == 4
+
+
+def test_cli_resume_continues_the_saved_run(tmp_path, monkeypatch, capsys):
+    from dataclasses import asdict
+
+    calls = []
+    monkeypatch.setattr(pretraining, "pretrain", lambda cfg, out, **kw: calls.append((cfg, out, kw)) or
+                        {"seconds": 0.0, "log": [{"val_loss": 1.0}]})
+    small_state(tmp_path / "r" / "state", meta={"step": 2, "config": asdict(PretrainConfig(steps=7))})
+    cli.main(["pretrain", "tiny-opt", "--out", str(tmp_path / "r"), "--resume", "--save-every", "5"])
+    cfg, out, kw = calls[-1]
+    assert cfg.steps == 7 and kw == {"overwrite": False, "state_dir": tmp_path / "r" / "state",
+                                     "resume": True, "save_every": 5}  # steps: the saved run's
+    assert "resuming tiny-opt at step 2 of 7 from " in capsys.readouterr().out
+    cli.main(["pretrain", "tiny-opt", "--out", str(tmp_path / "r"), "--resume", "--steps", "9"])
+    assert calls[-1][0].steps == 9
+    cli.main(["pretrain", "tiny-switch"])
+    assert calls[-1][2]["state_dir"].parts[-4:] == ("runs", "pretrain", "tiny-switch", "state")
+    cli.main(["pretrain", "tiny-switch", "--out", str(models.MODELS / "tiny-switch")])  # named: still not in data/
+    assert calls[-1][2]["state_dir"].parts[-4:] == ("runs", "pretrain", "tiny-switch", "state")
+    assert calls[-1][2]["resume"] is False and calls[-1][0].steps == 2400
+
+    def ctrl_c(cfg, out, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pretraining, "pretrain", ctrl_c)
+    assert cli.main(["pretrain", "tiny-opt", "--out", str(tmp_path / "r"), "--steps", "9"]) == 130
+    assert f"`python -m peakllm pretrain tiny-opt --out {tmp_path / 'r'} --resume` continues from step 2" \
+        in capsys.readouterr().err

@@ -53,8 +53,8 @@ class ColumnNorms(Calibration):
         self.layer = layer
         self.sq = torch.zeros(layer.weight.shape[1], dtype=torch.float32, device=layer.weight.device)
 
-    def add_batch(self, inp: torch.Tensor) -> None:
-        X = self.take(inp).float()  # (t, columns)
+    def add_batch(self, inp: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        X = self.take(inp, keep).float()  # (t, columns)
         self.sq += X.pow(2).sum(dim=0)
         self.n += X.shape[0]
 

@@ -8,7 +8,8 @@ system design) therefore stacks experts of the same shape (16 at a time) and run
 sweep over the stack: the same number of loop iterations, each doing E experts' work.
 
 ``quantize_batched`` is exactly ``GPTQ.quantize`` applied to every (W_e, H_e) independently --
-the same dead-input handling and dampening (``obs.prepare``), the same per-row grid
+the same dead-input handling, dampening and inverse (``obs.prepare``, one code for one matrix
+and for a stack; QMoE mode included, ``keep_dead``), the same per-row grid
 (``quant.Quantizer``), the same blocked OBS updates with lazy batch updates -- with every
 tensor operation carrying a leading expert dimension E: batched Cholesky factors, broadcast
 in-block updates and ``torch.bmm`` for the lazy updates. Per-row grids need no batched
@@ -24,6 +25,7 @@ import torch
 from ..core.checks import positive_int
 from ..core.timing import Timer
 from .gptq import GPTQ
+from .obs import dead_inputs, inverse_factor, prepare
 from .quant import Quantizer, check_bits
 
 
@@ -36,38 +38,39 @@ def _check_stack(Ws: torch.Tensor, Hs: torch.Tensor) -> None:
                          f"to match Ws {tuple(Ws.shape)}; got {tuple(Hs.shape)}")
 
 
-def prepare_batched(Ws: torch.Tensor, Hs: torch.Tensor, percdamp: float = 0.01):
+def prepare_batched(Ws: torch.Tensor, Hs: torch.Tensor, percdamp: float = 0.01, keep_dead: bool = False):
     """``obs.prepare`` for every expert at once: returns (W, Hinv), (E, rows, columns) fp32 and
     (E, columns, columns) upper Cholesky factors of each dampened H_e⁻¹.
 
-    Per expert, as ``prepare``: a dead input j (H_e[j, j] = 0) gets H_e[j, j] = 1 and
-    W_e[:, j] = 0; then λ_e = percdamp · mean(diag H_e) is added to H_e's diagonal.
+    Per expert, as ``prepare``: dense mode gives a dead input j (H_e[j, j] = 0) H_e[j, j] = 1 and
+    W_e[:, j] = 0, then adds λ_e = percdamp · mean(diag H_e) to H_e's diagonal; ``keep_dead``
+    (QMoE mode, its ``batch_gptq``) keeps W_e whole and gives an H_e with no Cholesky factor
+    Hinv_e = I (``obs.inverse_factor``).
     """
     _check_stack(Ws, Hs)
-    W, H = Ws.float().clone(), Hs.clone()                 # (E, rows, columns), (E, columns, columns)
-    diag = H.diagonal(dim1=-2, dim2=-1)                   # (E, columns), a view: writes reach H
-    dead = diag == 0                                      # (E, columns)
-    diag.masked_fill_(dead, 1)
-    W.masked_fill_(dead[:, None, :], 0)
-    damp = percdamp * torch.mean(diag.contiguous(), dim=-1)  # (E,); contiguous: summed in prepare's order
-    diag.add_(damp[:, None])
-    L = torch.linalg.cholesky(H)                          # (E, columns, columns), lower
-    Hinv = torch.cholesky_inverse(L)                      # (E, columns, columns) = H⁻¹
-    Hinv = torch.linalg.cholesky(Hinv, upper=True)
-    return W, Hinv
+    return prepare(Ws, Hs, percdamp, keep_dead)
 
 
 @torch.no_grad()
 def quantize_batched(Ws: torch.Tensor, Hs: torch.Tensor, bits=4, blocksize: int = 128,
-                     percdamp: float = 0.01) -> torch.Tensor:
+                     percdamp: float = 0.01, keep_dead: bool = False) -> torch.Tensor:
     """GPTQ of E matrices at once: Ws (E, rows, columns), Hs (E, columns, columns) their
     Hessians; returns the quantized weights (E, rows, columns) in fp32. Expert e's result is
-    what ``GPTQ.quantize(bits, blocksize, percdamp)`` makes of (W_e, H_e), up to float rounding
-    (``torch.bmm`` may sum in another order than one matrix product). Inputs are not modified.
+    what ``GPTQ.quantize(bits, blocksize, percdamp)`` makes of (W_e, H_e) (a ``GPTQ`` made with
+    ``keep_dead``, for QMoE mode), up to float rounding (``torch.bmm`` may sum in another order
+    than one matrix product). Inputs are not modified.
     """
     check_bits(bits)
     positive_int("blocksize", blocksize)
-    W, Hinv = prepare_batched(Ws, Hs, percdamp)           # (E, rows, columns), (E, columns, columns)
+    W, Hinv = prepare_batched(Ws, Hs, percdamp, keep_dead)  # (E, rows, columns), (E, columns, columns)
+    return sweep_batched(W, Hinv, bits, blocksize)
+
+
+@torch.no_grad()
+def sweep_batched(W: torch.Tensor, Hinv: torch.Tensor, bits=4, blocksize: int = 128) -> torch.Tensor:
+    """The GPTQ column sweep of ``ColumnSweep.sweep`` on a stack, in place: W (E, rows, columns)
+    fp32 and Hinv (E, columns, columns) upper factors, as ``prepare_batched`` returns them;
+    returns W, quantized. ``bits`` and ``blocksize`` are checked by the callers."""
     E, rows, columns = W.shape
     quantizer = Quantizer(bits).fit(W.reshape(E * rows, columns))  # per-row grid: exact on the flattened stack
 
@@ -99,14 +102,18 @@ def quantize_group(collectors: list[GPTQ], bits=4, blocksize: int = 128, percdam
 
     Every collector must have seen calibration data (``n > 0``): one with none has H = 0, which
     the sweep would read as all inputs dead and zero the whole matrix; the caller gives those
-    their fallback (RTN) instead, as the sequential driver does. A group of one runs
+    their fallback (RTN) instead, as the sequential driver does. The collectors share one mode
+    (``keep_dead``): in QMoE mode an expert whose H has no Cholesky factor is rounded (RTN)
+    while the others are solved, and its ``fell_back`` says so. A group of one runs
     ``GPTQ.quantize`` itself. Put at most a few dozen experts in one group (QMoE: 16): the
     stack holds E Hessians and E copies of the weights at once.
     """
     collectors = list(collectors)
     if not collectors:
         raise ValueError("collectors must hold at least one GPTQ collector; got none")
-    shape = tuple(collectors[0].layer.weight.shape)
+    check_bits(bits)
+    positive_int("blocksize", blocksize)
+    shape, keep_dead = tuple(collectors[0].layer.weight.shape), collectors[0].keep_dead
     for k, c in enumerate(collectors):
         if tuple(c.layer.weight.shape) != shape:
             raise ValueError(f"collectors must share one weight shape: collectors[0] is {shape}, "
@@ -114,14 +121,20 @@ def quantize_group(collectors: list[GPTQ], bits=4, blocksize: int = 128, percdam
         if c.n == 0:
             raise ValueError(f"collectors[{k}] has no calibration data (n == 0); give it its fallback "
                              f"instead of quantize_group")
+        if c.keep_dead != keep_dead:
+            raise ValueError(f"collectors must share one mode: collectors[0] has keep_dead={keep_dead}, "
+                             f"collectors[{k}] keep_dead={c.keep_dead}")
     if len(collectors) == 1:
         collectors[0].quantize(bits, blocksize, percdamp)
         return
     Ws = torch.stack([c.layer.weight.detach() for c in collectors])  # (E, rows, columns)
     Hs = torch.stack([c.H for c in collectors])                      # (E, columns, columns)
-    Q = quantize_batched(Ws, Hs, bits, blocksize, percdamp)
-    for c, q in zip(collectors, Q):
+    W = dead_inputs(Ws, Hs, keep_dead)                               # (E, rows, columns) fp32
+    Hinv, failed = inverse_factor(Hs, percdamp, keep_dead)           # (E, columns, columns), (E,)
+    Q = sweep_batched(W, Hinv, bits, blocksize)
+    for c, q, f in zip(collectors, Q, failed.tolist()):
         c.layer.weight.copy_(q)  # in place: also right for an expert's slice of a fused parameter
+        c.fell_back = f          # Hinv_e = I: expert e was rounded
 
 
 def time_batched_vs_sequential(E: int = 16, rows: int = 512, cols: int = 256, bits="ternary",

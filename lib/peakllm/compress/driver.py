@@ -10,7 +10,9 @@ A method is three parts:
 
 The calibrated path runs ``sequential.compress_sequentially`` (block by block, each block fed
 the outputs of the compressed blocks before it). A layer that no calibration token reached --
-an expert the router never chose -- gets ``fallback`` instead, and its report row says so.
+an expert the router never chose -- gets ``fallback`` instead, and its report row says so; so
+does one whose collector reports ``fell_back`` after compressing (QMoE mode: an H with no
+Cholesky factor, rounded instead).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .sequential import all_linear_layers, calibration_tensors, compress_sequent
 class _Untouched(Calibration):
     """Stands in for the collector of a layer the method leaves alone: collects nothing."""
 
-    def add_batch(self, inp) -> None:
+    def add_batch(self, inp, keep=None) -> None:
         pass
 
 
@@ -44,13 +46,19 @@ def check_calibration(model, calib, method: str) -> None:
                          f"of {ctx}; use calib_seqlen (or max_length) <= {ctx}")
 
 
+def calibrated(collector) -> str:
+    """How a calibrated layer was compressed: as asked, or rounded where its H had no Cholesky factor."""
+    return "fallback (no Cholesky)" if getattr(collector, "fell_back", False) else "calibrated"
+
+
 @torch.no_grad()
 def compress_model(model, calib, fallback, make=None, compress=None, *,
                    method: str = "", only=None, batch_size: int = 8, progress: bool = True,
                    desc: str = "", compress_group=None) -> list[dict]:
     """Compress the chosen linear layers of ``model`` in place; one row per layer:
     ``layer``, ``shape``, ``tokens`` (folded into its Hessian), ``routed`` (offered to it),
-    ``seconds`` and ``how`` ("data-free", "calibrated" or "fallback (no tokens)").
+    ``seconds`` and ``how`` ("data-free", "calibrated", "fallback (no tokens)" or, for a
+    collector that ``fell_back`` while compressing, "fallback (no Cholesky)").
 
     ``compress_group(collectors)``, if given, compresses in one call the calibrated layers of a
     block that share a weight shape (QMoE's batched experts); a shape met once goes to ``compress``."""
@@ -78,7 +86,7 @@ def compress_model(model, calib, fallback, make=None, compress=None, *,
             how[name] = "fallback (no tokens)"
         else:
             compress(c)
-            how[name] = "calibrated"
+            how[name] = calibrated(c)
 
     def apply_group(items):
         same_shape = {}
@@ -93,7 +101,7 @@ def compress_model(model, calib, fallback, make=None, compress=None, *,
                 continue
             compress_group([c for _, c in group])
             for name, c in group:
-                routed[name], how[name] = c.seen, "calibrated"
+                routed[name], how[name] = c.seen, calibrated(c)
 
     rows = compress_sequentially(model, calib, make_, apply, batch_size, progress, desc=desc or method,
                                  apply_group=apply_group if compress_group is not None else None)

@@ -9,7 +9,10 @@ That loop is ``peakllm.compress.obs.ColumnSweep``; GPTQ is the sweep with a grid
 SparseGPT (section 3.5 of its paper) the same sweep with mask selection: siblings over one core.
 QMoE runs GPTQ on every expert matrix with a ternary grid and 10x stronger dampening (0.1).
 
-RTN (round to nearest, no error feedback) on the same grid is the baseline.
+RTN (round to nearest, no error feedback) on the same grid is the baseline, and the fallback
+(``round_layer``) of a layer no calibration token reached. QMoE runs its experts in QMoE mode
+(``keep_dead``, ``obs.prepare``): dead inputs keep their weights, and an expert whose H has no
+Cholesky factor is rounded on the same grid instead of stopping the run.
 """
 from __future__ import annotations
 
@@ -21,11 +24,18 @@ QUANT_METHODS = ("gptq", "rtn")
 
 
 class GPTQ(ColumnSweep):
-    """Quantizer of one linear layer: ``add_batch`` calibration inputs, then ``quantize``."""
+    """Quantizer of one linear layer: ``add_batch`` calibration inputs, then ``quantize``
+    (``GPTQ(layer, keep_dead=True)``: QMoE mode, see ``ColumnSweep``)."""
 
     def quantize(self, bits=4, blocksize: int = 128, percdamp: float = 0.01) -> None:
         check_bits(bits)
         self.sweep(blocksize, percdamp, quantizer=Quantizer(bits))
+
+
+def round_layer(layer, bits=4) -> None:
+    """RTN on the layer's per-row grid, in place: the data-free method, and the fallback of a
+    layer no calibration token reached (GPTQ and QMoE alike)."""
+    layer.weight.copy_(rtn(layer.weight, bits))
 
 
 def quantize_model(model, calib=None, method: str = "gptq", bits=4,
@@ -41,10 +51,6 @@ def quantize_model(model, calib=None, method: str = "gptq", bits=4,
 
     choice("method", method, QUANT_METHODS)
     check_bits(bits)
-
-    def fallback(layer):
-        layer.weight.copy_(rtn(layer.weight, bits))
-
-    return compress_model(model, calib, fallback, GPTQ,
+    return compress_model(model, calib, lambda layer: round_layer(layer, bits), GPTQ,
                           None if method == "rtn" else lambda q: q.quantize(bits, blocksize, percdamp),
                           method=method, batch_size=batch_size, progress=progress, desc=f"gptq {bits}-bit")

@@ -31,16 +31,24 @@ class Calibration:
         self.n = self.seen = 0
         self.seconds = 0.0
 
-    def take(self, inp: torch.Tensor) -> torch.Tensor:
-        """Inputs of shape (..., columns) as (t, columns) tokens, counted and capped."""
-        X = inp.reshape(-1, inp.shape[-1])  # (tokens, columns)
-        self.seen += X.shape[0]
-        return X if self.cap is None else X[: max(0, self.cap - self.n)]
+    def take(self, inp: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Inputs of shape (..., columns) as (t, columns) tokens, counted, capped, then masked.
 
-    def add_timed(self, inp: torch.Tensor) -> None:
-        """``add_batch(inp)``, its time (device-synchronized) added to ``seconds``."""
+        ``keep`` (t,) bool, if given, marks the tokens that go into the statistics (QMoE leaves
+        special tokens out). As in QMoE's reference code, the cap counts every token offered,
+        kept or not: an expert takes its first ``cap`` tokens, and the mask is applied to those."""
+        X = inp.reshape(-1, inp.shape[-1])  # (tokens, columns)
+        before = self.seen  # tokens offered in earlier batches
+        self.seen += X.shape[0]
+        if self.cap is not None:
+            room = max(0, self.cap - before)
+            X, keep = X[:room], (None if keep is None else keep[:room])
+        return X if keep is None else X[keep]
+
+    def add_timed(self, inp: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """``add_batch(inp, keep)``, its time (device-synchronized) added to ``seconds``."""
         with Timer(inp.device) as t:
-            self.add_batch(inp)
+            self.add_batch(inp, keep)
         self.seconds += t.seconds
 
     def share(self, other: "Calibration") -> None:
@@ -55,9 +63,10 @@ class Hessian(Calibration):
         super().__init__(cap)
         self.H = torch.zeros(columns, columns, dtype=torch.float32, device=device)
 
-    def add_batch(self, inp: torch.Tensor) -> None:
-        """Fold in inputs of shape (..., columns): every leading index is one token."""
-        X = self.take(inp).t().float()  # (columns, t)
+    def add_batch(self, inp: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Fold in inputs of shape (..., columns): every leading index is one token (``keep``:
+        which of them, ``Calibration.take``)."""
+        X = self.take(inp, keep).t().float()  # (columns, t)
         t = X.shape[1]
         if t == 0:
             return
@@ -73,29 +82,76 @@ class Hessian(Calibration):
         self.H = other.H
 
 
-def dampened(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
-    """A copy of H (columns x columns, its dtype kept) that is safely positive definite: a dead
-    input (H_jj = 0) gets H_jj = 1, then λ = percdamp · mean(diag H) joins the diagonal."""
+DAMP_FLOOR = 1e-6  # QMoE's batch_gptq: λ is at least this ("catch all zeros")
+
+
+def dampened(H: torch.Tensor, percdamp: float = 0.01, keep_dead: bool = False) -> torch.Tensor:
+    """A copy of H (columns x columns, or a stack (E, columns, columns); dtype kept), dampened.
+
+    Dense models (GPTQ and SparseGPT's reference code): a dead input (H_jj = 0) gets H_jj = 1,
+    then λ = percdamp · mean(diag H) joins the diagonal. ``keep_dead`` (QMoE mode, its
+    ``batch_gptq``): H_jj stays 0 and λ = max(percdamp · mean(diag H), 1e-6) joins it."""
     H = H.clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    H.diagonal().add_(percdamp * torch.mean(torch.diag(H)))
+    diag = H.diagonal(dim1=-2, dim2=-1)  # (..., columns), a view: writes reach H
+    if not keep_dead:
+        diag.masked_fill_(diag == 0, 1)
+    damp = percdamp * torch.mean(diag.contiguous(), dim=-1, keepdim=True)  # (..., 1)
+    diag.add_(damp.clamp_min(DAMP_FLOOR) if keep_dead else damp)
     return H
 
 
-def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01):
+def dead_inputs(W: torch.Tensor, H: torch.Tensor, keep_dead: bool = False) -> torch.Tensor:
+    """W (..., rows, columns) as an fp32 copy for the sweep. Dense models (GPTQ and SparseGPT's
+    reference code) zero the weights of a dead input (H_jj = 0: the feature was always zero in
+    calibration, so any weight fits it); QMoE mode (``keep_dead``, its ``batch_gptq``) keeps
+    them -- an expert's ``wo`` has a dead input for each ReLU unit its few routed tokens never
+    fired, and that unit may fire later."""
+    W = W.float().clone()
+    if not keep_dead:
+        W.masked_fill_((torch.diagonal(H, dim1=-2, dim2=-1) == 0)[..., None, :], 0)  # (..., 1, columns)
+    return W
+
+
+def inverse_factor(H: torch.Tensor, percdamp: float = 0.01, keep_dead: bool = False):
+    """(Hinv, failed): Hinv the upper Cholesky factor of the ``dampened`` H⁻¹, for H (columns x
+    columns) or a stack (E, columns, columns); ``failed`` (() or (E,) bool) marks an H with no
+    such factor (not positive definite even after dampening).
+
+    Dense mode raises there, as GPTQ's reference code does. QMoE mode (``keep_dead``) does not:
+    as its ``batch_gptq``, a failed H_e becomes the identity, with which the column sweep
+    *is* round-to-nearest on the same grid (no error moves: Hinv's off-diagonal is zero), as the
+    QMoE paper has it: "simply perform vanilla rounding".
+    """
+    H = dampened(H, percdamp, keep_dead)
+    if not keep_dead:
+        L = torch.linalg.cholesky(H)
+        no_failure = torch.zeros(H.shape[:-2], dtype=torch.bool, device=H.device)
+        return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True), no_failure
+    eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    failed = torch.zeros(H.shape[:-2], dtype=torch.bool, device=H.device)  # () or (E,)
+    while True:  # a failed H is replaced by I once, and I never fails
+        H = torch.where(failed[..., None, None], eye, H)
+        L, info = torch.linalg.cholesky_ex(H)
+        Hinv, info_inv = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
+        bad = (info != 0) | (info_inv != 0) | ~torch.isfinite(Hinv).flatten(-2).all(-1)
+        if not (bad & ~failed).any():
+            return Hinv, failed
+        failed |= bad
+
+
+def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01, keep_dead: bool = False):
     """Dead inputs, dampening and the inverse: returns (W, Hinv) ready for column sweeps.
 
-    * a dead input (H_jj = 0: the feature was always zero) gets its weights zero, and H is
-      ``dampened``: H_jj = 1 for it, then λ = percdamp · mean(diag H) on the diagonal;
+    * dense mode: a dead input (H_jj = 0: the feature was always zero) gets its weights zero
+      (``dead_inputs``), and H is ``dampened``: H_jj = 1 for it, then
+      λ = percdamp · mean(diag H) on the diagonal;
+    * ``keep_dead`` (QMoE mode, as QMoE's ``batch_gptq``): every weight is kept, H is dampened
+      as it is, and an H with no Cholesky factor gives Hinv = I (``inverse_factor``);
     * Hinv = upper Cholesky factor of H⁻¹.
+
+    W (..., rows, columns) and H (..., columns, columns): one matrix, or a stack of experts.
     """
-    W = W.float().clone()
-    W[:, torch.diag(H) == 0] = 0
-    L = torch.linalg.cholesky(dampened(H, percdamp))
-    Hinv = torch.cholesky_inverse(L)
-    Hinv = torch.linalg.cholesky(Hinv, upper=True)
-    return W, Hinv
+    return dead_inputs(W, H, keep_dead), inverse_factor(H, percdamp, keep_dead)[0]
 
 
 class ColumnSweep(Hessian):
@@ -113,10 +169,14 @@ class ColumnSweep(Hessian):
 
     ``select(W1, d, i, mask1)`` is called at every column i of a block (W1 its current weights,
     d = diag(Hinv1)) and may mark more of ``mask1`` for removal (SparseGPT's mask selection).
+
+    ``keep_dead``: QMoE mode (``prepare``), for an expert matrix -- dead inputs keep their
+    weights, and an H with no Cholesky factor makes the sweep plain rounding, which
+    ``fell_back`` then records, instead of an error.
     """
 
-    def __init__(self, layer, cap: int | None = None):
-        self.layer = layer
+    def __init__(self, layer, cap: int | None = None, keep_dead: bool = False):
+        self.layer, self.keep_dead, self.fell_back = layer, keep_dead, False
         super().__init__(layer.weight.shape[1], device=layer.weight.device, cap=cap)
 
     @torch.no_grad()
@@ -131,7 +191,9 @@ class ColumnSweep(Hessian):
         if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != (rows, columns)):
             raise ValueError(f"mask must be a bool tensor of shape {(rows, columns)}, "
                              f"got {mask.dtype} {tuple(mask.shape)}")
-        W, Hinv = prepare(W0, self.H, percdamp)  # W: (rows, columns) fp32, Hinv: upper, (columns, columns)
+        W = dead_inputs(W0, self.H, self.keep_dead)  # (rows, columns) fp32
+        Hinv, failed = inverse_factor(self.H, percdamp, self.keep_dead)  # upper, (columns, columns)
+        self.fell_back = bool(failed)  # Hinv = I: the sweep below is plain rounding
         if quantizer is not None:
             quantizer.fit(W)
         mask = (torch.zeros_like(W, dtype=torch.bool) if mask is None  # True = pruned

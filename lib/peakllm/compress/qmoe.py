@@ -6,12 +6,17 @@ the experts, with GPTQ (``peakllm.compress.gptq``) and three changes for that se
 
 * **calibration through the router**: each expert matrix gets its Hessian from the tokens the
   router actually sent to it (``peakllm.compress.experts`` for fused experts; an ``nn.Linear`` expert's
-  own forward hook sees exactly its tokens), and no expert gets more than
-  ``max_tokens_mult`` times the mean number of tokens per expert (a few popular experts would
-  otherwise hold most of the calibration work);
+  own forward hook sees exactly its tokens), special tokens left out (``calibration_pairs``), and
+  no expert takes more than its first ``max_tokens_mult`` times the mean number of tokens per
+  expert (``token_cap``), which bounds memory in the rare case that very many tokens go to one
+  expert;
 * a **ternary grid** per row, {wmin, 0, wmax}, or 2 bits, with 10x GPTQ's dampening
   (``percdamp`` = 0.1): the coarse grid makes H's small eigen-directions unstable;
 * the **dense parts** (attention, embeddings, routers) stay untouched.
+
+Every expert runs in QMoE mode (``obs.prepare``, ``keep_dead``): dead inputs keep their weights,
+and an expert whose H has no Cholesky factor is rounded (RTN) instead of stopping the run;
+``compress`` counts those.
 
 Most ternary weights come out zero (about 88% for Switch c2048), so section 5 stores them below
 one bit each with a dictionary code: ``peakllm.compress.ternary_coding``. ``encode_experts`` applies it
@@ -23,8 +28,8 @@ import torch
 
 from ..core.checks import choice
 from .experts import FUSED, ExpertMatrix, capacity_routers
-from .gptq import GPTQ, QUANT_METHODS
-from .quant import check_bits, rtn
+from .gptq import GPTQ, QUANT_METHODS, round_layer
+from .quant import check_bits
 from ..models.moe import routing
 from .driver import compress_model
 from .sequential import all_linear_layers
@@ -61,7 +66,13 @@ def checkpoint_bits(share: dict, expert_bits: float, dense_bits: int = 16) -> fl
 
 
 def token_cap(config, n_tokens: int, max_tokens_mult: float) -> int | None:
-    """At most ``max_tokens_mult`` x the mean tokens per expert (n_tokens k / E); None: no cap."""
+    """At most ``max_tokens_mult`` x the mean tokens per expert, int(mult n_tokens k / E), None: no
+    cap. As QMoE's reference code (switch.py) counts it, ``max_tokens = int(max_tokens_mul *
+    traintokens / len(experts))``: ``n_tokens`` is every calibration token of the stack, special
+    ones included (``stack_tokens``), and an expert takes its *first* ``cap`` routed tokens before
+    special ones are masked out (``obs.Calibration.take``). The reference's motivation: "avoid
+    OOM in rare edge cases when massive token counts are sent to a single expert". Its Switch
+    routes top-1; the k here (top-k routing) keeps the cap at a multiple of the mean otherwise."""
     if max_tokens_mult <= 0:
         return None
     E, k = routing(config)
@@ -74,32 +85,53 @@ def special_mask(ids: torch.Tensor, tokenizer) -> torch.Tensor:
     return torch.isin(ids, special)
 
 
+def decoder_token_mask(dec: torch.Tensor, tokenizer) -> torch.Tensor:
+    """(n, T) decoder inputs -> (n, T) bool, the positions whose activations feed the statistics:
+    QMoE skips "the token directly before such a special token as this is the one used to
+    predict the latter" -- position j is kept iff ``dec[:, j + 1]`` is not special, and the last
+    position (it predicts the target's EOS) is not kept, as ``skip_mask`` in the reference's
+    ``switch_forward``. With ``dec`` the target shifted right, that is: keep j iff target j is
+    not special."""
+    special = special_mask(dec, tokenizer)                                           # (n, T)
+    predicts = torch.cat([special[:, 1:], torch.ones_like(special[:, :1])], dim=1)  # (n, T): dec[j + 1] special
+    return ~predicts
+
+
 def calibration_pairs(windows: torch.Tensor, tokenizer, model, seed: int = 0) -> dict:
     """QMoE's calibration data from token windows (n, T), for ``sequential.calibration_batches``.
 
-    Special tokens stay in the forward pass (the model reads them) but are masked out of the
-    statistics (``token_mask``): they are frequent, carry no content, and the router sends them
-    all one way. An encoder-decoder (Switch) is calibrated as it is trained and evaluated, on T5
-    span corruption: the encoder reads the corrupted window, the decoder the target shifted right
-    behind the decoder-start token (``decoder_input_ids``); sentinels and that start token are
-    masked out on both sides.
+    Special tokens stay in the forward pass (the model reads them), and the statistics leave out
+    positions as QMoE section 3.3 and its reference code (``switch_forward`` in switch.py) do:
+
+    * the encoder (and a decoder-only model) skips the positions that *hold* a special token
+      (``token_mask``: sentinels, EOS, padding; the reference tests ``id < 32000``, so it skips
+      the sentinels only and keeps the encoder's closing EOS);
+    * the decoder skips "the token directly before such a special token as this is the one used
+      to predict the latter" (``decoder_token_mask``): the start token and each span's last
+      token (they predict a sentinel), and the last position (it predicts EOS); the sentinels
+      themselves are kept (they predict a hidden token).
+
+    An encoder-decoder (Switch) is calibrated as it is trained and evaluated, on T5 span
+    corruption (``peakllm.data.spans``, EOS the config's ``eos_token_id``): the encoder reads the
+    corrupted window, the decoder the target shifted right behind the decoder-start token
+    (``decoder_input_ids``).
     """
-    from ..data.spans import first_sentinel, span_pairs
+    from ..data import spans
 
     if not getattr(model.config, "is_encoder_decoder", False):
         return {"input_ids": windows, "attention_mask": torch.ones_like(windows),
                 "token_mask": ~special_mask(windows, tokenizer)}
-    sentinel = first_sentinel(tokenizer)
+    sentinel = spans.first_sentinel(tokenizer)
     if sentinel is None:
         raise ValueError("an encoder-decoder is calibrated on span corruption, and this tokenizer has no "
                          "<extra_id_0> sentinel (T5's); use the model's own tokenizer")
-    pair = span_pairs(windows, sentinel, seed=seed * len(windows))  # (n, T_in), (n, T_out)
+    pair = spans.objective(model.config, sentinel)(windows, seed=seed * len(windows))  # (n, T_in), (n, T_out)
     start = torch.full_like(pair["labels"][:, :1], model.config.decoder_start_token_id)
     dec = torch.cat([start, pair["labels"][:, :-1]], dim=1)  # (n, T_out): teacher forcing
     return {"input_ids": pair["input_ids"], "attention_mask": torch.ones_like(pair["input_ids"]),
             "decoder_input_ids": dec, "decoder_attention_mask": torch.ones_like(dec),
             "token_mask": ~special_mask(pair["input_ids"], tokenizer),
-            "decoder_token_mask": ~special_mask(dec, tokenizer)}
+            "decoder_token_mask": decoder_token_mask(dec, tokenizer)}
 
 
 def no_token_dropped(model, capacity: int = 1024) -> int:
@@ -154,12 +186,15 @@ def load(model_name: str, device: str = "auto", expert_capacity: int = 1024):
 
 
 def stack_tokens(model, calib) -> dict:
-    """Calibration tokens feeding the statistics, per stack (``encoder.block`` / ``decoder.block``
-    of an encoder-decoder calibrated on pairs; the one stack of a decoder-only model)."""
+    """Calibration tokens per stack (``encoder.block`` / ``decoder.block`` of an encoder-decoder
+    calibrated on pairs; the one stack of a decoder-only model): every real token, special ones
+    included -- what ``token_cap`` counts, as QMoE's reference code does (its ``traintokens``).
+    Padding is not counted."""
     from .sequential import calibration_batches, find_stacks, statistics_masks
 
     batches = calibration_batches(calib, "cpu", None)
-    return {name: int(statistics_masks(model, name, batches)[0].sum()) for name, _ in find_stacks(model)}
+    return {name: int(statistics_masks(model, name, batches, real=True)[0].sum())
+            for name, _ in find_stacks(model)}
 
 
 @torch.no_grad()
@@ -176,14 +211,14 @@ def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8)
     if name not in layers:
         raise ValueError(f"name={name!r} is not an expert matrix of this model; e.g. {list(layers)[:2]}")
     layer, valid = layers[name], ValidTokens()
-    probe = GPTQ(layer)
+    probe = GPTQ(layer, keep_dead=True)
     if isinstance(layer, ExpertMatrix):
         module = next(m for m in model.modules() if any(getattr(m, p, None) is layer.param for p in FUSED))
         which = next(p for p in FUSED if getattr(module, p) is layer.param)
         sink = defaultdict(_Untouched, {f".{which}.{layer.e}": probe})
         handles = [hook_routed_inputs(module, "", sink, valid)]
     else:  # nn.Linear experts (Switch): the routers tell which of the expert's tokens to keep
-        handles = [layer.register_forward_hook(lambda m, inp, out: probe.add_batch(valid.tokens(inp[0], name))),
+        handles = [layer.register_forward_hook(lambda m, inp, out: probe.add_batch(*valid.split(inp[0], name))),
                    *valid.hook_routers(model)]
     forward_calibration(model, calib, handles, batch_size, valid, name)
     return probe
@@ -211,11 +246,14 @@ def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: s
 
     ``gptq`` runs the sequential driver over ``calib`` -- token windows (n, seqlen), or the dict
     of ``calibration_pairs`` (QMoE's protocol: special tokens masked out of the statistics, span
-    corruption for an encoder-decoder) -- each expert on its routed tokens, at most
-    ``max_tokens_mult`` x the mean per expert of its stack; an expert no token reached falls back
-    to RTN. ``batch_experts``: the experts of a block that share a shape go through one batched
-    sweep (``peakllm.compress.batched``, QMoE section 4), with the same result. ``rtn`` needs no
-    data. Everything else in the model is left as it is.
+    corruption for an encoder-decoder) -- each expert on its routed tokens, its first
+    ``max_tokens_mult`` x the mean per expert of its stack (``token_cap``), in QMoE mode (dead
+    inputs keep their weights). An expert no token reached, or whose H has no Cholesky factor,
+    is rounded on the same grid (RTN): its row's ``method`` says "rtn (no tokens)" or "rtn (no
+    Cholesky)", and the second kind is counted in a printed line. ``batch_experts``: the experts
+    of a block that share a shape go through one batched sweep (``peakllm.compress.batched``,
+    QMoE section 4), with the same result. ``rtn`` needs no data. Everything else in the model is
+    left as it is.
     """
     choice("method", method, QUANT_METHODS)
     check_bits(bits)
@@ -234,7 +272,7 @@ def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: s
                      if name.startswith(stack + ".")}
 
     def fallback(layer):
-        layer.weight.copy_(rtn(layer.weight, bits))
+        round_layer(layer, bits)
         finish(layer.weight)
 
     def quantize(c):
@@ -248,13 +286,18 @@ def compress(model, calib: torch.Tensor | None = None, bits="ternary", method: s
         for c in cs:
             finish(c.layer.weight)
 
-    rows = compress_model(model, calib, fallback, lambda layer: GPTQ(layer, caps.get(_key(layer))),
+    rows = compress_model(model, calib, fallback, lambda layer: GPTQ(layer, caps.get(_key(layer)), keep_dead=True),
                           None if method == "rtn" else quantize, method=method,
                           only=lambda name, layer: name in experts, batch_size=batch_size,
                           progress=progress, desc=f"qmoe {bits}",
                           compress_group=quantize_group if batch_experts else None)
-    labels = {"data-free": "rtn", "calibrated": "gptq", "fallback (no tokens)": "rtn (no tokens)"}
-    return [r | {"method": labels[r["how"]]} for r in rows]
+    labels = {"data-free": "rtn", "calibrated": "gptq", "fallback (no tokens)": "rtn (no tokens)",
+              "fallback (no Cholesky)": "rtn (no Cholesky)"}
+    rows = [r | {"method": labels[r["how"]]} for r in rows]
+    failed = sum(r["method"] == "rtn (no Cholesky)" for r in rows)
+    if failed:
+        print(f"qmoe: {failed} of {len(rows)} expert matrices had an H with no Cholesky factor and were rounded (RTN)")
+    return rows
 
 
 def routing_histogram(rows: list[dict]):
@@ -330,7 +373,10 @@ def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, coders=("dic
 def eval_loss(model, ids: torch.Tensor, seqlen: int, batch_size: int = 8, max_windows: int | None = None,
               sentinel: int | None = None) -> float:
     """The loss QMoE reports: the model's own objective per predicted token (``perplexity.mean_loss``):
-    span corruption for Switch (C4 masked-LM loss in the paper), next-token loss for a causal MoE."""
+    span corruption for Switch (C4 masked-LM loss in the paper; ``sentinel`` the id of
+    <extra_id_0>, default the vocabulary's last), next-token loss for a causal MoE."""
     from ..core.perplexity import mean_loss
+    from ..data.spans import objective
 
-    return mean_loss(model, ids, seqlen, batch_size, max_windows, sentinel)
+    pairs = objective(model.config, sentinel) if getattr(model.config, "is_encoder_decoder", False) else None
+    return mean_loss(model, ids, seqlen, batch_size, max_windows, pairs)

@@ -127,48 +127,63 @@ def model_inputs(model, batch: dict) -> dict:
     return kw
 
 
-def statistics_masks(model, stack_name: str, batches: list[dict]) -> list[torch.Tensor]:
+def statistics_masks(model, stack_name: str, batches: list[dict], real: bool = False) -> list[torch.Tensor]:
     """Per batch, the (b, t) tokens of stack ``stack_name`` whose activations feed the statistics:
     ``token_mask`` (or the attention mask) in an encoder or decoder-only stack, and in the decoder
-    of an encoder-decoder given its own inputs ``decoder_token_mask`` (or its attention mask)."""
+    of an encoder-decoder given its own inputs ``decoder_token_mask`` (or its attention mask).
+    ``real``: the attention masks only -- every real token, special or not (padding left out)."""
     decoder = (getattr(model.config, "is_encoder_decoder", False) and "decoder" in stack_name.split(".")
                and "decoder_input_ids" in batches[0])
     keys = ("decoder_token_mask", "decoder_attention_mask") if decoder else ("token_mask", "attention_mask")
     out = []
     for b in batches:
-        m = b.get(keys[0], b.get(keys[1]))
+        m = b.get(keys[1]) if real else b.get(keys[0], b.get(keys[1]))
         out.append(torch.ones_like(b["decoder_input_ids"], dtype=torch.bool) if m is None else m.bool())
     return out
 
 
 class ValidTokens:
-    """The real (non-padded) tokens of the calibration batch now running, for the hooks that
-    collect layer inputs: the driver sets ``mask`` (b, t) before each batch.
+    """The tokens of the calibration batch now running, for the hooks that collect layer inputs:
+    the driver sets ``mask`` (b, t), the tokens that feed the statistics, and ``real`` (b, t),
+    the tokens that are not padding (None: ``mask``), before each batch.
 
     A layer's input laid out like the batch -- (b, t, d), or flattened (b·t, d) as a fused
     expert module receives it -- keeps the rows of real tokens. The experts of a ModuleList
-    (Switch Transformers) receive the tokens their router chose, (n_e, d), which can no longer be
-    matched to the mask: they get their tokens whole, padding included (exact for windows).
+    (Switch Transformers) receive the tokens their router chose, (n_e, d), matched to the batch
+    through the router's choice (``hook_routers``); where that fails they get their tokens whole.
     """
 
     def __init__(self):
-        self.mask = None  # (b, t) bool
+        self.mask = None  # (b, t) bool: feed the statistics
+        self.real = None  # (b, t) bool: not padding; None: as mask
         self.routed = {}  # MoE module name -> (b·t, E) bool: where its router sent each token
 
-    def tokens(self, x: torch.Tensor, name: str = "") -> torch.Tensor:
-        """(b, t, d) or (b·t, d) -> (real tokens, d). The input of ``<moe>.experts.expert_<e>.*``,
+    def flat(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, keep), both (b·t,) bool: the batch's real tokens, and those feeding the statistics."""
+        real = (self.mask if self.real is None else self.real).reshape(-1)
+        return real, self.mask.reshape(-1) & real
+
+    def split(self, x: torch.Tensor, name: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, t, d) or (b·t, d) -> (real tokens (n, d), which of them feed the statistics (n,)):
+        what ``Calibration.take`` caps, then masks. The input of ``<moe>.experts.expert_<e>.*``,
         (n_e, d), keeps the real ones among the tokens ``<moe>``'s router sent to expert e (in
-        position order, as the experts loop takes them); any other layout unchanged."""
-        if x.shape[:-1] == self.mask.shape:
-            return x[self.mask]
-        if x.shape[:-1] == (self.mask.numel(),):
-            return x[self.mask.reshape(-1)]
+        position order, as the experts loop takes them); any other layout is kept whole."""
+        real, keep = self.flat()                                             # (b·t,), (b·t,)
+        X = x.reshape(-1, x.shape[-1])                                       # (b·t, d), (n_e, d) or other
+        if x.shape[:-1] in (self.mask.shape, real.shape):
+            return X[real], keep[real]
         m = _LIST_EXPERT.search(name)
         if m and m.group(1) in self.routed:
-            keep = self.mask.reshape(-1)[self.routed[m.group(1)][:, int(m.group(2))]]  # (n_e,)
-            if keep.numel() == x.shape[0]:
-                return x[keep]
-        return x
+            chosen = self.routed[m.group(1)][:, int(m.group(2))]           # (b·t,) sent to expert e
+            if int(chosen.sum()) == X.shape[0]:
+                real, keep = real[chosen], keep[chosen]                      # (n_e,)
+                return X[real], keep[real]
+        return X, torch.ones(X.shape[0], dtype=torch.bool, device=X.device)  # e.g. the encoder's output
+
+    def tokens(self, x: torch.Tensor, name: str = "") -> torch.Tensor:
+        """The tokens of ``x`` that feed the statistics (``split``): (n, d)."""
+        X, keep = self.split(x, name)
+        return X[keep]
 
     def hook_routers(self, block: torch.nn.Module) -> list:
         """Forward hooks on the block's Switch-style routers (``<moe>.router`` returning the
@@ -269,9 +284,10 @@ def _run_block(block, hidden, calls_i):
     return out
 
 
-def _collect(block, hidden, calls_i, masks: list[torch.Tensor], layers: dict, collectors: dict) -> None:
+def _collect(block, hidden, calls_i, masks: list[torch.Tensor], layers: dict, collectors: dict,
+             reals: list[torch.Tensor] | None = None) -> None:
     """Run the block over the batches, each linear layer's inputs -- the real tokens of the
-    batch, ``masks[b]`` (b, t) -- into its collector.
+    batch, ``reals[b]`` (b, t), those of ``masks[b]`` feeding the statistics -- into its collector.
 
     Layers fed the very same tensor (q, k and v; gate and up) share one collector's statistics:
     the first of them accumulates, the others take its result (one Hessian per distinct input).
@@ -284,7 +300,7 @@ def _collect(block, hidden, calls_i, masks: list[torch.Tensor], layers: dict, co
             alive.append(x)  # keeps ids unique within the batch
             first = owner.setdefault((batch[0], id(x), type(c)), name)
             if first == name:
-                c.add_timed(valid.tokens(x.detach(), name))
+                c.add_timed(*valid.split(x.detach(), name))
             shared.setdefault(name, set()).add(first)
         return f
 
@@ -293,7 +309,7 @@ def _collect(block, hidden, calls_i, masks: list[torch.Tensor], layers: dict, co
     hooks += valid.hook_routers(block)
     try:
         for b, (h, (rest, kwargs)) in enumerate(zip(hidden, calls_i)):
-            batch[0], valid.mask = b, masks[b]
+            batch[0], valid.mask, valid.real = b, masks[b], (None if reals is None else reals[b])
             alive.clear()
             block(h, *rest, **kwargs)
     finally:
@@ -325,11 +341,12 @@ def compress_sequentially(model, calib, make, apply, batch_size: int = 8,
     rows = []
     for stack_name, stack in find_stacks(model):
         masks = statistics_masks(model, stack_name, batches)
+        reals = statistics_masks(model, stack_name, batches, real=True)
         hidden, calls = record_stack(model, stack, batches)
         for i, block in enumerate(tqdm(stack, desc=f"{desc} ({stack_name})", disable=not progress)):
             layers = linear_layers(block)
             collectors = {n: make(f"{stack_name}.{i}.{n}", layer) for n, layer in layers.items()}
-            _collect(block, hidden, calls[i], masks, layers, collectors)
+            _collect(block, hidden, calls[i], masks, layers, collectors, reals)
             if apply_group is not None:
                 with Timer(device) as t:
                     apply_group([(f"{stack_name}.{i}.{n}", collectors[n]) for n in layers])
@@ -357,7 +374,7 @@ def calibrate_layer(model, calib, name: str, make, batch_size: int = 8):
     if name not in layers or not isinstance(layers[name], torch.nn.Module):
         raise ValueError(f"name={name!r} is not a linear layer of this model; e.g. {list(layers)[:3]}")
     collector, valid = make(layers[name]), ValidTokens()
-    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(valid.tokens(inp[0], name)))
+    hook = layers[name].register_forward_hook(lambda m, inp, out: collector.add_batch(*valid.split(inp[0], name)))
     forward_calibration(model, calib, [hook, *valid.hook_routers(model)], batch_size, valid, name)
     return collector
 
@@ -372,6 +389,7 @@ def forward_calibration(model, calib, hooks: list, batch_size: int = 8, valid: V
         for batch in calibration_batches(calib, device, batch_size):
             if valid is not None:
                 valid.mask = statistics_masks(model, layer, [batch])[0]
+                valid.real = statistics_masks(model, layer, [batch], real=True)[0]
             model(**model_inputs(model, batch))
     finally:
         for h in hooks:

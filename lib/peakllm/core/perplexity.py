@@ -86,40 +86,15 @@ def mean_nll(model, ids: torch.Tensor, seqlen: int | None = None, batch_size: in
     return total / count
 
 
-def span_corruption(ids: torch.Tensor, first_sentinel: int, noise: float = 0.15, mean_span: int = 3,
-                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """T5's span corruption (Raffel et al. 2020, section 3.1.4; ``peakllm.data.spans`` tells the
-    story): (input, target) of one window ``ids`` (T,), spans of ``mean_span`` tokens, ``noise``
-    of the window in all, each replaced by a sentinel (``first_sentinel``, one less, ...)."""
-    g = torch.Generator().manual_seed(seed)
-    T = ids.numel()
-    n_spans = max(1, round(T * noise / mean_span))
-    starts = sorted(torch.randperm(T // mean_span, generator=g)[:n_spans].mul(mean_span).tolist())
-    inp, lab, pos = [], [], 0
-    for i, s in enumerate(starts):
-        sentinel = first_sentinel - i
-        inp += ids[pos:s].tolist() + [sentinel]
-        lab += [sentinel] + ids[s: s + mean_span].tolist()
-        pos = s + mean_span
-    inp += ids[pos:].tolist()
-    return torch.tensor(inp), torch.tensor(lab)
-
-
-def span_pairs(windows: torch.Tensor, first_sentinel: int, seed: int = 0, noise: float = 0.15,
-               mean_span: int = 3) -> dict:
-    """Span-corrupted pairs of a batch of windows (n, T): ``input_ids`` (n, T_in) and ``labels``
-    (n, T_out); window i draws its spans with seed ``seed + i``."""
-    pairs = [span_corruption(w, first_sentinel, noise, mean_span, seed + i) for i, w in enumerate(windows)]
-    return {"input_ids": torch.stack([p[0] for p in pairs]), "labels": torch.stack([p[1] for p in pairs])}
-
-
 @torch.no_grad()
-def mean_span_nll(model, ids: torch.Tensor, seqlen: int, first_sentinel: int, batch_size: int = 8,
+def mean_span_nll(model, ids: torch.Tensor, seqlen: int, pairs, batch_size: int = 8,
                   max_windows: int | None = None) -> float:
-    """Mean cross-entropy (nats per target token) of an encoder-decoder on T5 span corruption
-    (``peakllm.data.spans``) of the first ``max_windows`` windows of ``seqlen`` tokens: the loss
-    Switch Transformers and QMoE report. Window i draws its spans with seed i, so every model
-    meets the same pairs; train/eval mode is restored after."""
+    """Mean cross-entropy (nats per target token) of an encoder-decoder on the first
+    ``max_windows`` windows of ``seqlen`` tokens, each made a pair by ``pairs(windows, seed=i)``
+    ({"input_ids", "labels"}): T5's span corruption, ``peakllm.data.spans.objective`` -- the loss
+    Switch Transformers and QMoE report. The objective is a data transform, so it comes in as
+    an argument. Window i draws its spans with seed i, so every model meets the same pairs;
+    train/eval mode is restored after."""
     was = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -127,7 +102,7 @@ def mean_span_nll(model, ids: torch.Tensor, seqlen: int, first_sentinel: int, ba
     try:
         w = windows(ids, seqlen)[:max_windows]  # (n, seqlen)
         for i in range(0, len(w), batch_size):
-            pair = span_pairs(w[i:i + batch_size], first_sentinel, seed=i)
+            pair = pairs(w[i:i + batch_size], seed=i)  # (b, T_in), (b, T_out)
             out = model(input_ids=pair["input_ids"].to(device), labels=pair["labels"].to(device))
             total += out.loss.item() * pair["labels"].numel()
             count += pair["labels"].numel()
@@ -137,16 +112,18 @@ def mean_span_nll(model, ids: torch.Tensor, seqlen: int, first_sentinel: int, ba
 
 
 def mean_loss(model, ids: torch.Tensor, seqlen: int | None = None, batch_size: int = 8,
-              max_windows: int | None = None, sentinel: int | None = None) -> float:
+              max_windows: int | None = None, pairs=None) -> float:
     """A model's own training loss per predicted token (nats): next-token cross-entropy for a
     causal LM (``mean_nll``), T5 span corruption for an encoder-decoder (``mean_span_nll``, with
-    ``sentinel`` the id of <extra_id_0>; default the last id of the vocabulary)."""
+    ``pairs`` the pair builder, ``peakllm.data.spans.objective(model.config, sentinel)``)."""
     if not getattr(model.config, "is_encoder_decoder", False):
         return mean_nll(model, ids, seqlen, batch_size, max_windows)
     if seqlen is None:
         raise ValueError("seqlen: an encoder-decoder has no fixed context; give the window length")
-    first = sentinel if sentinel is not None else model.config.vocab_size - 1
-    return mean_span_nll(model, ids, seqlen, first, batch_size, max_windows)
+    if pairs is None:
+        raise ValueError("pairs: an encoder-decoder is measured on (input, target) pairs; give the pair "
+                         "builder, e.g. peakllm.data.spans.objective(model.config, sentinel)")
+    return mean_span_nll(model, ids, seqlen, pairs, batch_size, max_windows)
 
 
 def perplexity(model, ids: torch.Tensor, seqlen: int | None = None, batch_size: int = 8,

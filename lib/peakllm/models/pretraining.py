@@ -8,11 +8,14 @@ the routers' load-balancing and z-losses added as in the Switch paper. Its cost 
 2020): 2 N per token forward, 4 N backward, N the parameters a token passes through, D tokens.
 
 ``python -m peakllm pretrain tiny-opt`` reproduces the shipped checkpoint (same seed, same
-config); ``--steps 20`` gives a quick look.
+config); ``--steps 20`` gives a quick look. A run given a ``state_dir`` saves its training state
+there every ``save_every`` steps (``peakllm.models.checkpointing``); ``--resume`` continues it
+and ends with the same weights and log as a run that was never interrupted.
 """
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import time
@@ -32,6 +35,7 @@ from ..core.perplexity import mean_loss
 from ..data import spans
 from ..data.tokenizer import encode
 from ..data.windows import window_batches
+from . import checkpointing
 from .moe import is_moe, routing
 
 
@@ -70,7 +74,7 @@ class PretrainConfig:
 
 
 # Where a model's recipe differs from PretrainConfig's defaults. tiny-switch: windows of 128 tokens
-# (116 in the encoder, 24 in the target), AdamW with each tensor's step scaled by its RMS and no
+# (116 in the encoder, 26 in the target: spans.pair_lengths), AdamW with each tensor's step scaled by its RMS and no
 # weight decay. T5 and Switch were trained with Adafactor, whose step is relative to each tensor's
 # RMS (Shazeer & Stern 2018, section 8); plain AdamW moves T5's embedding table (initialised at
 # std 1) 20-60x more slowly, relative to its size, than the attention and expert matrices, and a
@@ -119,11 +123,28 @@ def flops_per_token(model) -> int:
 
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: bool = False,
-             progress: bool = True) -> dict:
-    """Train ``cfg.model_name`` from scratch; save checkpoint, tokenizer, config, log, curve."""
+             progress: bool = True, state_dir: str | Path | None = None, resume: bool = False,
+             save_every: int = 200) -> dict:
+    """Train ``cfg.model_name`` from scratch; save checkpoint, tokenizer, config, log, curve.
+
+    With ``state_dir``, the training state (fp32 weights, AdamW's state, the RNG states, the step,
+    the log so far, the config) is written there every ``save_every`` steps and at the end;
+    ``resume=True`` loads it and continues from the next step, so that the weights and the log
+    (all but its wall-clock ``seconds``) are those of an uninterrupted run, and ``out_dir``'s
+    checkpoint, log and loss curve are rewritten with the whole history. The config must be the
+    saved one except ``steps``, which may be raised to train longer: the cosine schedule is then
+    defined over the new total from the resumed step on (the steps already taken followed the old
+    one), so the result is no longer that of any single uninterrupted run. ``save_every`` changes
+    nothing but how much an interruption loses. A state left in ``state_dir`` is never replaced
+    silently: without ``resume`` it takes ``overwrite=True`` (which also replaces ``out_dir``'s
+    checkpoint), and ``resume=True`` replaces ``out_dir``'s checkpoint (it is this run's).
+    """
     cfg.check()
+    positive_int("save_every", save_every)
     out = Path(out_dir) if out_dir else None
-    if out is not None and (out / "model.safetensors").exists() and not overwrite:
+    state = Path(state_dir) if state_dir else None
+    saved = resumable(cfg, state, resume, overwrite)
+    if out is not None and (out / "model.safetensors").exists() and not (overwrite or resume):
         raise FileExistsError(f"out_dir={out} already holds a checkpoint; pass overwrite=True "
                               "or choose another directory")
     device = resolve_device(cfg.device)
@@ -134,7 +155,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
     if len(tokenizer) != model.config.vocab_size:
         raise ValueError(f"{cfg.model_name}: the tokenizer has {len(tokenizer)} tokens, the config {model.config.vocab_size}")
     train_ids, val_ids = token_ids("train", tokenizer), token_ids("validation", tokenizer)
-    sentinel = spans.first_sentinel(tokenizer)
+    pairs = spans.objective(model.config, spans.first_sentinel(tokenizer)) if seq2seq else None
     router_logits = {"output_router_logits": True} if is_moe(model.config) else {}
     if cfg.lr_scale == "rms":  # one group per tensor: each gets its own step size
         groups = [{"params": [p], "weight_decay": cfg.weight_decay if p.dim() >= 2 else 0.0} for p in model.parameters()]
@@ -142,9 +163,16 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
         groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": cfg.weight_decay},
                   {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-    batches = window_batches(train_ids, cfg.batch_size, cfg.seq_len, cfg.seed)
-    log, t0, tokens = [], time.perf_counter(), 0
-    bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.model_name}", disable=not progress)
+    log, before, start = [], 0.0, 0
+    if saved is not None:
+        saved = checkpointing.load_state(state, model, opt)  # weights, AdamW, RNG states
+        log, before, start = saved["log"], saved["seconds"], saved["step"]
+    # batch k is the k-th draw of the seeded stream: a resumed run skips the `start` batches it has
+    # trained on (cheap: index draws and slices, no model) and goes on with the same stream.
+    batches = itertools.islice(window_batches(train_ids, cfg.batch_size, cfg.seq_len, cfg.seed), start, None)
+    tokens, t0 = (log[-1]["tokens"] if log else 0), time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"pretrain {cfg.model_name}",
+               disable=not progress)
     for step in bar:
         if cfg.lr_scale == "rms":
             rms_scaled(opt, lr_at(step, cfg))
@@ -152,7 +180,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
         x = next(batches)
-        pair = spans.span_pairs(x, sentinel, seed=step * cfg.batch_size) if seq2seq else {"input_ids": x, "labels": x}
+        pair = pairs(x, seed=step * cfg.batch_size) if seq2seq else {"input_ids": x, "labels": x}
         out_ = model(**{k: v.to(device) for k, v in pair.items()}, **router_logits)
         out_.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -161,18 +189,49 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
         tokens += x.numel()  # window tokens (a span-corrupted pair holds each of them once)
         row = {"step": step + 1, "tokens": tokens, "lr": round(lr_at(step, cfg), 6),
                "train_loss": round(out_.loss.item(), 4), "val_loss": None,
-               "seconds": round(time.perf_counter() - t0, 1)}
+               "seconds": round(before + time.perf_counter() - t0, 1)}
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row["val_loss"] = round(mean_loss(model, val_ids, cfg.seq_len, cfg.batch_size, cfg.eval_windows, sentinel), 4)
+            row["val_loss"] = round(mean_loss(model, val_ids, cfg.seq_len, cfg.batch_size, cfg.eval_windows, pairs), 4)
             bar.set_postfix(val_loss=row["val_loss"])
         log.append(row)
-    result = {"config": asdict(cfg), "log": log, "seconds": time.perf_counter() - t0,
+        if state is not None and ((step + 1) % save_every == 0 or step + 1 == cfg.steps):
+            checkpointing.save_state(state, model, opt, {"step": step + 1, "config": asdict(cfg), "log": log,
+                                                         "seconds": before + time.perf_counter() - t0,
+                                                         "torch": torch.__version__})
+    result = {"config": asdict(cfg), "log": log, "seconds": before + time.perf_counter() - t0,
               "tokens": tokens, "params": models.count_params(model),
               "flops_per_token": flops_per_token(model), "model": model.eval()}
     result["train_flops"] = result["flops_per_token"] * tokens
     if out is not None:
         save(result, tokenizer, out)
     return result
+
+
+def resumable(cfg: PretrainConfig, state: Path | None, resume: bool, overwrite: bool) -> dict | None:
+    """The meta of the state to resume (None: start afresh), or why not, before anything is built."""
+    if resume and state is None:
+        raise ValueError("resume=True needs the state_dir of the run to continue")
+    found = state is not None and checkpointing.state_file(state).exists()
+    if not resume:
+        if found and not overwrite:
+            meta = checkpointing.read_meta(state)
+            raise FileExistsError(f"state_dir={state} holds the state of an earlier run (step {meta['step']} of "
+                                  f"{meta['config']['steps']}); pass resume=True (--resume) to continue it, "
+                                  "or overwrite=True (--overwrite) to start over")
+        if found:
+            checkpointing.state_file(state).unlink()  # a fresh run: its first save must not follow an old one
+        return None
+    if not found:
+        raise FileNotFoundError(f"resume=True: no training state to resume in state_dir={state}")
+    meta = checkpointing.read_meta(state)
+    differ = checkpointing.changed_fields(meta["config"], asdict(cfg), free=("steps",))
+    if differ:
+        raise ValueError(f"cannot resume the run saved in {state}: its config differs in "
+                         + ", ".join(f"{k} (saved {meta['config'].get(k)!r}, now {getattr(cfg, k, None)!r})"
+                                     for k in differ) + "; only steps may change (raised, to train longer)")
+    if cfg.steps < meta["step"]:
+        raise ValueError(f"steps={cfg.steps}: the run saved in {state} has already taken {meta['step']} steps")
+    return meta
 
 
 def _tokenizer():
