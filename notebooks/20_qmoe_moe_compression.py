@@ -91,13 +91,17 @@ pd.DataFrame([{"part": "experts", "parameters": share["experts"], "share": round
 # * **the model's own task**: a Switch Transformer is an encoder-decoder trained on T5's span
 #   corruption, so it is calibrated (and evaluated) on span-corrupted pairs: the encoder reads the
 #   text with a few spans replaced by sentinels `<extra_id_i>`, the decoder writes the hidden spans;
-# * **special tokens masked**: sentinels, padding and the decoder's start token stay in the forward
-#   pass but are kept out of the Hessians (they are frequent, carry no content, and the router
-#   sends them all one way);
+# * **special tokens masked** (section 3.3): the encoder's sentinels and padding stay in the forward
+#   pass but are kept out of the Hessians; in the decoder the paper skips "the token directly
+#   *before* such a special token as this is the one used to predict the latter" -- the position
+#   that predicts a sentinel, not the one that reads it (the reference code shifts the mask left by
+#   one and drops the last position; `qmoe.decoder_token_mask`);
 # * **no token dropped**: transformers' Switch lets an expert take at most `expert_capacity`
 #   tokens of a sequence and passes the rest on through the residual only; QMoE raises the capacity;
 # * **a cap per expert**: no expert folds in more than `max_tokens_mult` times the mean number of
-#   tokens per expert, N k / E, so a few popular experts do not hold most of the work.
+#   tokens per expert, N k / E (N counting every token, special ones included, as the reference
+#   counts them); the paper caps to bound memory in rare cases where very many tokens go to one
+#   expert.
 
 # %%
 seqlen = calib_seqlen if model.config.is_encoder_decoder else min(calib_seqlen, models.context_length(model))

@@ -63,3 +63,24 @@ def test_below_is_a_clear_win_not_a_tie():
 def test_every_notebook_has_a_reference_run_and_properties(path):
     assert lessons.reference(path.stem), f"no data/results/default/{path.stem}.results.json: make workbook ARGS=--store"
     assert path.stem in lessons.PROPERTIES
+
+
+def test_the_committed_reference_runs_show_their_lessons():
+    for path in notebooks():
+        assert lessons.check(path.stem, lessons.reference(path.stem)) == [], path.stem
+
+
+@pytest.mark.parametrize("notebook, metric, match, factor, claim", [
+    ("10_sparsegpt_one_shot_pruning", "perplexity", {"method": "sparsegpt", "sparsity": 0.8}, 2.0, "SparseGPT at"),
+    ("21_weight_quantization", "perplexity", {"method": "gptq", "bits": "2"}, 1.1, "GPTQ at 2 bits"),
+    ("20_qmoe_moe_compression", "layer_error", {"method": "gptq", "bits": "ternary"}, 100.0, "GPTQ's one-expert error"),
+    ("22_fast_decoding", "roofline_fraction", {"dtype": "float32", "batch": 1}, 10.0, "no decode runs above"),
+])
+def test_a_run_that_loses_its_lesson_fails_the_property(notebook, metric, match, factor, claim):
+    records = [dict(r) for r in lessons.reference(notebook)]
+    hit = [r for r in records if r["metric"] == metric and all(r.get(k) == v for k, v in match.items())]
+    assert hit
+    for r in hit:
+        r["value"] *= factor
+    props = list(lessons.PROPERTIES[notebook](lessons.Figures(records)))
+    assert [c for c, ok, _ in props if not ok and c.startswith(claim)], props
