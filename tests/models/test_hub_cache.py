@@ -132,7 +132,7 @@ print(json.dumps(out))
 @pytest.mark.parametrize("stem,params", [
     ("00_orientation", dict(dataset="wikitext2", anatomy_seq_len=32, batch_size=4)),
     ("10_sparsegpt_one_shot_pruning", dict(eval_datasets=["wikitext2", "ptb", "c4"], calib_dataset="c4",
-                                          calib_samples=8, sparsities=[0.5, 0.9], sweep_windows=4)),
+                                          calib_samples=8, sparsities=[0.5, 0.9])),
     ("20_qmoe_moe_compression", dict(model_name="peakllm-test/tiny-switch", calib_dataset="c4", eval_dataset="c4",
                                      seeds=[0], grid_bits=["ternary"], calib_samples=8, calib_seqlen=64,
                                      eval_seqlen=64, eval_windows=4)),
