@@ -37,12 +37,12 @@ IDENTITY = ("notebook", "metric", "unit")
 # reference run, by metric. Set at about three times the largest deviation measured from the
 # reference (AMD EPYC, 2 threads) in the same notebooks run on one thread, on an Intel Xeon (the
 # outputs stored before this check, read from their records table) and with MKL_CBWR=COMPATIBLE
-# (notebooks 00, 01 and 10's 50% and 80% rows); every deviation is in spread.json beside the reference.
+# (every notebook but 10's 2:4 rows); every deviation is in spread.json beside the reference.
 DEFAULT_TOLERANCE = (0.01, 0.0)  # (relative, absolute)
 TOLERANCE: dict[str, tuple[float, float]] = {
     # the largest deviation measured -> the tolerance
     "perplexity": (0.012, 0.0),        # 0.38% (SparseGPT at 80%, one thread)
-    "recall_at_1": (0.15, 0.0),        # 5.4% (GPTQ 3-bit, one thread): a share of 256 lines, near-ties flip
+    "recall_at_1": (0.2, 0.0),         # 7.3% (MKL_CBWR), 5.4% (one thread): a share of 256 lines, near-ties flip
     "embedding_cosine": (0.01, 0.0),   # 0.27%
     "cosine_loss_ratio": (0.04, 0.0),  # 1.3% (a ratio of two small 1 - cos)
     "loss": (0.001, 0.0),              # 8e-6 nats (QMoE's span-corruption loss)
