@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import importlib
 
-from .compat import quiet_tqdm_notice
+from .compat import quiet_bnb_kernels_notice, quiet_tqdm_notice
 
 __version__ = "0.1.0"
 
 quiet_tqdm_notice()
+quiet_bnb_kernels_notice()
 
 SUBPACKAGES = ("core", "data", "models", "compress", "train", "infer", "workbook", "compat")
 _API = {"load": "peakllm.models.loading", "prune": "peakllm.compress.pruning",

@@ -27,6 +27,12 @@ def quiet_tqdm_notice() -> None:
     warnings.filterwarnings("ignore", message="IProgress not found")
 
 
+def quiet_bnb_kernels_notice() -> None:
+    """bitsandbytes 0.50 on a CPU with AVX512-bf16 logs, at import, that it found no
+    ``kernels`` package for its optional 4-bit CPU kernel; it then uses its own. Nothing to act on."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
 def silence_bitsandbytes() -> None:
     """bitsandbytes (0.45-0.50) logs one line per LLM.int8() matmul with fp32 inputs on a CPU
     ("inputs will be cast ... to float16"): thousands of lines per evaluation. Silenced for the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from ..core.paths import REPO, atomic_write_text, relative
 from ..core.records import gather, to_frame
 
 NOTEBOOKS = REPO / "notebooks"
+BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # a tqdm bar: "47%|████▋     | 22/47 [00:03<..."
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # nested bars move the cursor
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -70,9 +73,11 @@ def clean(nb) -> None:
                 merged.append(out)
         for out in merged:
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                lines = [line.rsplit("\r", 1)[-1] for line in out["text"].split("\n")]
-                out["text"] = "\n".join(line for line in lines if line.strip()) + "\n"
-        cell.outputs = merged
+                lines = [ANSI.sub("", line.rsplit("\r", 1)[-1]) for line in out["text"].split("\n")]
+                bars = [line for line in lines if BAR.search(line)]
+                kept = [line for line in lines if line.strip() and not BAR.search(line)] + bars[-1:]
+                out["text"] = "\n".join(kept) + "\n"
+        cell.outputs = [o for o in merged if not (o.get("output_type") == "stream" and not o["text"].strip())]
 
 
 def store(only: list[str] | None = None, records: str | Path = REPO / "data" / "results" / "default") -> None:
