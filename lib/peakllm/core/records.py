@@ -61,8 +61,7 @@ class Recorder:
 
     def find(self, metric: str, **qualifiers) -> list[dict]:
         """The records of ``metric`` whose fields equal every one of ``qualifiers``."""
-        return [r for r in self.records if r["metric"] == metric
-                and all(r.get(k) == v for k, v in qualifiers.items())]
+        return find(self.records, metric, **qualifiers)
 
     def value(self, metric: str, **qualifiers):
         """The one recorded value of ``metric`` with these qualifiers (what rendered prose quotes);
@@ -80,6 +79,11 @@ class Recorder:
             return f"{len(self.records)} records (not written: results_path is empty)"
         atomic_write_text(Path(results_path), json.dumps(self.records, indent=1) + "\n")
         return f"{len(self.records)} records written to {relative(results_path)}"
+
+
+def find(records: list[dict], metric: str, **qualifiers) -> list[dict]:
+    """The records of ``metric`` whose fields equal every one of ``qualifiers``."""
+    return [r for r in records if r["metric"] == metric and all(r.get(k) == v for k, v in qualifiers.items())]
 
 
 def to_frame(records: list[dict], raw: bool = False):

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..core.paths import REPO
+from ..core.records import find
 from ..core.spread import summarize, verdict
 
 REFERENCE = REPO / "data" / "results" / "default"
@@ -89,8 +90,7 @@ class Figures:
         self.records = records
 
     def all(self, metric: str, **q) -> list[float]:
-        return [r["value"] for r in self.records if r["metric"] == metric
-                and all(r.get(k) == v for k, v in q.items()) and r.get("value") is not None]
+        return [r["value"] for r in find(self.records, metric, **q) if r.get("value") is not None]
 
     def one(self, metric: str, **q) -> float:
         found = self.all(metric, **q)
