@@ -71,7 +71,8 @@ plt.tight_layout(); plt.show()
 # token passes through 2 of 8 experts per layer, so it **stores** many more parameters than it
 # **uses** per token.
 # `tiny-switch` is a `SwitchTransformersForConditionalGeneration`, the QMoE paper's family: an
-# encoder-decoder with 16 experts and top-1 routing in every other block.
+# encoder-decoder with 8 experts, each as wide as Switch's (d_ff = 4 d_model), and top-1 routing in
+# every other block.
 
 # %%
 rows = []

@@ -98,3 +98,17 @@ def test_peakllm_imports_without_the_unix_only_resource_module(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     memory = importlib.import_module("peakllm.core.memory")
     assert memory.peak_rss() > 0
+
+
+def test_the_tracked_tree_travels_to_a_gpu_machine():
+    """A device check carries the tracked tree plus its wheels (about 13 MB) within 64 MiB, so the
+    tree itself stays at most 48 MiB (checkpoints in half precision, the corpus compact)."""
+    import shutil
+    import subprocess
+
+    repo = LIB.parents[1]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout: the tracked tree is git's list")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout
+    size = sum((repo / f).stat().st_size for f in files.decode().split("\0") if f and (repo / f).is_file())
+    assert size <= 48 * 2 ** 20, f"the tracked tree is {size / 2 ** 20:.1f} MiB, over 48 MiB"

@@ -219,3 +219,19 @@ def test_checkpoint_bits_weighs_the_dense_part_at_bf16():
     share = {"total": 100, "experts": 80, "dense": 20}
     assert qmoe.checkpoint_bits(share, 0.5) == pytest.approx((20 * 16 + 80 * 0.5) / 100)
     assert qmoe.checkpoint_bits({"total": 1, "experts": 1, "dense": 0}, 0.8) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "switch"])
+def test_experts_removed_zeroes_every_expert_and_restores_it(family, tiny_model):
+    model = tiny_model(family, preset="compress")
+    ids = torch.randint(0, 60, (1, 64), generator=torch.Generator().manual_seed(0))
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    dense = qmoe.eval_loss(model, ids, seqlen=16)
+    with qmoe.experts_removed(model):
+        assert all(int(layer.weight.count_nonzero()) == 0 for layer in qmoe.expert_layers(model).values())
+        removed = qmoe.eval_loss(model, ids, seqlen=16)
+    assert removed != dense
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items())  # every weight back
+    with pytest.raises(RuntimeError), qmoe.experts_removed(model):
+        raise RuntimeError("restored on error too")
+    assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items())

@@ -47,7 +47,7 @@ def test_tiny_switch_learns_span_corruption():
     r = pretrain(cfg, progress=False)
     assert r["log"][-1]["train_loss"] < r["log"][0]["train_loss"]
     assert 0 < r["log"][-1]["val_loss"] < r["log"][0]["train_loss"]
-    assert r["params"]["experts"] == 2 * 16 * 2 * 256 * 256  # 2 MoE layers x 16 experts x (wi, wo)
+    assert r["params"]["experts"] == 2 * 8 * 2 * 192 * 768  # 2 MoE layers x 8 experts x (wi, wo)
 
 
 def test_rms_scaling_gives_each_tensor_a_step_relative_to_its_size():

@@ -16,6 +16,8 @@ treats every expert matrix like any other linear layer, each with its own calibr
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 FUSED = ("gate_up_proj", "down_proj")
@@ -88,3 +90,18 @@ def capacity_routers(module: torch.nn.Module) -> dict:
     """Routers with an expert capacity (Switch Transformers' top-1 router), by name: each returns
     its one-hot choice (b, t, E) first, all zero for a token dropped over capacity."""
     return {n: m for n, m in module.named_modules() if hasattr(m, "expert_capacity") and hasattr(m, "num_experts")}
+
+
+@contextlib.contextmanager
+def zeroed(layers: dict):
+    """Every ``layers[name].weight`` set to zero inside the block and restored after, even on error."""
+    saved = {n: m.weight.detach().clone() for n, m in layers.items()}
+    try:
+        with torch.no_grad():
+            for m in layers.values():
+                m.weight.zero_()
+        yield layers
+    finally:
+        with torch.no_grad():
+            for n, m in layers.items():
+                m.weight.copy_(saved[n])

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from ..core.checks import choice
-from .experts import FUSED, ExpertMatrix, capacity_routers
+from .experts import FUSED, ExpertMatrix, capacity_routers, zeroed
 from .gptq import GPTQ, QUANT_METHODS, round_layer
 from .quant import check_bits
 from ..models.moe import routing
@@ -333,6 +333,12 @@ def zero_share_by_column(model, bins: int = 8) -> list[float]:
             zeros[b] += int((part == 0).sum())
             total[b] += part.numel()
     return (zeros / total).tolist()
+
+
+def experts_removed(model):
+    """A context in which every expert matrix is zero (restored after): each MoE layer then adds
+    nothing to its residual stream, so the loss inside measures what the experts carry."""
+    return zeroed(check_moe(model))
 
 
 def zero_share(model) -> float:

@@ -8,7 +8,8 @@ Short names are the tiny models this project pretrains and ships in ``data/model
   top-2 router, experts stored as fused 3-D parameters in transformers 5.x).
 
 * ``tiny-switch`` -- the QMoE paper's own family (``SwitchTransformersForConditionalGeneration``:
-  encoder-decoder, 16 experts per MoE layer, top-1 router, an MoE layer every other block), pretrained
+  encoder-decoder, 8 experts per MoE layer as wide as Switch's (d_ff = 4 d_model), top-1 router, an MoE
+  layer every other block), pretrained
   on T5's span corruption of the same corpus (recipe in ``pretraining.RECIPES``).
 
 One pretrained model comes as a Python package rather than from ``data/models`` (``PACKAGED``):
@@ -55,26 +56,30 @@ PACKAGED = {
 }
 _VERIFIED: set[Path] = set()  # weights whose sha256 this process has checked
 
-# Architectures of the shipped models (sized for a 2-core CPU: <= 25 MB each, < 30 min training).
+# Architectures of the shipped models (sized for a 2-core CPU: <= 15 MB each, stored in half precision as
+# their Hub counterparts are; trained in fp32).
 TINY_CONFIGS = {
     "tiny-opt": dict(
         model_type="opt", vocab_size=4096, hidden_size=256, word_embed_proj_dim=256,
         num_hidden_layers=4, num_attention_heads=4, ffn_dim=1024, max_position_embeddings=256,
         do_layer_norm_before=True, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        pad_token_id=1, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True),
+        pad_token_id=1, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True,
+        dtype="float16"),  # stored as facebook/opt-125m is
     "tiny-moe": dict(
         model_type="mixtral", vocab_size=4096, hidden_size=192, intermediate_size=256,
         num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=6, num_local_experts=8,
         num_experts_per_tok=2, max_position_embeddings=256, router_aux_loss_coef=0.01,
-        tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=0),
-    # Switch's layout (an MoE layer every other block, encoder and decoder) at 2 + 2 blocks, 16
-    # experts. QMoE's bits per weight fall with an expert row's length (more zeros, less row metadata
-    # per weight); rows of 256 keep the checkpoint at 14 MB of bf16, so the repository stays small
-    # enough to travel to a lent GPU machine with its wheels.
+        tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=0,
+        dtype="bfloat16"),  # stored as Mixtral is
+    # Switch's layout (an MoE layer every other block, encoder and decoder) at 2 + 2 blocks, 8
+    # experts, and Switch's d_ff = 4 x d_model, so that the experts hold most of a block's weights
+    # and their rows (d_model = 192 in wi, d_ff = 768 in wo) are as long as the repository allows:
+    # QMoE's bits per weight fall with a row's length (more zeros, less row metadata per weight).
+    # 7.0 M parameters, 14 MB of bf16, so the repository still travels to a lent GPU machine.
     "tiny-switch": dict(
-        model_type="switch_transformers", vocab_size=4096 + 100, d_model=256, d_ff=256, d_kv=64,
-        num_heads=4, num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=1,
-        num_sparse_decoder_layers=1, num_experts=16, expert_capacity=64, router_aux_loss_coef=0.01,
+        model_type="switch_transformers", vocab_size=4096 + 100, d_model=192, d_ff=768, d_kv=64,
+        num_heads=3, num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=1,
+        num_sparse_decoder_layers=1, num_experts=8, expert_capacity=64, router_aux_loss_coef=0.01,
         dropout_rate=0.0, tie_word_embeddings=True, pad_token_id=1, eos_token_id=0,
         decoder_start_token_id=1, dtype="bfloat16"),
 }

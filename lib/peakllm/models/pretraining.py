@@ -80,8 +80,8 @@ class PretrainConfig:
 # std 1) 20-60x more slowly, relative to its size, than the attention and expert matrices, and a
 # small T5 trained that way stalls at the unigram loss with a decoder that ignores its encoder.
 # AdamW scaled by the RMS (as nanoT5 does, Nawrot 2023) learns the span tokens from both sides.
-RECIPES = {"tiny-switch": {"seq_len": 128, "steps": 2400, "batch_size": 32, "eval_every": 200,
-                           "lr": 2e-2, "lr_scale": "rms", "weight_decay": 0.0}}
+RECIPES = {"tiny-switch": {"seq_len": 128, "steps": 15000, "batch_size": 32, "eval_every": 1000,
+                           "warmup": 200, "lr": 2e-2, "lr_scale": "rms", "weight_decay": 0.0}}
 LR_SCALES = ("none", "rms")
 
 
@@ -243,8 +243,8 @@ def _tokenizer():
 
 
 def save(result: dict, tokenizer, out: Path) -> None:
-    """Checkpoint (safetensors, in the config's ``dtype``: bf16 for tiny-switch, as Switch
-    checkpoints are used) + tokenizer + recipe (config, log, loss curve) in ``out``."""
+    """Checkpoint (safetensors, in the config's ``dtype``, as the Hub stores the family: fp16 for
+    tiny-opt, bf16 for tiny-moe and tiny-switch) + tokenizer + recipe (config, log, loss curve) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     model = result["model"]
     stored = models.TINY_CONFIGS[result["config"]["model_name"]].get("dtype", "float32")

@@ -1,0 +1,86 @@
+"""What a span-corruption model has learned, measured on the hidden (span) tokens alone.
+
+Three numbers tell whether an encoder-decoder such as Switch (or our ``tiny-switch``) does its
+task, rather than guessing span tokens from their frequency:
+
+* ``span_token_nll``: the model's cross-entropy on the tokens it must restore, sentinels and EOS
+  left out (they are nearly free to predict and would flatter the model);
+* the same with ``encoder="other"``: the encoder reads *another* window's corrupted text. The
+  difference is what the right encoder is worth -- zero for a decoder that ignores its encoder;
+* ``left_bigram_nll``: a baseline that predicts each hidden token from the token just before it
+  in the original text (visible in the encoder for a span's first token, the decoder's own
+  previous target token after that), a bigram fitted on the train split. A model that loses to
+  it has not learned to use the context around a span.
+
+Window ``g`` of the evaluation draws its spans with seed ``g``, as ``core.perplexity.mean_span_nll``
+draws them, so all three see the same hidden tokens.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..core.perplexity import windows
+from ..data.spans import SENTINELS, noise_mask, sentinel_mask
+
+ENCODERS = ("right", "other")
+
+
+@torch.no_grad()
+def span_token_nll(model, ids: torch.Tensor, seqlen: int, pairs, first_sentinel: int, batch_size: int = 8,
+                   max_windows: int | None = None, encoder: str = "right", sentinels: int = SENTINELS) -> float:
+    """Mean cross-entropy (nats) of the hidden tokens of the first ``max_windows`` windows, in
+    batches of ``batch_size``; with ``encoder="other"`` each encoder reads the previous window's
+    input of its batch. A last batch of one window is left out in both modes. ``sentinels``: how
+    many ids count down from ``first_sentinel`` (T5's 100)."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder={encoder!r}: choose one of {ENCODERS}")
+    if batch_size < 2:
+        raise ValueError(f"batch_size={batch_size}: another window's encoder needs batches of at least 2")
+    was, device = model.training, next(model.parameters()).device
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        w = windows(ids, seqlen)[:max_windows]                        # (n, seqlen)
+        for i in range(0, len(w) - 1, batch_size):
+            pair = pairs(w[i:i + batch_size], seed=i)                               # (b, T_in), (b, T_out)
+            enc = pair["input_ids"].roll(1, dims=0) if encoder == "other" else pair["input_ids"]
+            labels = pair["labels"]
+            logits = model(input_ids=enc.to(device), labels=labels.to(device)).logits.float().cpu()  # (b, T_out, V)
+            keep = ~sentinel_mask(labels, first_sentinel, sentinels) & (labels != model.config.eos_token_id)   # (b, T_out)
+            nll = F.cross_entropy(logits[keep], labels[keep], reduction="sum")
+            total, count = total + nll.item(), count + int(keep.sum())
+    finally:
+        model.train(was)
+    return total / count
+
+
+def bigram_logprobs(train_ids: torch.Tensor, vocab_size: int, beta: float) -> torch.Tensor:
+    """log P(b | a), (V, V): counts of the pair (a, b) in ``train_ids`` smoothed toward the
+    add-one unigram, P(b | a) = (c(a, b) + beta P(b)) / (c(a) + beta)."""
+    a, b = train_ids[:-1], train_ids[1:]
+    pair = torch.bincount(a * vocab_size + b, minlength=vocab_size ** 2).float().view(vocab_size, vocab_size)
+    uni = torch.bincount(train_ids, minlength=vocab_size).float() + 1
+    uni /= uni.sum()
+    return ((pair + beta * uni) / (pair.sum(1, keepdim=True) + beta)).log()
+
+
+def left_bigram_nll(train_ids: torch.Tensor, ids: torch.Tensor, seqlen: int,
+                    max_windows: int | None = None, noise: float = 0.15, mean_span: float = 3.0,
+                    betas=(1.0, 10.0, 100.0, 1000.0)) -> dict:
+    """The left-context bigram on the hidden tokens of the windows ``span_token_nll`` measures:
+    {"nll": nats per hidden token at the best smoothing, "beta": that smoothing}. The smoothing is
+    chosen on these windows, which favours the baseline (a stricter bar for the model)."""
+    w = windows(ids, seqlen)[:max_windows]                            # (n, seqlen)
+    vocab_size = int(max(train_ids.max(), w.max())) + 1               # the text's ids (no sentinel occurs)
+    hidden = torch.stack([noise_mask(seqlen, noise, mean_span, torch.Generator().manual_seed(g))
+                          for g in range(len(w))])                   # (n, seqlen), column 0 never hidden
+    left, right = w[:, :-1][hidden[:, 1:]], w[:, 1:][hidden[:, 1:]]   # (m,), (m,)
+    best = {"nll": math.inf, "beta": None}
+    for beta in betas:
+        nll = -bigram_logprobs(train_ids, vocab_size, beta)[left, right].mean().item()
+        if nll < best["nll"]:
+            best = {"nll": nll, "beta": beta}
+    return best
