@@ -234,9 +234,10 @@ pd.DataFrame(comm_rows).set_index("strategy")
 import shlex
 
 print("this machine:  ", shlex.join(distributed.launch_command("fsdp", nproc, **args, out="fsdp.json")))
-print("8 GPUs:        ", shlex.join(distributed.launch_command("fsdp", 8, **args, out="fsdp.json")))
+gpu_args = args | {"device": "cuda"}  # one rank per GPU, NCCL
+print("8 GPUs:        ", shlex.join(distributed.launch_command("fsdp", 8, **gpu_args, out="fsdp.json")))
 print("2 nodes x 8:   ", shlex.join(distributed.launch_command("fsdp", 8, nnodes=2, rdzv_endpoint="node0:29500",
-                                                             **args, out="fsdp.json")))
+                                                             **gpu_args, out="fsdp.json")))
 
 # %% [markdown]
 # ## Key takeaways

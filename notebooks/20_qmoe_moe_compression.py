@@ -121,14 +121,15 @@ text = (f"Removing the experts raises the loss from {dense_loss:.3f} to {removed
         + ("the experts carry much of what the model knows, so how they are rounded will show in the loss."
            if removed_by > 0.5 else "the experts carry little here, so no rounding of them can cost much."))
 if config.is_encoder_decoder:
-    worth = span_loss["another window's encoder"] - span_loss["right encoder"]
-    text += (f" On the span tokens the model reaches {span_loss['right encoder']:.3f} nats; reading another window's text "
-             f"instead, {span_loss[\"another window's encoder\"]:.3f}: the right encoder is worth {worth:.3f} nats.")
+    right_loss, other_loss = span_loss["right encoder"], span_loss["another window's encoder"]
+    worth = other_loss - right_loss
+    text += (f" On the span tokens the model reaches {right_loss:.3f} nats; reading another window's text "
+             f"instead, {other_loss:.3f}: the right encoder is worth {worth:.3f} nats.")
     if "left-context bigram" in span_loss:
         big = span_loss["left-context bigram"]
         text += (f" The left-context bigram reaches {big:.3f}: the model is "
-                 + (f"{big - span_loss['right encoder']:.3f} nats better, so it uses the text around each span."
-                    if big > span_loss["right encoder"] else "no better, so it has not learned to use the text around a span."))
+                 + (f"{big - right_loss:.3f} nats better, so it uses the text around each span."
+                    if big > right_loss else "no better, so it has not learned to use the text around a span."))
 peakllm.say(text)
 
 # %% [markdown]

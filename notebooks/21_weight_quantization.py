@@ -395,10 +395,10 @@ peakllm.say(bullets)
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 1.** Add `2` to `grid_bits` and rerun. Where does GPTQ's advantage over RTN grow, and why?
+# **Exercise 1.** The default runs RTN and GPTQ at 4, 3 and 2 bits. Where does GPTQ's advantage over RTN grow, and why? Then rerun with `-p seeds "[0]"`: which verdicts change, and can you still trust them?
 
 # %% [markdown] tags=["solution"]
-# **Solution 1.** The coarser the grid, the larger each rounding error, and the more GPTQ gains by moving every error onto the columns still to be rounded (the OBS update) instead of leaving it in the layer's output. Read the RTN and GPTQ rows bit width by bit width: the gap between them is the value of those updates, and it widens as the bits fall.
+# **Solution 1.** The coarser the grid, the larger each rounding error, and the more GPTQ gains by moving every error onto the columns still to be rounded (the OBS update) instead of leaving it in the layer's output. Read the RTN and GPTQ rows bit width by bit width: the gap between them is the value of those updates, and it widens as the bits fall. With one calibration seed GPTQ has no spread, and RTN (which reads no data) never has one, so the rule "a tie where the mean ± sd intervals overlap" calls every difference a win or a loss, however small: a gap of a few hundredths, which the default run calls a tie, becomes a verdict. One seed cannot tell a real gap from the luck of the calibration draw.
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** From the table, compute how many bytes a 7B-parameter model needs in each format, and which fit a 24 GB GPU with room left for the KV cache.
