@@ -17,8 +17,6 @@ draws them, so all three see the same hidden tokens.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
