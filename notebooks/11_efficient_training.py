@@ -83,15 +83,19 @@ show_source(training.prepare)
 #   B is d_out x r, so each adapted matrix adds r (d_in + d_out) trainable parameters.
 # * **QLoRA** as published puts the adapters on **every** linear layer of the blocks (the paper
 #   finds attention-only adapters fall short of 16-bit fine-tuning), computes in bf16 where the
-#   device has it, and on CUDA uses a paged 32-bit AdamW; `qlora-attn` is the same recipe with
-#   adapters on the attention projections only, kept as a labelled row.
+#   device has it, and on CUDA uses a paged 32-bit AdamW, with the hyperparameters of the qlora
+#   repository's Guanaco-7B script (`training.QLORA_PUBLISHED`: `r = 64`, `alpha = 16`, dropout
+#   `0.1`, learning rate `2e-4` held constant, Adam's `beta2 = 0.999`, gradients clipped to a norm
+#   of `0.3`). `qlora-attn` is ours: adapters on the attention projections only, at this
+#   notebook's `lora_r` and `lora_lr` like `lora`, kept as a labelled row.
 
 # %%
 print("mixed precision here:", training.amp_dtype(dev)[1])
 probe = models.load_model(model_name, device="cpu")
 for m in [m for m in methods if m in training.ADAPTER_RECIPES]:
-    print(f"{m} adapts {training.lora_targets(probe, m)}: {training.lora_trainable(probe, lora_r, m):,} trainable "
-          f"of {models.count_params(probe)['total']:,} parameters at r={lora_r}")
+    r_m = training.for_method(base, m).lora_r  # qlora: the published r
+    print(f"{m} adapts {training.lora_targets(probe, m)}: {training.lora_trainable(probe, r_m, m):,} trainable "
+          f"of {models.count_params(probe)['total']:,} parameters at r={r_m}")
 del probe
 
 # %% [markdown]

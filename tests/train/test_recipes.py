@@ -89,15 +89,17 @@ def test_bad_method_list_fails_before_the_first_method_runs():
 
 
 @pytest.mark.skipif(not BNB, reason="bitsandbytes not installed")
-def test_qlora_needs_at_least_3x_less_memory_than_full_finetuning():
+def test_qlora_needs_far_less_memory_than_full_finetuning():
     ids = torch.randint(0, 4096, (4000,))
-    runs = {m: training.finetune(training.FinetuneConfig(method=m, steps=2, batch_size=2, seq_len=64),
-                                 ids, ids[:256], progress=False) for m in ("full", "qlora")}
+    base = training.FinetuneConfig(steps=2, batch_size=2, seq_len=64)
+    runs = {m: training.finetune(training.for_method(base, m), ids, ids[:256], progress=False) for m in ("full", "qlora")}
     full, q = runs["full"], runs["qlora"]
-    assert full["parts"]["total"] / q["parts"]["total"] >= 3
+    # 2.8x at the published r = 64: on tiny-opt its adapters are 1.2M parameters beside 4.2M
+    # (on a 7B model the same rank is well under 1%), so their fp32 state weighs much here
+    assert full["parts"]["total"] / q["parts"]["total"] >= 2.5
     bits = 8 * q["linear_bytes"] / q["linear_params"]
     assert 4.0 < bits < 4.3, bits  # NF4 + double-quantized block constants
-    assert q["trainable_params"] == training.lora_trainable(models.load_model("tiny-opt", "cpu"), 8, "qlora")
+    assert q["trainable_params"] == training.lora_trainable(models.load_model("tiny-opt", "cpu"), 64, "qlora")
     assert q["val_loss"] == pytest.approx(q["val_loss"]) and q["tokens_per_s"] > 0
 
 
@@ -120,3 +122,35 @@ def test_scaled_estimates_hold_lora_in_bf16_and_count_qlora_mlp_adapters():
     attn = training.model_state_estimate(run | {"config": {"lora_r": 8, "method": "qlora-attn"}}, seven)
     assert qlora["weights"] == 4.0 * seven["params"]  # the measured bytes per weight of the run
     assert qlora["trainable"] - attn["trainable"] == 32 * 8 * 3 * (4096 + 11008)
+
+
+def test_qlora_takes_the_published_hyperparameters_and_the_variants_ours():
+    """The qlora repository's Guanaco-7B script: r 64, alpha 16, dropout 0.1, lr 2e-4 (constant),
+    Adam beta2 0.999, gradients clipped to 0.3; lora and qlora-attn keep the notebook's settings."""
+    base = training.FinetuneConfig(lora_r=8, lora_lr=1e-3)
+    q = training.for_method(base, "qlora")
+    assert (q.method, q.lora_r, q.lora_alpha, q.lora_dropout, q.lora_lr, q.beta2, q.max_grad_norm) == \
+        ("qlora", 64, 16, 0.1, 2e-4, 0.999, 0.3)
+    for m in ("lora", "qlora-attn"):
+        v = training.for_method(base, m)
+        assert (v.lora_r, v.lora_lr, v.lora_dropout, v.max_grad_norm) == (8, 1e-3, 0.0, 0.0)
+
+
+@pytest.mark.skipif(not BNB, reason="bitsandbytes not installed")
+def test_the_qlora_run_is_built_with_the_published_settings():
+    cfg = training.for_method(training.FinetuneConfig(device="cpu"), "qlora")
+    model, optimizer, _, _, note = training.prepare(cfg)
+    group = optimizer.param_groups[0]
+    assert group["betas"] == (0.9, 0.999) and group["lr"] == 2e-4
+    lora = model.peft_config["default"]
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (64, 16, 0.1)
+    assert "clipped to norm 0.3" in note
+
+
+def test_clipping_bounds_the_gradient_norm_before_the_step():
+    from peakllm.core import memory
+
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([w], lr=1.0)
+    memory.optimizer_step((100 * w).sum(), opt, max_grad_norm=0.3)  # gradient 100 per element, norm 200
+    assert torch.allclose(1 - w.detach(), torch.full((4,), 0.15))  # clipped to norm 0.3: 0.15 per element

@@ -173,19 +173,26 @@ def device_peak(device) -> dict:
     return {"peak_rss": peak_rss()}
 
 
-def optimizer_step(loss, optimizer, scaler=None) -> None:
-    """Backward and step; through the GradScaler when fp16 needs loss scaling."""
+def optimizer_step(loss, optimizer, scaler=None, max_grad_norm: float = 0.0) -> None:
+    """Backward and step; through the GradScaler when fp16 needs loss scaling; the gradients
+    clipped to a global norm of ``max_grad_norm`` first when it is positive (QLoRA: 0.3)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     if scaler is not None:
         scaler.scale(loss).backward()
+        if max_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
 
 
 def training_step_anatomy(model, optimizer, batch: dict, loss_fn=None, autocast=None,
-                          scaler=None) -> dict:
+                          scaler=None, max_grad_norm: float = 0.0) -> dict:
     """Run one training step and count each part's bytes at its high point.
 
     Activations are counted during the forward pass (all saved tensors are alive then);
@@ -199,7 +206,7 @@ def training_step_anatomy(model, optimizer, batch: dict, loss_fn=None, autocast=
     with SavedActivations(model) as saved, (autocast or nullcontext()):
         out = model(**batch)
         loss = out.loss if loss_fn is None else loss_fn(out, batch)
-    optimizer_step(loss, optimizer, scaler)
+    optimizer_step(loss, optimizer, scaler, max_grad_norm)
     parts = {"weights": weight_bytes(model), "gradients": gradient_bytes(model),
              "optimizer": optimizer_bytes(optimizer), "activations": saved.bytes}
     optimizer.zero_grad(set_to_none=True)

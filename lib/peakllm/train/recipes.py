@@ -24,7 +24,10 @@ QLoRA as published (Dettmers et al. 2023, section 4 and the qlora repository's d
 adapters on all linear layers of the blocks -- the paper finds that adapting only the attention
 projections does not match 16-bit fine-tuning -- a bf16 compute dtype, and a paged AdamW whose
 32-bit state moves to CPU memory under pressure (CUDA unified memory; on a CPU there is nothing
-to page to, so the same 32-bit AdamW runs unpaged).
+to page to, so the same 32-bit AdamW runs unpaged). Its hyperparameters are the repository's
+Guanaco-7B script's (``scripts/finetune_guanaco_7b.sh``, ``QLORA_PUBLISHED``): r = 64, alpha = 16,
+dropout 0.1, learning rate 2e-4 held constant, Adam's beta2 = 0.999, gradients clipped to a norm
+of 0.3. ``qlora-attn`` and ``lora`` are ours: the notebook's rank, learning rate and no dropout.
 
 ``prepare`` builds the model, optimizer and autocast context of one method;
 ``finetune`` trains it for a fixed number of steps on the same windows, seed and learning
@@ -51,6 +54,11 @@ from ..core.perplexity import mean_nll
 from ..data.windows import window_batches
 
 RECIPES = ("full", "amp", "checkpointing", "adamw8bit", "lora", "qlora", "qlora-attn")
+# The qlora repository's Guanaco-7B script (github.com/artidoro/qlora, scripts/finetune_guanaco_7b.sh):
+# --lora_r 64 --lora_alpha 16 --lora_dropout 0.1 --learning_rate 0.0002 --lr_scheduler_type constant
+# --adam_beta2 0.999 --max_grad_norm 0.3 --weight_decay 0.0 (qlora.py's default optimizer: paged_adamw_32bit;
+# its --warmup_ratio 0.03 has no effect under the constant scheduler)
+QLORA_PUBLISHED = dict(lora_r=64, lora_alpha=16, lora_dropout=0.1, lora_lr=2e-4, beta2=0.999, max_grad_norm=0.3)
 ADAPTER_RECIPES = ("lora", "qlora", "qlora-attn")
 QLORA_RECIPES = ("qlora", "qlora-attn")
 
@@ -66,6 +74,9 @@ class FinetuneConfig:
     lora_lr: float = 1e-3      # learning rate of the adapters (LoRA / QLoRA)
     lora_r: int = 8            # rank r of ΔW = B A
     lora_alpha: int = 16       # ΔW is scaled by alpha / r
+    lora_dropout: float = 0.0  # dropout on the adapters' input
+    beta2: float = 0.95        # Adam's second-moment decay
+    max_grad_norm: float = 0.0  # clip the gradients' global norm to this (0: no clipping)
     device: str = "auto"
     seed: int = 0
 
@@ -80,6 +91,9 @@ class FinetuneConfig:
             raise ValueError(f"lora_alpha={self.lora_alpha!r} must be > 0")
         if not (self.lr > 0 and self.lora_lr > 0):
             raise ValueError(f"lr={self.lr!r} and lora_lr={self.lora_lr!r} must be > 0")
+        if not (0 <= self.lora_dropout < 1 and 0 < self.beta2 < 1 and self.max_grad_norm >= 0):
+            raise ValueError(f"lora_dropout={self.lora_dropout!r} must lie in [0, 1), beta2={self.beta2!r} in (0, 1), "
+                             f"max_grad_norm={self.max_grad_norm!r} at least 0")
         models.resolve(self.model_name)
         dev = resolve_device(self.device)
         if self.method in ("adamw8bit", *QLORA_RECIPES):
@@ -94,11 +108,17 @@ def check_methods(methods) -> list[str]:
     return methods
 
 
+def for_method(base: FinetuneConfig, method: str) -> FinetuneConfig:
+    """``base`` run as ``method``: ``qlora`` takes the published hyperparameters
+    (``QLORA_PUBLISHED``) over ``base``'s; every other recipe takes ``base``'s."""
+    return FinetuneConfig(**(asdict(base) | {"method": method} | (QLORA_PUBLISHED if method == "qlora" else {})))
+
+
 def check_all(methods, base: FinetuneConfig) -> list[str]:
-    """Every method's configuration (``base`` with that method) checked before any runs."""
+    """Every method's configuration (``for_method``) checked before any runs."""
     methods = check_methods(methods)
     for m in methods:
-        FinetuneConfig(**(asdict(base) | {"method": m})).check()
+        for_method(base, m).check()
     return methods
 
 
@@ -178,9 +198,9 @@ def prepare(cfg: FinetuneConfig):
 
         quiet_peft_checkpointing_notice()
         targets = lora_targets(model, cfg.method)
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=targets, bias="none", task_type="CAUSAL_LM"))
-        note += f" + LoRA r={cfg.lora_r} on {', '.join(targets)}"
+        note += f" + LoRA r={cfg.lora_r} on {', '.join(targets)}" + (f", dropout {cfg.lora_dropout:g}" if cfg.lora_dropout else "")
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = cfg.lora_lr if cfg.method in ADAPTER_RECIPES else cfg.lr
     autocast, scaler = None, None
@@ -194,13 +214,15 @@ def prepare(cfg: FinetuneConfig):
 
         # QLoRA: paged 32-bit AdamW (paging = CUDA unified memory); else 8-bit AdamW
         opt_cls = bnb.optim.PagedAdamW32bit if cfg.method in QLORA_RECIPES else bnb.optim.AdamW8bit
-        optimizer = opt_cls(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        optimizer = opt_cls(trainable, lr=lr, betas=(0.9, cfg.beta2), weight_decay=0.0)
         note += f", {opt_cls.__name__}"
     elif cfg.method in QLORA_RECIPES:  # on a CPU there is nothing to page to: the same 32-bit AdamW
-        optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, cfg.beta2), weight_decay=0.0)
         note += ", AdamW 32-bit (paging is a CUDA feature)"
     else:
-        optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, cfg.beta2), weight_decay=0.0)
+    if cfg.max_grad_norm:
+        note += f", gradients clipped to norm {cfg.max_grad_norm:g}"
     return model, optimizer, autocast, scaler, note
 
 
@@ -225,7 +247,7 @@ def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor
     val_before = mean_nll(model, val_ids, cfg.seq_len, cfg.batch_size)
     x = next(batches).to(dev)
     parts = memory.training_step_anatomy(model, optimizer, {"input_ids": x, "labels": x},
-                                         autocast=autocast, scaler=scaler)
+                                         autocast=autocast, scaler=scaler, max_grad_norm=cfg.max_grad_norm)
     log = [{"step": 1, "train_loss": parts.pop("loss")}]
     model.train()
     seconds, tokens = 0.0, 0
@@ -235,7 +257,7 @@ def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor
         t0 = time.perf_counter()
         with autocast or nullcontext():
             loss = model(input_ids=x, labels=x).loss
-        memory.optimizer_step(loss, optimizer, scaler)
+        memory.optimizer_step(loss, optimizer, scaler, cfg.max_grad_norm)
         optimizer.zero_grad(set_to_none=True)
         synchronize(dev)
         seconds += time.perf_counter() - t0
@@ -255,7 +277,7 @@ def compare(methods, base: FinetuneConfig, train_ids, val_ids, progress: bool = 
     methods = check_all(methods, base)
     runs = {}
     for m in tqdm(methods, desc="methods", disable=not progress):
-        runs[m] = finetune(FinetuneConfig(**(asdict(base) | {"method": m})), train_ids, val_ids, progress)
+        runs[m] = finetune(for_method(base, m), train_ids, val_ids, progress)
     return runs
 
 
