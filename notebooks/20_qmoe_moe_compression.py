@@ -243,7 +243,7 @@ for b, m, s in tqdm(runs, desc="RTN and GPTQ"):
     rec.add("loss", round(loss, 4), "nats", method=m, bits=str(b), seed=s if m == "gptq" else None, dataset=eval_dataset)
     if s == seeds[0]:  # the first seed's runs serve the sections below
         reports[(m, b)] = report
-        variants[(m, b)] = {"loss": loss, "zeros": qmoe.zero_share(mm)}
+        variants[(m, b)] = {"loss": loss, "zeros": qmoe.zero_share(mm), "zeros by row": qmoe.zero_share(mm, by_row_length=True)}
         if b == "ternary":  # for sections 5 and 6, before this copy goes
             zcols[m] = qmoe.zero_share_by_column(mm, bins=8)
             if m == method and bits == "ternary":
@@ -397,16 +397,20 @@ if storage is not None:
           f"dictionary included ({'below' if ours < 1 else 'above'} one bit); QMoE's format takes "
           f"{coders['qmoe'].bits_per_param('all'):.3f}.")
     if ours >= 1:
-        cols = sorted({c for _, c in shapes})
-        print(f"Why not below: {zeros:.1%} of the weights are zero (Switch in the paper: 86-89%), so even the "
-              f"entropy bound is {storage['entropy']:.3f} bit, and the row metadata adds "
-              f"{coders['dictionary'].bits_per_param('rows') - coders['dictionary'].bits_per_param('codes'):.3f} bit "
-              f"on rows of {cols[0]} weights." if cols[0] == cols[-1] else f"on rows of {cols[0]} to {cols[-1]} weights.")
+        meta = {}  # row length -> row metadata per weight of our coder (bf16 wmin, wmax and the codeword count)
+        for e in coders["dictionary"].encoded.values():
+            meta.setdefault(e.cols, []).append(e.compact_row_bits / e.params)
+        by_row = variants[(method, "ternary")]["zeros by row"]
+        parts = "; ".join(f"rows of {c} weights hold {by_row[c]:.1%} zeros and pay {np.mean(v):.3f} bit of row metadata "
+                          "per weight (matrix headers aside)" for c, v in sorted(meta.items()))
+        print(f"Why not below: {zeros:.1%} of the weights are zero (Switch in QMoE's Table 3: 85.7-88.6%), so even the "
+              f"entropy bound is {storage['entropy']:.3f} bit; {parts}.")
         g = torch.Generator().manual_seed(0)
-        gauss = {n: (quant.rtn(torch.randn(2048, n, generator=g), "ternary") == 0).float().mean().item() for n in (cols[0], 768, 3072)}
-        print(f"The zeros follow the row length: the grid is set by each row's extremes, and longer rows reach further "
-              f"into the tails. Rows of Gaussian weights leave {gauss[cols[0]]:.1%} zeros at {cols[0]} weights per row, "
-              f"{gauss[768]:.1%} at 768 and {gauss[3072]:.1%} at 3,072 (switch-base's two row lengths).")
+        lengths = sorted({*meta, 768, 3072})
+        gauss = {n: (quant.rtn(torch.randn(2048, n, generator=g), "ternary") == 0).float().mean().item() for n in lengths}
+        print("The zeros follow the row length: the grid is set by each row's extremes, and longer rows reach further "
+              "into the tails. Rows of Gaussian weights leave " + ", ".join(f"{gauss[n]:.1%} zeros at {n:,}" for n in lengths)
+              + " weights per row (switch-base's rows: 768 and 3,072).")
     print(f"Where our figure goes: codewords {coders['dictionary'].bits_per_param('codes'):.3f}, row metadata "
           f"{coders['dictionary'].bits_per_param('rows') - coders['dictionary'].bits_per_param('codes'):.3f}, "
           f"dictionary {coders['dictionary'].bits_per_param('all') - coders['dictionary'].bits_per_param('rows'):.3f} bit per parameter")

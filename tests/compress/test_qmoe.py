@@ -235,3 +235,13 @@ def test_experts_removed_zeroes_every_expert_and_restores_it(family, tiny_model)
     with pytest.raises(RuntimeError), qmoe.experts_removed(model):
         raise RuntimeError("restored on error too")
     assert all(torch.equal(p, before[n]) for n, p in model.state_dict().items())
+
+
+def test_zero_share_by_row_length_weighs_each_shape(tiny_model):
+    model = tiny_model("switch", preset="compress")
+    qmoe.compress(model, calib(), bits="ternary", method="rtn", progress=False)
+    by = qmoe.zero_share(model, by_row_length=True)
+    layers = qmoe.expert_layers(model).values()
+    assert set(by) == {m.weight.shape[1] for m in layers}
+    n = {c: sum(m.weight.numel() for m in layers if m.weight.shape[1] == c) for c in by}
+    assert sum(by[c] * n[c] for c in by) / sum(n.values()) == pytest.approx(qmoe.zero_share(model))
