@@ -13,7 +13,7 @@
 #
 # **Prerequisites.** Notebook 10 (the OBS / GPTQ column sweep). Notebook 21 shows GPTQ on a dense model.
 #
-# **Runtime on the default** (`tiny-switch`, 2 CPU cores): about 3 minutes; peak memory about 1 GiB RSS.
+# **Runtime on the default** (`tiny-switch`, 2 CPU cores): about 90 seconds; peak memory about 1 GiB RSS.
 
 # %% tags=["parameters"]
 model_name: str = "tiny-switch"  # MoE to compress: tiny-switch or tiny-moe (shipped), a local directory, or a Hub id such as google/switch-base-8 (Switch: span-corruption pairs)

@@ -1,7 +1,6 @@
 """No committed figure that cannot be true: a decode above its roofline is a measurement error."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 
