@@ -279,7 +279,7 @@ def test_cli_resume_continues_the_saved_run(tmp_path, monkeypatch, capsys):
     assert calls[-1][2]["state_dir"].parts[-4:] == ("runs", "pretrain", "tiny-switch", "state")
     cli.main(["pretrain", "tiny-switch", "--out", str(models.MODELS / "tiny-switch")])  # named: still not in data/
     assert calls[-1][2]["state_dir"].parts[-4:] == ("runs", "pretrain", "tiny-switch", "state")
-    assert calls[-1][2]["resume"] is False and calls[-1][0].steps == 2400
+    assert calls[-1][2]["resume"] is False and calls[-1][0].steps == pretraining.RECIPES["tiny-switch"]["steps"]
 
     def ctrl_c(cfg, out, **kw):
         raise KeyboardInterrupt

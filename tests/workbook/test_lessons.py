@@ -75,7 +75,7 @@ def test_the_committed_reference_runs_show_their_lessons():
     ("21_weight_quantization", "perplexity", {"method": "gptq", "bits": "2"}, 1.1, "GPTQ at 2 bits"),
     ("20_qmoe_moe_compression", "layer_error", {"method": "gptq", "bits": "ternary"}, 100.0, "GPTQ's one-expert error"),
     ("20_qmoe_moe_compression", "loss", {"method": "gptq", "bits": "ternary"}, 1.05, "ternary GPTQ costs at most"),
-    ("20_qmoe_moe_compression", "loss", {"method": "experts_removed"}, 0.9, "removing the experts costs"),
+    ("20_qmoe_moe_compression", "loss", {"method": "experts_removed"}, 0.8, "removing the experts costs"),
     ("22_fast_decoding", "roofline_fraction", {"dtype": "float32", "batch": 1}, 10.0, "no decode runs above"),
 ])
 def test_a_run_that_loses_its_lesson_fails_the_property(notebook, metric, match, factor, claim):
