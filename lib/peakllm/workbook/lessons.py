@@ -46,7 +46,8 @@ TOLERANCE: dict[str, tuple[float, float]] = {
     "recall_at_1": (0.2, 0.0),         # 7.3% (MKL_CBWR), 5.4% (one thread): a share of 256 lines, near-ties flip
     "embedding_cosine": (0.01, 0.0),   # 0.27%
     "cosine_loss_ratio": (0.04, 0.0),  # 1.3% (a ratio of two small 1 - cos)
-    "loss": (0.001, 0.0),              # 8e-6 nats (QMoE's span-corruption loss)
+    "loss": (0.003, 0.0),              # 0.05%: the retrained tiny-switch's ternary GPTQ on one seed, one thread
+                                       # (0.024% as the seed mean); rounding now moves a model that uses its experts
     "bits_per_param": (0.01, 0.0),     # 1e-4: the "within 1%"
     "loss_gap": (0.0, 0.001),          # 0 vs 1e-4 nats (the summation order); the property asks <= 1e-3
     "layer_error": (0.02, 2e-4),       # recorded to 4 decimals: 0.0002 may round either way
