@@ -345,11 +345,12 @@ def zero_share(model, by_row_length: bool = False):
     """Share of exact zeros among the expert weights (the natural sparsity of ternary QMoE); with
     ``by_row_length``, {row length (columns): share} over the expert matrices of that row length."""
     layers = list(check_moe(model).values())
+
+    def share(ms):
+        return sum(int((m.weight == 0).sum()) for m in ms) / sum(m.weight.numel() for m in ms)
     if by_row_length:
-        return {c: sum(int((m.weight == 0).sum()) for m in layers if m.weight.shape[1] == c)
-                / sum(m.weight.numel() for m in layers if m.weight.shape[1] == c)
-                for c in sorted({m.weight.shape[1] for m in layers})}
-    return sum(int((m.weight == 0).sum()) for m in layers) / sum(m.weight.numel() for m in layers)
+        return {c: share([m for m in layers if m.weight.shape[1] == c]) for c in sorted({m.weight.shape[1] for m in layers})}
+    return share(layers)
 
 
 @torch.no_grad()

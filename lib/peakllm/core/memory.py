@@ -176,18 +176,15 @@ def device_peak(device) -> dict:
 def optimizer_step(loss, optimizer, scaler=None, max_grad_norm: float = 0.0) -> None:
     """Backward and step; through the GradScaler when fp16 needs loss scaling; the gradients
     clipped to a global norm of ``max_grad_norm`` first when it is positive (QLoRA: 0.3)."""
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if max_grad_norm > 0:
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
     if scaler is not None:
-        scaler.scale(loss).backward()
-        if max_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
 
 

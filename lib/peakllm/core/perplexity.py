@@ -100,15 +100,23 @@ def mean_span_nll(model, ids: torch.Tensor, seqlen: int, pairs, batch_size: int 
     device = next(model.parameters()).device
     total, count = 0.0, 0
     try:
-        w = windows(ids, seqlen)[:max_windows]  # (n, seqlen)
-        for i in range(0, len(w), batch_size):
-            pair = pairs(w[i:i + batch_size], seed=i)  # (b, T_in), (b, T_out)
+        for pair in span_pair_batches(ids, seqlen, pairs, batch_size, max_windows):
             out = model(input_ids=pair["input_ids"].to(device), labels=pair["labels"].to(device))
             total += out.loss.item() * pair["labels"].numel()
             count += pair["labels"].numel()
     finally:
         model.train(was)
     return total / count
+
+
+def span_pair_batches(ids: torch.Tensor, seqlen: int, pairs, batch_size: int = 8, max_windows: int | None = None):
+    """The evaluation's span-corrupted batches: the first ``max_windows`` windows of ``seqlen``
+    tokens, ``batch_size`` at a time, made pairs by ``pairs(windows, seed=i)`` so that window g
+    always draws its spans with seed g (``data.spans.hidden_mask(seqlen, g)``); every measurement
+    on span corruption (``mean_span_nll``, ``models.probes``) reads them from here."""
+    w = windows(ids, seqlen)[:max_windows]  # (n, seqlen)
+    for i in range(0, len(w), batch_size):
+        yield pairs(w[i:i + batch_size], seed=i)  # (b, T_in), (b, T_out)
 
 
 def mean_loss(model, ids: torch.Tensor, seqlen: int | None = None, batch_size: int = 8,

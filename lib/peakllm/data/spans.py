@@ -100,6 +100,12 @@ def noise_mask(L: int, noise: float = 0.15, mean_span: float = 3.0,
     return torch.tensor([False, True]).repeat(s).repeat_interleave(lengths)  # (L,)
 
 
+def hidden_mask(L: int, seed: int, noise: float = 0.15, mean_span: float = 3.0) -> torch.Tensor:
+    """(L,) bool: the tokens ``span_corruption`` hides in a window of L tokens drawn with ``seed``
+    (window i of ``span_pairs`` uses seed + i), so a baseline can score the very same tokens."""
+    return noise_mask(L, noise, mean_span, torch.Generator().manual_seed(seed))
+
+
 def spans_to_sentinels(ids: torch.Tensor, mask: torch.Tensor, first_sentinel: int) -> torch.Tensor:
     """T5's ``noise_span_to_unique_sentinel``: every run of True in ``mask`` becomes one sentinel
     (``first_sentinel``, one less, ...), the other tokens stay."""
@@ -114,7 +120,7 @@ def span_corruption(ids: torch.Tensor, first_sentinel: int, *, eos: int, noise: 
     """(input, target) of one window ``ids`` (L,): T5's span corruption, the spans drawn from
     ``torch.Generator().manual_seed(seed)``; input: the window with each hidden span replaced by a
     sentinel, then ``eos``; target: each sentinel followed by the tokens it hides, then ``eos``."""
-    hidden = noise_mask(ids.numel(), noise, mean_span, torch.Generator().manual_seed(seed))  # (L,)
+    hidden = hidden_mask(ids.numel(), seed, noise, mean_span)  # (L,)
     end = torch.tensor([eos], dtype=ids.dtype)
     return (torch.cat([spans_to_sentinels(ids, hidden, first_sentinel), end]),   # (L - n + s + 1,)
             torch.cat([spans_to_sentinels(ids, ~hidden, first_sentinel), end]))  # (n + s + 1,)

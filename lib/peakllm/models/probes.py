@@ -12,16 +12,16 @@ task, rather than guessing span tokens from their frequency:
   previous target token after that), a bigram fitted on the train split. A model that loses to
   it has not learned to use the context around a span.
 
-Window ``g`` of the evaluation draws its spans with seed ``g``, as ``core.perplexity.mean_span_nll``
-draws them, so all three see the same hidden tokens.
+All three read the evaluation's batches (``core.perplexity.span_pair_batches``): window ``g``
+draws its spans with seed ``g`` (``data.spans.hidden_mask``), so they score the same hidden tokens.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..core.perplexity import windows
-from ..data.spans import SENTINELS, noise_mask, sentinel_mask
+from ..core.perplexity import span_pair_batches, windows
+from ..data.spans import SENTINELS, hidden_mask, sentinel_mask
 
 ENCODERS = ("right", "other")
 
@@ -41,13 +41,13 @@ def span_token_nll(model, ids: torch.Tensor, seqlen: int, pairs, first_sentinel:
     model.eval()
     total, count = 0.0, 0
     try:
-        w = windows(ids, seqlen)[:max_windows]                        # (n, seqlen)
-        for i in range(0, len(w) - 1, batch_size):
-            pair = pairs(w[i:i + batch_size], seed=i)                               # (b, T_in), (b, T_out)
+        for pair in span_pair_batches(ids, seqlen, pairs, batch_size, max_windows):
+            if len(pair["labels"]) < 2:  # a last batch of one window has no other window to read
+                continue
             enc = pair["input_ids"].roll(1, dims=0) if encoder == "other" else pair["input_ids"]
-            labels = pair["labels"]
+            labels = pair["labels"]                                   # (b, T_out)
             logits = model(input_ids=enc.to(device), labels=labels.to(device)).logits.float().cpu()  # (b, T_out, V)
-            keep = ~sentinel_mask(labels, first_sentinel, sentinels) & (labels != model.config.eos_token_id)   # (b, T_out)
+            keep = ~sentinel_mask(labels, first_sentinel, sentinels) & (labels != model.config.eos_token_id)
             nll = F.cross_entropy(logits[keep], labels[keep], reduction="sum")
             total, count = total + nll.item(), count + int(keep.sum())
     finally:
@@ -79,8 +79,7 @@ def left_bigram_nll(train_ids: torch.Tensor, ids: torch.Tensor, seqlen: int,
     chosen on these windows, which favours the baseline (a stricter bar for the model)."""
     train_ids = train_ids.reshape(-1)
     w = windows(ids, seqlen)[:max_windows]                            # (n, seqlen)
-    hidden = torch.stack([noise_mask(seqlen, noise, mean_span, torch.Generator().manual_seed(g))
-                          for g in range(len(w))])                   # (n, seqlen), column 0 never hidden
+    hidden = torch.stack([hidden_mask(seqlen, g, noise, mean_span) for g in range(len(w))])  # (n, seqlen); column 0 never hidden
     left, right = w[:, :-1][hidden[:, 1:]], w[:, 1:][hidden[:, 1:]]   # (m,), (m,)
     scores = {beta: bigram_nll(train_ids, left, right, beta) for beta in betas}
     beta = min(scores, key=scores.get)
