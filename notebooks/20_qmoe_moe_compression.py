@@ -405,9 +405,8 @@ if storage is not None:
                           "per weight (matrix headers aside)" for c, v in sorted(meta.items()))
         print(f"Why not below: {zeros:.1%} of the weights are zero (Switch in QMoE's Table 3: 85.7-88.6%), so even the "
               f"entropy bound is {storage['entropy']:.3f} bit; {parts}.")
-        g = torch.Generator().manual_seed(0)
         lengths = sorted({*meta, 768, 3072})
-        gauss = {n: (quant.rtn(torch.randn(2048, n, generator=g), "ternary") == 0).float().mean().item() for n in lengths}
+        gauss = {n: quant.gaussian_zero_share(n) for n in lengths}
         print("The zeros follow the row length: the grid is set by each row's extremes, and longer rows reach further "
               "into the tails. Rows of Gaussian weights leave " + ", ".join(f"{gauss[n]:.1%} zeros at {n:,}" for n in lengths)
               + " weights per row (switch-base's rows: 768 and 3,072).")
@@ -608,9 +607,8 @@ fig.tight_layout()
 # %% tags=["nbval-ignore-output"]
 err_rtn1, err_gptq1 = (rec.value("layer_error", method=m, bits="ternary") for m in ("rtn", "gptq"))
 zeros_gptq = rec.value("zero_share", method="gptq", bits="ternary")
-gen = torch.Generator().manual_seed(0)  # Gaussian rows shaped as ours, weighted as our matrices are
-gauss_zeros = sum(r * c * (quant.rtn(torch.randn(2048, c, generator=gen), "ternary") == 0).float().mean().item()
-                  for r, c in shapes) / sum(r * c for r, c in shapes)
+# Gaussian rows as long as ours, weighted as our matrices are
+gauss_zeros = sum(r * c * quant.gaussian_zero_share(c) for r, c in shapes) / sum(r * c for r, c in shapes)
 loss_name = "span-corruption loss" if config.is_encoder_decoder else "next-token loss"
 spread_gptq = spread.summarize(loss_gptq)
 inside = abs(spread_gptq["mean"] - loss_dense) <= spread_gptq["sd"]

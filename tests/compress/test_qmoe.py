@@ -245,3 +245,10 @@ def test_zero_share_by_row_length_weighs_each_shape(tiny_model):
     assert set(by) == {m.weight.shape[1] for m in layers}
     n = {c: sum(m.weight.numel() for m in layers if m.weight.shape[1] == c) for c in by}
     assert sum(by[c] * n[c] for c in by) / sum(n.values()) == pytest.approx(qmoe.zero_share(model))
+
+
+def test_gaussian_rows_leave_more_zeros_the_longer_they_are():
+    from peakllm.compress import quant
+
+    shares = [quant.gaussian_zero_share(c, rows=512) for c in (192, 768, 3072)]
+    assert shares == sorted(shares) and 0.78 < shares[0] < 0.86 and 0.90 < shares[-1] < 0.94, shares

@@ -66,6 +66,13 @@ def rtn(W: torch.Tensor, bits=4) -> torch.Tensor:
     return Quantizer(bits).fit(W).quantize(W.float()).to(W.dtype)
 
 
+def gaussian_zero_share(cols: int, rows: int = 2048, seed: int = 0) -> float:
+    """Share of zeros the ternary grid leaves on ``rows`` rows of ``cols`` i.i.d. Gaussian weights:
+    the threshold is half each row's extreme, and longer rows reach further into the tails."""
+    W = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed))  # (rows, cols)
+    return (rtn(W, "ternary") == 0).float().mean().item()
+
+
 def parse_bits(bits):
     """A bit width as a notebook or papermill gives it: 2, "2" or "ternary"; checked."""
     if isinstance(bits, str) and bits.strip().isdigit():
