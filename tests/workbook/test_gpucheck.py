@@ -52,8 +52,11 @@ def test_summary_holds_the_documented_fields():
                        "seconds": 0.2}]}
     notebooks = {"22_fast_decoding": {"status": "ok", "seconds": 30.0, "executed": "nvidia-h100-80gb-hbm3/22_fast_decoding.ipynb",
                                       "records": [{"metric": "tokens_per_s", "value": 900}]}}
-    s = gpucheck.summarize("NVIDIA H100 80GB HBM3", "9.0", VERSIONS, tests, bench, notebooks)
-    assert list(s) == ["card", "slug", "compute_capability", "versions", "tests", "bench", "notebooks", "ok"]
+    graph = {"status": "ok", "seconds": 20.0, "same_tokens": True, "tokens_per_s": {"generate": 90.0}}
+    s = gpucheck.summarize("NVIDIA H100 80GB HBM3", "9.0", VERSIONS, tests, bench, notebooks, graph)
+    assert list(s) == ["card", "slug", "compute_capability", "versions", "tests", "bench", "graph_decode",
+                       "notebooks", "ok"]
+    assert s["graph_decode"] == graph
     assert (s["card"], s["slug"], s["compute_capability"]) == ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3", "9.0")
     assert s["versions"] == {"torch": "2.11.0+cu130", "cuda": "13.0", "transformers": "5.17.0", "bitsandbytes": None,
                              "python": "3.12.3"}
@@ -63,10 +66,11 @@ def test_summary_holds_the_documented_fields():
 
 def test_summary_is_not_ok_while_a_step_failed_or_did_not_run():
     ok = {"status": "ok"}
-    assert gpucheck.summarize("H100", "9.0", VERSIONS, ok, ok)["ok"]  # --skip-notebooks
+    assert gpucheck.summarize("H100", "9.0", VERSIONS, ok, ok, None, ok)["ok"]  # --skip-notebooks
+    assert not gpucheck.summarize("H100", "9.0", VERSIONS, ok, ok)["ok"]  # the graph decode did not run
     partial = gpucheck.summarize("H100", "9.0", VERSIONS, ok)
     assert partial["bench"] == {"status": "not run"} and not partial["ok"]
-    failed = gpucheck.summarize("H100", "9.0", VERSIONS, ok, ok, {"21_weight_quantization": {"status": "failed"}})
+    failed = gpucheck.summarize("H100", "9.0", VERSIONS, ok, ok, {"21_weight_quantization": {"status": "failed"}}, ok)
     assert not failed["ok"]
 
 

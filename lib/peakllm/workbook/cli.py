@@ -1,4 +1,4 @@
-"""Command line: ``python -m peakllm {workbook,sweep,report (book),student,pretrain,corpus,manifest,bench,pair,gpucheck}``."""
+"""Command line: ``python -m peakllm {workbook,sweep,report (book),student,grade,pretrain,corpus,manifest,bench,pair,gpucheck}``."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,12 @@ def main(argv=None) -> int:
     st = sub.add_parser("student", help="copies of the notebooks without solutions or outputs")
     st.add_argument("out_dir")
     st.add_argument("--overwrite", action="store_true", help="replace notebooks already in OUT_DIR")
+    gr = sub.add_parser("grade", help="execute learners' notebooks and score their labs by the check cells")
+    gr.add_argument("notebooks", nargs="+", help="the learner's .ipynb files")
+    gr.add_argument("--out", default=None, help="folder of the executed copies and <stem>.grade.json (default runs/grade)")
+    gr.add_argument("--stored", action="store_true", help="grade the outputs stored in the notebooks, execute nothing")
+    gr.add_argument("--overwrite", action="store_true", help="replace executed copies and grades already in OUT")
+    gr.add_argument("--timeout", type=int, default=1200, help="seconds one cell may run (default 1200)")
     p = sub.add_parser("pretrain", help="pretrain a tiny model (reproduces the shipped one)")
     p.add_argument("model_name", choices=["tiny-opt", "tiny-moe", "tiny-switch"],
                    help="the shipped tiny models (recipes in peakllm.models.pretraining)")
@@ -57,7 +63,7 @@ def main(argv=None) -> int:
     g = sub.add_parser("gpucheck", help="on a CUDA GPU: the gpu tests, the layer bench and notebooks 10, 21, 22 "
                                          "(device=cuda), summarized in OUT/<card>.json")
     g.add_argument("--out", default=None, help="results folder (default data/results/gpu)")
-    g.add_argument("--skip-notebooks", action="store_true", help="only the tests and the bench")
+    g.add_argument("--skip-notebooks", action="store_true", help="only the tests, the bench and the graph decode")
     a = ap.parse_args(argv)
 
     if a.cmd == "workbook":
@@ -127,6 +133,11 @@ def main(argv=None) -> int:
 
         for path in student.write(a.out_dir, a.overwrite):
             print(relative(path))
+    elif a.cmd == "grade":
+        from . import grade
+
+        grades = grade.grade(a.notebooks, a.out, not a.stored, a.overwrite, a.timeout)
+        print(grade.report(grades))
     elif a.cmd == "pretrain":
         from pathlib import Path
 

@@ -5,9 +5,12 @@ A GPU may be lent for a few minutes only, so one run gives as much as it can. On
 1. runs the ``gpu`` tests (``tests/gpu``) in a subprocess and reads pytest's JUnit XML: the
    outcome of every test and the figures the tests attach with ``record_property``;
 2. times SparseGPT and GPTQ on one layer at the papers' shapes (``peakllm.compress.bench``);
-3. executes notebooks 10, 21 and 22 with ``device="cuda"`` through the workbook runner
+3. decodes 128 tokens at batch 1 on OPT-1.3B's shape in bf16 (random weights) with ``generate``
+   and with the static-cache loop replayed as a CUDA graph (``peakllm.infer.graphs``), each set
+   against the bound B / W (datasheet bandwidth over the weight bytes read per token);
+4. executes notebooks 10, 21 and 22 with ``device="cuda"`` through the workbook runner
    (``peakllm.workbook.run``) into ``<out>/<slug>/``, each writing its records there;
-4. writes ``<out>/<slug>.json`` (``<out>`` by default ``data/results/gpu``, ``<slug>`` the
+5. writes ``<out>/<slug>.json`` (``<out>`` by default ``data/results/gpu``, ``<slug>`` the
    card's name as a file name, e.g. ``nvidia-h100-80gb-hbm3``)::
 
        {"card": "NVIDIA H100 80GB HBM3", "slug": "nvidia-h100-80gb-hbm3", "compute_capability": "9.0",
@@ -15,6 +18,8 @@ A GPU may be lent for a few minutes only, so one run gives as much as it can. On
         "tests": {"status", "seconds", "returncode", "passed", "failed", "error", "skipped",
                   "cases": [{"name", "outcome", "seconds", "message"?, "properties"?}, ...]},
         "bench": {"status", "seconds", "dtype", "repeats", "rows": [{"model", "layer", "shape", "method", "seconds"}]},
+        "graph_decode": {"status", "seconds", "shape", "dtype", "batch", "new_tokens", "same_tokens",
+                         "bound_tokens_per_s", "tokens_per_s": {...}, "roofline_fraction": {...}},
         "notebooks": {"10_sparsegpt_one_shot_pruning": {"status", "seconds", "executed", "records": [...]}, ...},
         "ok": true}
 
@@ -116,6 +121,26 @@ def run_bench(dtype: str = "float32", repeats: int = 3) -> dict:
     return {"dtype": dtype, "repeats": repeats, "rows": rows}
 
 
+def run_graph_decode(shape: str = "opt-1.3b", new_tokens: int = 128, repeats: int = 3) -> dict:
+    """``generate`` vs the CUDA-graph loop of ``peakllm.infer.graphs`` at batch 1, with the bound."""
+    import torch
+
+    from ..infer import decoding, graphs
+    from ..models import shapes
+
+    model = shapes.shape_only(shape, device="cuda", dtype=torch.bfloat16)
+    ids = torch.randint(4, model.config.vocab_size, (1, 32), device="cuda",
+                        generator=torch.Generator("cuda").manual_seed(0))
+    r = graphs.benchmark(model, ids, new_tokens=new_tokens, graph=True, repeats=repeats)
+    bound = decoding.decode_roofline(model, "cuda")["ideal_tokens_per_s"]
+    r |= {"shape": shape, "dtype": "bfloat16", "bound_tokens_per_s": bound,
+          "roofline_fraction": {k: v / bound for k, v in r["tokens_per_s"].items()}}
+    print(json.dumps(r, indent=1), flush=True)
+    del model
+    torch.cuda.empty_cache()
+    return r
+
+
 def run_notebook(stem: str, run_dir: Path) -> dict:
     """One notebook executed with ``device="cuda"``; the records it wrote beside the copy."""
     from . import run as workbook
@@ -140,14 +165,14 @@ def _step(name: str, fn, *args) -> dict:
 
 
 def summarize(card: str, capability: str, versions: dict, tests: dict | None = None, bench: dict | None = None,
-              notebooks: dict | None = None) -> dict:
+              notebooks: dict | None = None, graph_decode: dict | None = None) -> dict:
     """The record of one run, laid out as the module docstring shows; a step not given is "not run"."""
     not_run = {"status": "not run"}
-    tests, bench, notebooks = tests or not_run, bench or not_run, notebooks or {}
-    steps = [tests, bench, *notebooks.values()]
+    tests, bench, graph_decode, notebooks = tests or not_run, bench or not_run, graph_decode or not_run, notebooks or {}
+    steps = [tests, bench, graph_decode, *notebooks.values()]
     return {"card": card, "slug": card_slug(card), "compute_capability": capability,
             "versions": {k: versions.get(k) for k in VERSION_KEYS} | versions,
-            "tests": tests, "bench": bench, "notebooks": notebooks,
+            "tests": tests, "bench": bench, "graph_decode": graph_decode, "notebooks": notebooks,
             "ok": all(s["status"] == "ok" for s in steps)}
 
 
@@ -173,7 +198,8 @@ def run(out_dir: str | Path | None = None, notebooks=NOTEBOOKS, bench_dtype: str
         atomic_write_text(path, json.dumps(summarize(card, capability, **steps), indent=1) + "\n")
 
     print(f"gpucheck on {card} (compute capability {capability}) into {relative(path)}", flush=True)
-    for name, fn, args in [("tests", run_tests, ()), ("bench", run_bench, (bench_dtype, bench_repeats))]:
+    for name, fn, args in [("tests", run_tests, ()), ("bench", run_bench, (bench_dtype, bench_repeats)),
+                           ("graph_decode", run_graph_decode, ())]:
         steps[name] = {"status": "running"}
         save()
         steps[name] = _step(name, fn, *args)
