@@ -61,11 +61,11 @@ $(CC_STAMP): requirements/crosscheck.txt requirements/nodeps.txt pyproject.toml
 	env -u PYTHONDONTWRITEBYTECODE $(CC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-crosscheck: $(STAMP) $(CC_STAMP)  ## llm-compressor's SparseGPT / GPTQ beside ours on tiny-opt -> runs/crosscheck/results.json (not in make test)
+crosscheck: $(STAMP) $(CC_STAMP)  ## llm-compressor's SparseGPT / GPTQ beside ours on tiny-opt -> data/results/crosscheck/results.json (not in make test)
 	$(CC_VENV)/bin/python tools/crosscheck_llmcompressor.py
 	$(PY) tools/crosscheck.py
 
-crosscheck-minilm: $(STAMP) $(CC_STAMP)  ## the same on notebook 13's all-MiniLM-L6-v2 (padded lines) -> the minilm part of runs/crosscheck/results.json
+crosscheck-minilm: $(STAMP) $(CC_STAMP)  ## the same on notebook 13's all-MiniLM-L6-v2 (padded lines) -> the minilm part of data/results/crosscheck/results.json
 	$(CC_VENV)/bin/python tools/crosscheck_llmcompressor.py --model minilm --variants
 	$(PY) tools/crosscheck.py --model minilm
 

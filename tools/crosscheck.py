@@ -6,10 +6,10 @@ and meta.json), checks that both sides read the very same calibration and evalua
 windows, and measures both sides with the same code (``peakllm.workbook.crosscheck``):
 perplexity on notebook 10's evaluation windows, mask / grid agreement, per-layer relative
 output and weight error, time; and the noise floor two exact implementations share: ours on
-the same windows in another order. Writes runs/crosscheck/results.json, prints the table, and
+the same windows in another order. Writes data/results/crosscheck/results.json, prints the table, and
 removes llm-compressor's weight files (--keep-weights keeps them).
 
-    .venv/bin/python tools/crosscheck.py [--results runs/crosscheck/results.json] [--keep-weights]
+    .venv/bin/python tools/crosscheck.py [--results data/results/crosscheck/results.json] [--keep-weights]
 
 ``--model minilm`` (``make crosscheck-minilm``) compares on notebook 13's encoder instead: its
 padded calibration lines (sha256 of ids and mask), its scores on its held-out lines (1 - cos,
@@ -79,10 +79,19 @@ def save(args, src: Path, **parts) -> None:
     """Write ``parts`` into the results file, keeping what the other half (tiny-opt or MiniLM) wrote
     there, then delete llm-compressor's weight files in ``src`` (measured and recorded: no longer
     needed) unless ``--keep-weights``."""
+    import datetime
+    import os
+
+    from peakllm.core.hardware import cpuinfo
+
     res = cc.load(args.results) or {}
-    if "minilm" not in parts:  # the tiny-opt half rewrites the whole file but make crosscheck-minilm's part
-        res = {k: v for k, v in res.items() if k == "minilm"}
-    atomic_write_text(args.results, json.dumps(res | parts, indent=1) + "\n")
+    half = "minilm" if "minilm" in parts else "tiny-opt"
+    if half == "tiny-opt":  # the tiny-opt half rewrites the whole file but make crosscheck-minilm's part
+        res = {k: v for k, v in res.items() if k in ("minilm", "measured")}
+    measured = res.pop("measured", {}) | {half: {  # where and when each half ran (the notebooks cite it)
+        "date": datetime.date.today().isoformat(), "cpu": cpuinfo("model name") or "unknown",
+        "cores": os.cpu_count(), "threads": torch.get_num_threads(), "device": "cpu"}}
+    atomic_write_text(args.results, json.dumps(res | parts | {"measured": measured}, indent=1) + "\n")
     if not args.keep_weights:
         for f in src.glob("*.safetensors"):
             f.unlink()
@@ -159,7 +168,7 @@ def main_minilm(args) -> int:
     from peakllm.core import embeddings
 
     start = time.perf_counter()
-    src = args.results.parent / "llmcompressor-minilm"
+    src = args.weights / "llmcompressor-minilm"
     if not (src / "meta.json").exists():
         sys.exit(f"{src / 'meta.json'} not found: run tools/crosscheck_llmcompressor.py --model minilm in "
                  ".venv-crosscheck first (make crosscheck-minilm does both)")
@@ -279,6 +288,8 @@ def main_minilm(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, default=cc.RESULTS)
+    p.add_argument("--weights", type=Path, default=cc.REPO / "runs" / "crosscheck",
+                   help="folder of llm-compressor's runs (its llmcompressor/ and llmcompressor-minilm/)")
     p.add_argument("--keep-weights", action="store_true",
                    help="keep llm-compressor's compressed weights (about 370 MB) after results.json is written")
     p.add_argument("--model", choices=["tiny-opt", "minilm"], default="tiny-opt",
@@ -287,7 +298,7 @@ def main(argv=None) -> int:
     if args.model == "minilm":
         return main_minilm(args)
     start = time.perf_counter()
-    src = args.results.parent / "llmcompressor"
+    src = args.weights / "llmcompressor"
     if not (src / "meta.json").exists():
         sys.exit(f"{src / 'meta.json'} not found: run tools/crosscheck_llmcompressor.py in .venv-crosscheck first "
                  "(make crosscheck does both)")

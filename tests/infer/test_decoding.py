@@ -221,3 +221,14 @@ def test_record_throughput_skips_skipped_rows_and_names_the_setting():
     r = rec.records[0]
     assert (r["metric"], r["value"], r["dtype"], r["kv_cache"]) == ("tokens_per_s", 123, "fp32 static compiled", True)
 
+
+
+def test_decode_regime_reads_the_step_time_against_its_roofline_times(opt):
+    from peakllm.infer.decoding import decode_regime, decode_roofline
+
+    model, _ = opt
+    ceiling = {"bandwidth": 10e9, "peak_flops_fp32": 1e12, "source": "given"}
+    bound = decode_roofline(model, ceiling=ceiling)["ideal_tokens_per_s"]
+    assert decode_regime(model, 0.9 * bound, ceiling)["regime"] == "memory-bound"
+    slow = decode_regime(model, 0.1 * bound, ceiling)
+    assert slow["regime"] == "launch-bound" and abs(slow["fraction"] - 0.1) < 1e-9

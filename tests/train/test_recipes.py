@@ -154,3 +154,15 @@ def test_clipping_bounds_the_gradient_norm_before_the_step():
     opt = torch.optim.SGD([w], lr=1.0)
     memory.optimizer_step((100 * w).sum(), opt, max_grad_norm=0.3)  # gradient 100 per element, norm 200
     assert torch.allclose(1 - w.detach(), torch.full((4,), 0.15))  # clipped to norm 0.3: 0.15 per element
+
+
+def test_training_speed_is_the_median_of_single_steps_after_the_warm_up():
+    import statistics
+
+    ids = torch.randint(0, 4096, (4000,))
+    r = training.finetune(training.FinetuneConfig(steps=8, batch_size=2, seq_len=32), ids, ids[:256], progress=False)
+    rates = r["tokens_per_s_steps"]
+    assert len(rates) == 8 - 1 - training.TIMING_WARMUP  # step 1 is the memory anatomy, then the warm-up
+    assert r["tokens_per_s"] == statistics.median(rates) and min(rates) > 0
+    short = training.finetune(training.FinetuneConfig(steps=2, batch_size=2, seq_len=32), ids, ids[:256], progress=False)
+    assert len(short["tokens_per_s_steps"]) == 1  # too short to drop a warm-up: the one timed step stays

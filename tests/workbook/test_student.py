@@ -116,7 +116,8 @@ def test_every_notebook_has_a_coding_exercise_with_a_check(path):
     pairs = student.coding_exercises(nb, path.name)
     assert pairs, f"{path.name} has no coding exercise (a solution region, then a code cell tagged 'check')"
     for solved, check in pairs:
-        assert "assert" in nb.cells[check].source, f"{path.name}: check cell {check} asserts nothing"
+        src = nb.cells[check].source
+        assert "assert" in src or "labs." in src, f"{path.name}: check cell {check} asserts nothing"
         assert "raise NotImplementedError" in student.stub(nb.cells[solved].source)
 
 
@@ -151,3 +152,25 @@ def test_a_student_copy_stops_at_its_first_stub_and_keeps_no_solution(tmp_path):
     assert failed == [first_stub]
     ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is not None]
     assert max(ran) == first_stub  # nothing after the stub ran
+
+
+@pytest.mark.parametrize("path", workbook.notebooks(), ids=lambda p: p.stem)
+def test_every_notebook_has_a_lab_where_the_learner_writes_the_mechanism(path):
+    """A lab: at least 8 lines of code in its solution regions, a check cell that compares with the
+    library (``labs.close`` / ``labs.equal`` / ``labs.ratio_at_most``) and checks an outcome
+    (``labs.outcome``), worth points in nbgrader's metadata."""
+    nb = nbformat.read(path, as_version=4)
+    found = []
+    for solved, check in student.coding_exercises(nb, path.name):
+        meta = nb.cells[check].metadata.get("nbgrader", {})
+        if not str(meta.get("grade_id", "")).startswith("lab-"):
+            continue
+        lines = nb.cells[solved].source.split("\n")
+        code = [ln for b, e in student.solution_regions(nb.cells[solved].source) for ln in lines[b + 1:e]
+                if ln.strip() and not ln.strip().startswith("#")]
+        src = nb.cells[check].source
+        assert len(code) >= 8, f"{path.name}: lab {meta['grade_id']} has {len(code)} lines of solution code"
+        assert any(f"labs.{f}(" in src for f in ("close", "equal", "ratio_at_most")), f"{meta['grade_id']}: no comparison"
+        assert "labs.outcome(" in src and meta.get("points", 0) > 0, f"{meta['grade_id']}: no outcome or no points"
+        found.append(meta["grade_id"])
+    assert found, f"{path.name} has no lab (a coding exercise whose check cell's grade_id starts with 'lab-')"

@@ -147,6 +147,30 @@ def ridge_point(peak_flops: float, bandwidth: float) -> float:
     return peak_flops / bandwidth
 
 
+REGIMES = ("memory-bound", "compute-bound", "launch-bound")
+WITHIN = 2.0  # a step within this factor of its roofline time is limited by that ceiling
+
+
+def regime(seconds: float, nbytes: float, flops: float, bandwidth: float, peak_flops: float | None,
+           within: float = WITHIN) -> dict:
+    """Which limit a measured step of ``seconds`` sits at, from its figures alone.
+
+    The roofline times of the step are t_mem = bytes / B and t_comp = FLOPs / P; the larger is
+    the least time the step can take. A step that takes at most ``within`` times that is
+    **memory-bound** (t_mem the larger) or **compute-bound**; a step that takes longer spends most
+    of its time on neither moving bytes nor arithmetic but on fixed costs per step -- a Python
+    step, kernel launches, dispatch -- and is **launch-bound** (on a GPU at small sizes; on a CPU
+    the same fixed costs of the framework). Returns the regime, both times and the step's share of
+    the roofline time (``fraction``, at most 1 unless a ceiling was measured too low)."""
+    if seconds <= 0 or nbytes <= 0 or bandwidth <= 0:
+        raise ValueError(f"seconds={seconds!r}, nbytes={nbytes!r}, bandwidth={bandwidth!r} must all be > 0")
+    t_mem = nbytes / bandwidth
+    t_comp = flops / peak_flops if peak_flops else 0.0
+    bound = max(t_mem, t_comp)
+    name = ("memory-bound" if t_mem >= t_comp else "compute-bound") if seconds <= within * bound else "launch-bound"
+    return {"regime": name, "t_mem": t_mem, "t_comp": t_comp, "fraction": bound / seconds}
+
+
 def plot(peak_flops: float, bandwidth: float, points: dict | None = None, ax=None, title: str = ""):
     """Log-log roofline with named points ``{label: (intensity, achieved FLOP/s)}``."""
     import matplotlib.pyplot as plt

@@ -297,6 +297,16 @@ def decode_roofline(model, device="auto", achieved_tokens_per_s: float | None = 
                 source=c.get("source", "given"))
 
 
+def decode_regime(model, tokens_per_s: float, ceiling: dict, batch: int = 1) -> dict:
+    """The regime of decoding at ``tokens_per_s`` (``roofline.regime``): a step reads the weights
+    once (W bytes) for 2 N FLOPs per sequence of the batch."""
+    from ..core.roofline import regime
+
+    r = decode_roofline(model, ceiling=ceiling)
+    return regime(batch / tokens_per_s, r["bytes_per_token"], 2 * batch * r["weights_per_token"],
+                  r["bandwidth"], r["peak_flops"])
+
+
 def roofline_tokens_per_s(batch, roofline: dict) -> float:
     """min(b B / W, P / (2 N)): throughput bound of memory-bound decoding at batch b."""
     bound = batch * roofline["ideal_tokens_per_s"]

@@ -92,6 +92,17 @@ def rms_scaled(opt, lr: float) -> None:
         g["lr"] = lr * max(1e-3, p.detach().float().pow(2).mean().sqrt().item())
 
 
+def optimizer(model, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """The recipe's AdamW, betas (0.9, 0.95): weight decay on the matrices only; with
+    ``lr_scale="rms"`` one group per tensor, so ``rms_scaled`` can give each its own step size."""
+    if cfg.lr_scale == "rms":
+        groups = [{"params": [p], "weight_decay": cfg.weight_decay if p.dim() >= 2 else 0.0} for p in model.parameters()]
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
 def token_ids(split: str, tokenizer) -> torch.Tensor:
     """The whole split tokenized once, as one 1-D LongTensor."""
     return torch.tensor(encode(tokenizer, corpus.load_split(split)), dtype=torch.long)
@@ -157,12 +168,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path | None = None, overwrite: 
     train_ids, val_ids = token_ids("train", tokenizer), token_ids("validation", tokenizer)
     pairs = spans.objective(model.config, spans.first_sentinel(tokenizer)) if seq2seq else None
     router_logits = {"output_router_logits": True} if is_moe(model.config) else {}
-    if cfg.lr_scale == "rms":  # one group per tensor: each gets its own step size
-        groups = [{"params": [p], "weight_decay": cfg.weight_decay if p.dim() >= 2 else 0.0} for p in model.parameters()]
-    else:
-        groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    opt = optimizer(model, cfg)
     log, before, start = [], 0.0, 0
     if saved is not None:
         saved = checkpointing.load_state(state, model, opt)  # weights, AdamW, RNG states

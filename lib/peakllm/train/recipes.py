@@ -37,6 +37,7 @@ throughput, and its validation loss.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -60,6 +61,7 @@ RECIPES = ("full", "amp", "checkpointing", "adamw8bit", "lora", "qlora", "qlora-
 # its --warmup_ratio 0.03 has no effect under the constant scheduler)
 QLORA_PUBLISHED = dict(lora_r=64, lora_alpha=16, lora_dropout=0.1, lora_lr=2e-4, beta2=0.999, max_grad_norm=0.3)
 ADAPTER_RECIPES = ("lora", "qlora", "qlora-attn")
+TIMING_WARMUP = 2  # timed steps dropped before the median: the allocator and caches warm up
 QLORA_RECIPES = ("qlora", "qlora-attn")
 
 
@@ -238,8 +240,11 @@ def load_nf4(model_name: str, device: torch.device):
 
 def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor,
              progress: bool = True) -> dict:
-    """Train ``cfg.method`` for ``cfg.steps`` steps; the exact bytes of step 1, tokens/s of the
-    rest, trainable parameters and the validation loss before and after."""
+    """Train ``cfg.method`` for ``cfg.steps`` steps; the exact bytes of step 1, trainable
+    parameters, the validation loss before and after, and the speed: every later step is timed
+    alone, the first ``TIMING_WARMUP`` of them are dropped (allocator and caches warming up), and
+    ``tokens_per_s`` is the median over the rest, whose per-step rates (``tokens_per_s_steps``)
+    give the spread."""
     model, optimizer, autocast, scaler, note = prepare(cfg)
     dev = resolve_device(cfg.device)
     batches = window_batches(train_ids, cfg.batch_size, cfg.seq_len, cfg.seed)
@@ -250,7 +255,7 @@ def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor
                                          autocast=autocast, scaler=scaler, max_grad_norm=cfg.max_grad_norm)
     log = [{"step": 1, "train_loss": parts.pop("loss")}]
     model.train()
-    seconds, tokens = 0.0, 0
+    step_seconds = []
     for step in tqdm(range(2, cfg.steps + 1), desc=cfg.method, disable=not progress, leave=False):
         x = next(batches).to(dev)
         synchronize(dev)
@@ -260,14 +265,15 @@ def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor
         memory.optimizer_step(loss, optimizer, scaler, cfg.max_grad_norm)
         optimizer.zero_grad(set_to_none=True)
         synchronize(dev)
-        seconds += time.perf_counter() - t0
-        tokens += x.numel()
+        step_seconds.append(time.perf_counter() - t0)
         log.append({"step": step, "train_loss": loss.item()})
     linear_bytes, linear_params = memory.linear_weights(model)
+    warm = min(TIMING_WARMUP, max(len(step_seconds) - 1, 0))  # a short run keeps its last step
+    rates = [x.numel() / t for t in step_seconds[warm:]]  # tokens/s of each timed step
     return {"config": asdict(cfg), "note": note, "parts": parts, "trainable_params": trainable,
             "linear_bytes": linear_bytes, "linear_params": linear_params,
             "total_params": sum(p.numel() for p in model.parameters()),
-            "tokens_per_s": tokens / seconds if seconds else float("nan"),
+            "tokens_per_s": statistics.median(rates) if rates else float("nan"), "tokens_per_s_steps": rates,
             "val_loss_before": val_before, "val_loss": mean_nll(model, val_ids, cfg.seq_len, cfg.batch_size),
             "log": log}
 

@@ -20,7 +20,7 @@ what both sides and the notebooks share:
   two exact implementations share -- the same windows in another order (``reorder``) change
   every Hessian's summation order, and the discrete mask and grid choices amplify it block by
   block;
-* reading ``runs/crosscheck/results.json`` into the "production library" rows of notebooks
+* reading ``data/results/crosscheck/results.json`` (committed) into the "production library" rows of notebooks
   10 and 21 (``production_rows``), read with the workbook's noise rule (``spread.verdict``).
 
 ``make crosscheck-minilm`` does the same for notebook 13's all-MiniLM-L6-v2 (``MINILM``): its padded
@@ -39,7 +39,7 @@ import torch
 
 from ..core.paths import REPO
 
-RESULTS = REPO / "runs" / "crosscheck" / "results.json"
+RESULTS = REPO / "data" / "results" / "crosscheck" / "results.json"  # committed: the notebooks and the book read it
 ENV = "PEAKLLM_CROSSCHECK_RESULTS"  # another results file for the notebooks' rows (the tests point it nowhere)
 HOW = ("make crosscheck  (about 12 minutes on 2 CPU cores from a fresh clone: installs llm-compressor into "
        ".venv-crosscheck, then compresses tiny-opt with both libraries; see README)")
@@ -291,7 +291,7 @@ def gap_check(ours: list, theirs: list) -> dict:
 # ---- the results file and the notebooks' rows ------------------------------------------------
 
 def results_path(path=None) -> Path:
-    """``path``, else ``$PEAKLLM_CROSSCHECK_RESULTS``, else ``runs/crosscheck/results.json``."""
+    """``path``, else ``$PEAKLLM_CROSSCHECK_RESULTS``, else ``data/results/crosscheck/results.json``."""
     return Path(path if path is not None else os.environ.get(ENV) or RESULTS)
 
 
