@@ -71,6 +71,8 @@ crosscheck-minilm: $(STAMP) $(CC_STAMP)  ## the same on notebook 13's all-MiniLM
 
 interactive:  ## the test environment plus JupyterLab (not used by make test)
 	$(MAKE) setup REQS=requirements/interactive.txt STAMP=$(VENV)/.peakllm-interactive
+	mkdir -p $(VENV)/share/jupyter/lab/settings  # no "Jupyter news?" prompt at the first launch
+	cp binder/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
@@ -82,7 +84,7 @@ $(STAMP): requirements/test.in
 lint: $(STAMP)  ## ruff over the library and the tests (settings: pyproject.toml [tool.ruff])
 	$(PY) -m ruff check lib tests
 
-pair: $(STAMP)  ## notebooks/NN_*.py, the jupytext percent script of every notebook (check only: python -m peakllm pair --check)
+pair: $(STAMP)  ## paired/NN_*.py, the jupytext percent script of every notebook (check only: python -m peakllm pair --check)
 	$(PY) -m peakllm pair
 
 lock:  ## regenerate requirements/constraints.txt from requirements/test.in in a throwaway venv ($(LOCK_VENV))

@@ -20,6 +20,10 @@ def test_compat_workarounds_do_what_they_say():
         assert log.level == logging.ERROR
     finally:
         log.setLevel(before)
-    gather, scatter = compat.fsdp_collectives()
-    assert callable(gather) and callable(scatter)
+    gather, scatter = compat.fsdp_collectives()  # the classes FSDP2's public hooks take subclasses of
+    from torch.distributed.fsdp import FSDPModule
+
+    assert {gather.__name__, scatter.__name__} == {"DefaultAllGather", "DefaultReduceScatter"}
+    assert hasattr(FSDPModule, "set_custom_all_gather") and hasattr(FSDPModule, "set_custom_reduce_scatter")
+    assert all(callable(getattr(c, "allocate", None)) for c in (gather, scatter))  # the method subclasses keep
 

@@ -112,3 +112,26 @@ def test_the_tracked_tree_travels_to_a_gpu_machine():
     files = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout
     size = sum((repo / f).stat().st_size for f in files.decode().split("\0") if f and (repo / f).is_file())
     assert size <= 48 * 2 ** 20, f"the tracked tree is {size / 2 ** 20:.1f} MiB, over 48 MiB"
+
+
+def test_a_learner_opens_a_folder_of_notebooks_without_a_news_prompt():
+    import json
+
+    root = Path(peakllm.__file__).resolve().parents[2]
+    shipped = sorted(p.name for p in (root / "notebooks").iterdir() if p.is_file() and not p.name.startswith("."))
+    assert shipped and all(n.endswith(".ipynb") for n in shipped), f"notebooks/ holds more than notebooks: {shipped}"
+    overrides = json.loads((root / "binder" / "overrides.json").read_text())
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    for installer in ("binder/postBuild", "Makefile"):  # Binder and make interactive both install it
+        assert "binder/overrides.json" in (root / installer).read_text(), installer
+
+
+def test_no_private_name_crosses_a_module():
+    """What one module of peakllm imports from another is public: no leading underscore."""
+    crossing = []
+    for path in LIB.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("peakllm")):
+                crossing += [f"{path.relative_to(LIB)}: {node.module}.{a.name}" for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not crossing, crossing

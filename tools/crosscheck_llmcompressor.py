@@ -40,7 +40,7 @@ from peakllm.core import perplexity  # noqa: E402
 from peakllm.models.loading import load_model, load_tokenizer  # noqa: E402
 from peakllm.workbook import crosscheck as cc  # noqa: E402
 
-OUT = cc.RESULTS.parent / "llmcompressor"
+OUT = cc.REPO / "runs" / "crosscheck" / "llmcompressor"  # weights: large, never committed
 
 
 def modifier(method: str, variant: str = "matched", ignore: list | None = None):
@@ -163,7 +163,7 @@ def run(method: str, seed: int, calib: torch.Tensor, texts: dict, variant: str, 
 
 # ---- MiniLM (notebook 13): a BertModel on padded lines --------------------------------------
 
-MINILM_OUT = cc.RESULTS.parent / "llmcompressor-minilm"
+MINILM_OUT = cc.REPO / "runs" / "crosscheck" / "llmcompressor-minilm"
 MINILM_IGNORE = ["re:.*pooler.*"]  # BertModel's pooler: outside the blocks (ours leaves it), unused by the embedding
 
 

@@ -28,6 +28,7 @@ The public API, importable from the top (loaded on first use, so ``import peakll
 * ``peakllm.setup(...)`` / ``peakllm.finish(...)``                  (a notebook's first and last call)
 * ``peakllm.show_source(obj)``                                      (library code, highlighted)
 * ``peakllm.say(markdown)``                                         (prose quoting this run's figures)
+* ``peakllm.show_doc(obj)``                                         (a docstring, rendered as Markdown)
 * the subpackages, e.g. ``from peakllm.compress import sparsegpt``.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ _API = {"load": "peakllm.models.loading", "prune": "peakllm.compress.pruning",
         "quantize": "peakllm.compress.gptq", "qmoe_compress": "peakllm.compress.qmoe",
         "perplexity": "peakllm.core.perplexity", "setup": "peakllm.workbook.notebook",
         "finish": "peakllm.workbook.notebook", "show_source": "peakllm.workbook.notebook",
-        "say": "peakllm.workbook.notebook"}
+        "say": "peakllm.workbook.notebook", "show_doc": "peakllm.workbook.notebook"}
 _NAMES = {"quantize": "quantize_model", "qmoe_compress": "compress"}
 
 __all__ = ["seed_everything", *SUBPACKAGES, *_API]

@@ -44,3 +44,17 @@ def test_neighbour_agreement_is_one_for_the_reference_and_drops_when_neighbours_
     assert embeddings.neighbour_agreement(e, e) == 1.0
     swapped = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])  # rows 1 and 2 trade places
     assert embeddings.neighbour_agreement(e, swapped) < 1.0
+
+
+def test_neighbour_table_marks_a_neighbour_that_moved():
+    import torch
+
+    from peakllm.core import embeddings
+
+    e = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    dense = embeddings.nearest(e)
+    assert dense.tolist() == [1, 0, 3, 2]
+    moved = dense.clone()
+    moved[0] = 2
+    t = embeddings.neighbour_table(["a", "b", "c", "d"], {"dense": dense, "pruned": moved}, queries=2)
+    assert t.loc["a", "dense"] == "b" and t.loc["a", "pruned"] == "* c" and t.loc["b", "pruned"] == "a"

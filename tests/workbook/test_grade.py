@@ -51,6 +51,14 @@ def test_labs_fail_a_result_three_percent_off_and_say_what_differs():
         labs.equal("mask", ref.clone().index_fill_(0, torch.tensor([4]), 9.0), ref)
     with pytest.raises(AssertionError, match="1.03x the library's"):
         labs.ratio_at_most("error", 1.03, 1.0, 1.01)
+    near = ref.clone()
+    near[-1] += 0.2  # one entry of eleven rounded the other way: 90.9% agree
+    assert labs.agree("Q", near, ref, at_least=0.9) == pytest.approx(10 / 11)
+    with pytest.raises(AssertionError, match=r"Q: 90.91% of your entries equal the library's, fewer than 99.00%"):
+        labs.agree("Q", near, ref)
+    with pytest.raises(AssertionError, match=r"9.09% of your entries"):  # only the zero stays equal
+        labs.agree("Q", ref * 1.03, ref)
+    assert labs.agree("mask", ref > 0, ref > 0) == 1.0
     with pytest.raises(AssertionError, match="returned None"):
         labs.close("W", None, ref)
 

@@ -8,6 +8,7 @@ import papermill
 import pytest
 
 from peakllm.workbook import run as workbook
+from peakllm.workbook import student
 
 NOTEBOOKS = workbook.notebooks()
 MACHINE_PATH = re.compile(r"(/root/|/tmp/|/home/\w+/|/work/|/Users/)")
@@ -48,13 +49,34 @@ def test_stored_outputs_are_complete_and_clean(path):
     assert "**Goal.**" in header and "**Prerequisites.**" in header and "Runtime on the default" in header
 
 
+TQDM_BAR = re.compile(r"\d+%\|")  # "100%|####| 24/24 [00:01<00:00, ...]"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_hold_no_clutter(path):
+    """A progress bar leaves one line; no library notice a learner cannot act on; no output of
+    more than 40 lines (the records cell prints a count per metric, not the table)."""
+    nb = nbformat.read(path, as_version=4)
+    for c in code_cells(nb):
+        for o in c.outputs:
+            text = o.get("text", "") if o.output_type == "stream" else str(o.get("data", {}).get("text/plain", ""))
+            bars = [ln for ln in text.split("\n") if TQDM_BAR.search(ln)]
+            assert len(bars) <= 1, f"{path.name}: {len(bars)} lines of progress bars in {c.source[:60]!r}"
+            assert "gemm_4bit" not in text, f"{path.name}: bitsandbytes' kernels notice in {c.source[:60]!r}"
+            assert "Failed to load CPU" not in text, f"{path.name}: bitsandbytes' kernels notice in {c.source[:60]!r}"
+            assert text.count("\n") <= 40, f"{path.name}: {text.count(chr(10))} lines of output from {c.source[:60]!r}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_one_scaffold_call_sets_up_and_no_helper_is_defined_in_a_notebook(path):
     nb = nbformat.read(path, as_version=4)
     setup = code_cells(nb)[1].source
+    lab_cells = {i for pair in student.coding_exercises(nb, path.name) for i in pair}  # the learner writes code there
     assert f'rec, dev = peakllm.setup("{path.stem}", globals())' in setup, "the second code cell sets up"
     assert "Recorder(" not in setup, "the scaffold builds the recorder from the parameters cell"
-    for c in code_cells(nb):
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "code" or i in lab_cells:
+            continue
         tree = ast.parse(c.source)
         defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         assigned = [t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Lambda)

@@ -1,4 +1,4 @@
-"""The jupytext pairs notebooks/NN_*.py: in sync with their notebooks, faithful, and stable."""
+"""The jupytext pairs paired/NN_*.py: in sync with their notebooks, faithful, and stable."""
 import shutil
 
 import jupytext
@@ -13,7 +13,7 @@ NOTEBOOKS = workbook.notebooks()
 def test_every_notebook_has_its_script_in_sync():
     assert NOTEBOOKS and all(p.suffix == ".ipynb" for p in NOTEBOOKS)
     stale = pairing.out_of_sync()
-    assert not stale, f"notebooks/*.py out of sync with {stale}: run `make pair`"
+    assert not stale, f"paired/*.py out of sync with {stale}: run `make pair`"
 
 
 def test_script_keeps_cells_and_tags_and_drops_outputs_and_header():
@@ -35,11 +35,12 @@ def test_script_keeps_the_parameters_tag():
 
 def test_changed_cell_source_is_out_of_sync(tmp_path):
     src = NOTEBOOKS[0]
-    nb_path = tmp_path / src.name
+    nb_path = tmp_path / "notebooks" / src.name
+    nb_path.parent.mkdir()
     shutil.copy(src, nb_path)
     assert pairing.out_of_sync([nb_path]) == [src.name]  # no .py yet
     (script,) = pairing.write_pairs([nb_path])
-    assert script == nb_path.with_suffix(".py") and pairing.out_of_sync([nb_path]) == []
+    assert script == tmp_path / "paired" / nb_path.with_suffix(".py").name and pairing.out_of_sync([nb_path]) == []
     before = script.stat().st_mtime_ns
     pairing.write_pairs([nb_path])
     assert script.stat().st_mtime_ns == before  # an up-to-date script is not rewritten
@@ -55,7 +56,8 @@ def test_changed_cell_source_is_out_of_sync(tmp_path):
 
 def test_outputs_and_execution_counts_do_not_unsync(tmp_path):
     src = NOTEBOOKS[0]
-    nb_path = tmp_path / src.name
+    nb_path = tmp_path / "notebooks" / src.name
+    nb_path.parent.mkdir()
     shutil.copy(src, nb_path)
     pairing.write_pairs([nb_path])
     nb = nbformat.read(nb_path, as_version=4)
@@ -71,10 +73,11 @@ def test_outputs_and_execution_counts_do_not_unsync(tmp_path):
 def test_cli_pair_check(tmp_path, monkeypatch, capsys):
     from peakllm.workbook import cli
 
-    nb_path = tmp_path / NOTEBOOKS[0].name
+    nb_path = tmp_path / "notebooks" / NOTEBOOKS[0].name
+    nb_path.parent.mkdir()
     shutil.copy(NOTEBOOKS[0], nb_path)
     monkeypatch.setattr(workbook, "notebooks", lambda only=None: [nb_path])
     assert cli.main(["pair", "--check"]) == 1
     assert nb_path.name in capsys.readouterr().err
-    assert cli.main(["pair"]) == 0 and nb_path.with_suffix(".py").exists()
+    assert cli.main(["pair"]) == 0 and (tmp_path / "paired" / nb_path.with_suffix(".py").name).exists()
     assert cli.main(["pair", "--check"]) == 0

@@ -24,7 +24,7 @@ from .obs import Calibration
 from .sequential import all_linear_layers, calibration_tensors, compress_sequentially
 
 
-class _Untouched(Calibration):
+class Untouched(Calibration):
     """Stands in for the collector of a layer the method leaves alone: collects nothing."""
 
     def add_batch(self, inp, keep=None) -> None:
@@ -75,10 +75,10 @@ def compress_model(model, calib, fallback, make=None, compress=None, *,
     how, routed = {}, {}
 
     def make_(name, layer):
-        return make(layer) if name in chosen else _Untouched()
+        return make(layer) if name in chosen else Untouched()
 
     def apply(name, c):
-        if isinstance(c, _Untouched):
+        if isinstance(c, Untouched):
             return
         routed[name] = c.seen
         if c.n == 0:
@@ -91,7 +91,7 @@ def compress_model(model, calib, fallback, make=None, compress=None, *,
     def apply_group(items):
         same_shape = {}
         for name, c in items:
-            if isinstance(c, _Untouched) or c.n == 0:
+            if isinstance(c, Untouched) or c.n == 0:
                 apply(name, c)
             else:
                 same_shape.setdefault(tuple(c.layer.weight.shape), []).append((name, c))

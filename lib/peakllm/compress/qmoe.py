@@ -203,7 +203,7 @@ def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8)
     model's router sends to it (for a fused expert, through ``experts.hook_routed_inputs``)."""
     from collections import defaultdict
 
-    from .driver import _Untouched
+    from .driver import Untouched
     from .experts import hook_routed_inputs
     from .sequential import ValidTokens, forward_calibration
 
@@ -215,7 +215,7 @@ def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8)
     if isinstance(layer, ExpertMatrix):
         module = next(m for m in model.modules() if any(getattr(m, p, None) is layer.param for p in FUSED))
         which = next(p for p in FUSED if getattr(module, p) is layer.param)
-        sink = defaultdict(_Untouched, {f".{which}.{layer.e}": probe})
+        sink = defaultdict(Untouched, {f".{which}.{layer.e}": probe})
         handles = [hook_routed_inputs(module, "", sink, valid)]
     else:  # nn.Linear experts (Switch): the routers tell which of the expert's tokens to keep
         handles = [layer.register_forward_hook(lambda m, inp, out: probe.add_batch(*valid.split(inp[0], name))),

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .ternary_coding import SYMBOLS, DictionaryCode, Encoded, _check_parameters, as_codes, entropy_bits
+from .ternary_coding import SYMBOLS, DictionaryCode, Encoded, check_parameters, as_codes, entropy_bits
 
 QMOE_P0, QMOE_SIZE, QMOE_MAX_PAIRS = 0.885, 2 ** 16, 14
 PAPER_IID_RATIO, PAPER_C2048_RATIO, PAPER_ENTROPY_RATIO = 21.11, 20.07, 25.40  # QMoE, section 5
@@ -66,7 +66,7 @@ def qmoe_dictionary(p0: float = QMOE_P0, size: int = QMOE_SIZE, max_pairs: int =
     child of each visited sequence and the next sibling of each visited child yields sequences
     in order, parents first: about 2 pushes per entry (~0.6 s for 2^16). Greedy parse."""
     p0 = _check_p0(p0)
-    _check_parameters(size, max_pairs, 0, "greedy")
+    check_parameters(size, max_pairs, 0, "greedy")
     lp0, lp1 = math.log(p0), math.log((1 - p0) / 2)
 
     def logp(length, nonzero):  # from integer counts: equal classes tie exactly

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from .ternary_stream import (COMPACT_HEADER, COMPACT_MAGIC, HEADER, MAGIC, ROW_BITS, ROW_LAYOUTS,  # noqa: F401
-                             Encoded, _bf16_bits, _column, _from_bits, _pack, _unpack, compression_ratio)
+                             Encoded, to_bf16_bits, as_column, from_bits, pack_bits, unpack_bits, compression_ratio)
 
 SYMBOLS = 9  # pair symbols; symbol s of a single pair is dictionary entry s
 PARSES = ("optimal", "greedy")
@@ -59,8 +59,8 @@ def ternary_codes(W: torch.Tensor, wmin, wmax) -> torch.Tensor:
     """int8 codes of a ternary matrix W (rows x cols): wmin -> -1, 0 -> 0, wmax -> +1."""
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D (rows x cols), got shape {tuple(W.shape)}")
-    lo = _column(wmin, W.shape[0], "wmin", W.dtype).to(W.device)  # (rows, 1)
-    hi = _column(wmax, W.shape[0], "wmax", W.dtype).to(W.device)
+    lo = as_column(wmin, W.shape[0], "wmin", W.dtype).to(W.device)  # (rows, 1)
+    hi = as_column(wmax, W.shape[0], "wmax", W.dtype).to(W.device)
     is_hi, is_0 = W == hi, W == 0
     bad = ~(is_hi | is_0 | (W == lo))
     if bad.any():
@@ -74,7 +74,7 @@ def from_codes(q, wmin, wmax) -> torch.Tensor:
     """Weights from codes: -1 -> wmin, 0 -> 0, +1 -> wmax (float, wmin's dtype)."""
     q = torch.from_numpy(as_codes(q))
     dtype = wmin.dtype if torch.is_tensor(wmin) and wmin.is_floating_point() else torch.float32
-    lo, hi = _column(wmin, q.shape[0], "wmin", dtype), _column(wmax, q.shape[0], "wmax", dtype)
+    lo, hi = as_column(wmin, q.shape[0], "wmin", dtype), as_column(wmax, q.shape[0], "wmax", dtype)
     return torch.where(q == 1, hi, torch.where(q == -1, lo, torch.zeros((), dtype=dtype)))
 
 
@@ -116,7 +116,7 @@ def lzma_bits(q) -> int:
     return 8 * len(lzma.compress(packed, preset=9 | lzma.PRESET_EXTREME))
 
 
-def _check_parameters(size, max_pairs, rounds, parse) -> None:
+def check_parameters(size, max_pairs, rounds, parse) -> None:
     def is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
     if not (is_int(size) and 16 <= size <= 2 ** 24 and size & (size - 1) == 0):
@@ -191,7 +191,7 @@ class DictionaryCode:
     entries 0..8 are the single pairs, every other entry's prefix comes before it."""
 
     def __init__(self, keys: np.ndarray, max_pairs: int = 14, parse: str = "optimal"):
-        _check_parameters(16, max_pairs, 0, parse)
+        check_parameters(16, max_pairs, 0, parse)
         keys, E = np.asarray(keys, np.int64), len(keys)
         if E < SYMBOLS or (keys[:SYMBOLS] != np.arange(1, 10)).any() or keys.max() >= 10 ** max_pairs:
             raise ValueError(f"keys must start with the single pairs 1..9, at most {max_pairs} pairs")
@@ -228,7 +228,7 @@ class DictionaryCode:
     def fit(cls, q, size: int = 2 ** 16, max_pairs: int = 14, rounds: int = 2,
             parse: str = "optimal") -> "DictionaryCode":
         """At most ``size`` entries fitted to a code matrix or a list (e.g. a layer's experts)."""
-        _check_parameters(size, max_pairs, rounds, parse)
+        check_parameters(size, max_pairs, rounds, parse)
         S_list = [pair_symbols(as_codes(x)) for x in (q if isinstance(q, (list, tuple)) else [q])]
         best, starts = None, None
         for _ in range(rounds + 1):
@@ -259,10 +259,10 @@ class DictionaryCode:
             node[m] = self.children[node[m], S[r[m], p[m] + n]]
         rows = a.shape[0]
         offsets = np.searchsorted(r, np.arange(rows)).astype(np.uint32)
-        lo = _bf16_bits(-np.ones(rows) if wmin is None else wmin, rows, "wmin")
-        hi = _bf16_bits(np.ones(rows) if wmax is None else wmax, rows, "wmax")
+        lo = to_bf16_bits(-np.ones(rows) if wmin is None else wmin, rows, "wmin")
+        hi = to_bf16_bits(np.ones(rows) if wmax is None else wmax, rows, "wmax")
         return Encoded(rows, a.shape[1], self.codeword_bits, len(self), self.crc, offsets, lo, hi,
-                       _pack(node, self.codeword_bits), len(node))
+                       pack_bits(node, self.codeword_bits), len(node))
 
     def _checked_codes(self, e: Encoded) -> np.ndarray:
         """The codewords of e after checking they fit this dictionary and e's rows and offsets."""

@@ -30,7 +30,7 @@ COMPACT_HEADER = struct.Struct("<4sIIBBIIII")  # as HEADER, + count_bits after c
 ROW_LAYOUTS = ("offsets", "compact")
 
 
-def _column(v, rows: int, name: str, dtype) -> torch.Tensor:
+def as_column(v, rows: int, name: str, dtype) -> torch.Tensor:
     v = torch.as_tensor(v).to(dtype)
     if tuple(v.shape) not in ((rows,), (rows, 1)):
         raise ValueError(f"{name} must have shape ({rows},) or ({rows}, 1), got {tuple(v.shape)}")
@@ -52,28 +52,28 @@ def _bits(values: np.ndarray, bits: int) -> np.ndarray:
     return ((np.asarray(values)[:, None] >> np.arange(bits - 1, -1, -1)) & 1).astype(np.uint8).ravel()
 
 
-def _pack(codes: np.ndarray, bits: int) -> bytes:
+def pack_bits(codes: np.ndarray, bits: int) -> bytes:
     """Fixed-width codewords, most significant bit first, zero-padded to a byte."""
     return np.packbits(_bits(codes, bits)).tobytes()
 
 
-def _unpack(stream: bytes, n: int, bits: int) -> np.ndarray:
+def unpack_bits(stream: bytes, n: int, bits: int) -> np.ndarray:
     if len(stream) != _stream_bytes(n, bits):
         raise ValueError(f"codeword stream has {len(stream)} bytes, expected "
                          f"{_stream_bytes(n, bits)} for {n} codewords of {bits} bits")
     b = np.unpackbits(np.frombuffer(stream, np.uint8))
     if b[n * bits:].any():
         raise ValueError("codeword stream has nonzero padding bits: corrupted")
-    return _from_bits(b[: n * bits], bits)
+    return from_bits(b[: n * bits], bits)
 
 
-def _from_bits(b: np.ndarray, bits: int) -> np.ndarray:
+def from_bits(b: np.ndarray, bits: int) -> np.ndarray:
     """Fixed-width unsigned integers (MSB first) from a 0/1 array of length n * bits."""
     return b.reshape(-1, bits).astype(np.int64) @ (1 << np.arange(bits - 1, -1, -1))
 
 
-def _bf16_bits(v, rows: int, name: str) -> np.ndarray:
-    v = _column(v, rows, name, torch.float32).reshape(rows).to(torch.bfloat16)
+def to_bf16_bits(v, rows: int, name: str) -> np.ndarray:
+    v = as_column(v, rows, name, torch.float32).reshape(rows).to(torch.bfloat16)
     return v.view(torch.int16).numpy().view(np.uint16).copy()
 
 
@@ -120,7 +120,7 @@ class Encoded:
 
     @property
     def codes(self) -> np.ndarray:
-        return _unpack(self.stream, self.n_codewords, self.codeword_bits)  # (n_codewords,)
+        return unpack_bits(self.stream, self.n_codewords, self.codeword_bits)  # (n_codewords,)
 
     def scales(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(wmin, wmax), each (rows, 1) float32, as stored in bf16."""
@@ -181,7 +181,7 @@ class Encoded:
         s = np.unpackbits(np.frombuffer(b, np.uint8, len(b) - at, at))
         if s[cbits * rows + bits * n:].any():
             raise ValueError("bit stream has nonzero padding bits: corrupted")
-        counts = _from_bits(s[: cbits * rows], cbits)
+        counts = from_bits(s[: cbits * rows], cbits)
         if int(counts.sum()) != n:
             raise ValueError(f"row counts sum to {int(counts.sum())}, the header announces {n} codewords")
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.uint32)  # the one prefix sum

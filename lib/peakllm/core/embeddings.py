@@ -90,10 +90,29 @@ def neighbour_agreement(reference: torch.Tensor, emb: torch.Tensor) -> float:
     definition, chance is 1/(N-1): a compressed encoder that keeps its search results scores high."""
     if reference.shape != emb.shape:
         raise ValueError(f"reference {tuple(reference.shape)} and emb {tuple(emb.shape)} must have one shape (N, D)")
-
-    def nearest(e):
-        e = F.normalize(e.float(), dim=1)
-        sim = e @ e.T                                                  # (N, N)
-        return sim.fill_diagonal_(-2.0).argmax(dim=1)                  # a text is not its own neighbour
-
     return float((nearest(emb) == nearest(reference)).float().mean())
+
+
+def nearest(emb: torch.Tensor) -> torch.Tensor:
+    """(N,) index of each text's nearest other text by cosine (``emb`` (N, D), row i text i)."""
+    e = F.normalize(emb.float(), dim=1)
+    sim = e @ e.T                                                      # (N, N)
+    return sim.fill_diagonal_(-2.0).argmax(dim=1)                      # a text is not its own neighbour
+
+
+def neighbour_table(texts: list[str], answers: dict, queries: int = 3, width: int = 60):
+    """The nearest other text of each of the first ``queries`` texts under each model (``answers``:
+    label -> ``nearest`` indices), side by side; a neighbour that differs from the first model's
+    is marked with *."""
+    import pandas as pd
+
+    labels = list(answers)
+    rows = []
+    for q in range(queries):
+        first = int(answers[labels[0]][q])
+        row = {"line": texts[q][:width]}
+        for lab in labels:
+            j = int(answers[lab][q])
+            row[lab] = ("* " if j != first else "") + texts[j][:width]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("line")

@@ -97,6 +97,32 @@ def measure_bandwidth(device, nbytes: int | None = None, repeats: int = 5) -> di
             "buffer": what or human(nbytes), "threads": torch.get_num_threads()}
 
 
+def measure_gemv(device, nbytes: int | None = None, repeats: int = 5) -> dict:
+    """The rate at which a matrix-vector product streams its matrix (bytes/s): batch-1 decoding's
+    kernel, ``F.linear`` of one fp32 vector with a matrix of ``nbytes`` (default the bandwidth
+    buffer), median of ``repeats`` after a warm-up. Below ``measure_bandwidth``'s plain read where
+    the kernel does not stream at memory speed (on a CPU, about 60% of it has been seen)."""
+    import torch.nn.functional as F
+
+    dev = torch.device(device)
+    if nbytes is None:
+        nbytes, _ = bandwidth_buffer_bytes(dev)
+    k = 4096
+    W = torch.ones(max(nbytes // (4 * k), 1), k, device=dev)  # (n, k) fp32, touched once
+    x = torch.ones(1, k, device=dev)
+    times = []
+    for i in range(repeats + 1):
+        synchronize(dev)
+        t0 = time.perf_counter()
+        F.linear(x, W)
+        synchronize(dev)
+        if i:
+            times.append(time.perf_counter() - t0)
+    size = W.numel() * 4
+    del W
+    return {"gemv_bandwidth": size / statistics.median(times), "gemv_bytes": size, "threads": torch.get_num_threads()}
+
+
 def measure(device, seconds: float = 0.5, bandwidth: bool = True) -> dict:
     """Measured ceilings: fp32 matmul FLOP/s and read bandwidth (``measure_bandwidth``; its
     buffer is large, so ``bandwidth=False`` skips it where only the FLOP/s are wanted)."""
@@ -120,7 +146,7 @@ def measure(device, seconds: float = 0.5, bandwidth: bool = True) -> dict:
                 "bandwidth_buffer": "not measured"}
     bw = measure_bandwidth(dev)
     return {"peak_flops_fp32": peak, "bandwidth": bw["bandwidth"], "bandwidth_buffer_bytes": bw["buffer_bytes"],
-            "bandwidth_buffer": bw["buffer"]}
+            "bandwidth_buffer": bw["buffer"], "gemv_bandwidth": measure_gemv(dev, bw["buffer_bytes"])["gemv_bandwidth"]}
 
 
 def ceilings(device, bandwidth: bool = True) -> dict:
@@ -152,23 +178,32 @@ WITHIN = 2.0  # a step within this factor of its roofline time is limited by tha
 
 
 def regime(seconds: float, nbytes: float, flops: float, bandwidth: float, peak_flops: float | None,
-           within: float = WITHIN) -> dict:
+           within: float = WITHIN, gemv_bandwidth: float | None = None) -> dict:
     """Which limit a measured step of ``seconds`` sits at, from its figures alone.
 
     The roofline times of the step are t_mem = bytes / B and t_comp = FLOPs / P; the larger is
-    the least time the step can take. A step that takes at most ``within`` times that is
-    **memory-bound** (t_mem the larger) or **compute-bound**; a step that takes longer spends most
-    of its time on neither moving bytes nor arithmetic but on fixed costs per step -- a Python
-    step, kernel launches, dispatch -- and is **launch-bound** (on a GPU at small sizes; on a CPU
-    the same fixed costs of the framework). Returns the regime, both times and the step's share of
-    the roofline time (``fraction``, at most 1 unless a ceiling was measured too low)."""
+    the least time the step can take. A step within ``within`` times that is **memory-bound**
+    (t_mem the larger) or **compute-bound**. Where the kernel that reads the weights streams below
+    B -- a matrix-vector product on a CPU, ``measure_gemv`` -- a step within ``within`` times
+    bytes / B_gemv is memory-bound too, at that kernel's rate (``at`` says which). A slower step
+    spends most of its time on neither moving bytes nor arithmetic but on fixed costs per step --
+    a Python step, kernel launches, dispatch -- and is **launch-bound**. Returns the regime, the
+    times and the step's share of the roofline time (``fraction``, at most 1 unless a ceiling was
+    measured too low)."""
     if seconds <= 0 or nbytes <= 0 or bandwidth <= 0:
         raise ValueError(f"seconds={seconds!r}, nbytes={nbytes!r}, bandwidth={bandwidth!r} must all be > 0")
     t_mem = nbytes / bandwidth
     t_comp = flops / peak_flops if peak_flops else 0.0
     bound = max(t_mem, t_comp)
-    name = ("memory-bound" if t_mem >= t_comp else "compute-bound") if seconds <= within * bound else "launch-bound"
-    return {"regime": name, "t_mem": t_mem, "t_comp": t_comp, "fraction": bound / seconds}
+    t_gemv = nbytes / gemv_bandwidth if gemv_bandwidth else None
+    at = "read bandwidth"
+    if seconds <= within * bound:
+        name = "memory-bound" if t_mem >= t_comp else "compute-bound"
+    elif t_gemv and t_gemv > t_comp and seconds <= within * t_gemv:
+        name, at = "memory-bound", "matrix-vector rate"
+    else:
+        name = "launch-bound"
+    return {"regime": name, "at": at, "t_mem": t_mem, "t_comp": t_comp, "t_gemv": t_gemv, "fraction": bound / seconds}
 
 
 def plot(peak_flops: float, bandwidth: float, points: dict | None = None, ax=None, title: str = ""):

@@ -136,7 +136,7 @@ def _special_ids(vocab) -> tuple[int, int]:
     return len(vocab), min(max(ids, default=-1) + 1, len(vocab) // 2)
 
 
-def _pad_id(model, vocab) -> int:
+def resolve_pad_id(model, vocab) -> int:
     """The pad id generate is told (so it does not warn that it picked one itself)."""
     for src in (vocab, model.generation_config, model.config):
         for key in ("pad_token_id", "eos_token_id"):
@@ -231,7 +231,7 @@ def benchmark_generate(model, vocab, batch: int = 1, prompt_len: int = 32, new_t
         return row | nan | {"skipped": why}
     set_attention(model, attn)
     ids = prompt_ids(vocab, batch, prompt_len, seed).to(dev)  # (B, T0)
-    pad = _pad_id(model, vocab)
+    pad = resolve_pad_id(model, vocab)
     out = {}
 
     def run():
@@ -304,7 +304,7 @@ def decode_regime(model, tokens_per_s: float, ceiling: dict, batch: int = 1) -> 
 
     r = decode_roofline(model, ceiling=ceiling)
     return regime(batch / tokens_per_s, r["bytes_per_token"], 2 * batch * r["weights_per_token"],
-                  r["bandwidth"], r["peak_flops"])
+                  r["bandwidth"], r["peak_flops"], gemv_bandwidth=ceiling.get("gemv_bandwidth"))
 
 
 def roofline_tokens_per_s(batch, roofline: dict) -> float:

@@ -25,7 +25,7 @@ import torch
 
 from ..core.checks import positive_int
 from ..core.hardware import synchronize
-from .decoding import _pad_id, dtype_label, generate, prompt_ids, weight_bytes_read_per_token
+from .decoding import resolve_pad_id, dtype_label, generate, prompt_ids, weight_bytes_read_per_token
 
 
 def prefill_and_decode(model, vocab, prompt_len: int = 32, new_tokens: int = 32, repeats: int = 5,
@@ -37,7 +37,7 @@ def prefill_and_decode(model, vocab, prompt_len: int = 32, new_tokens: int = 32,
         raise ValueError(f"new_tokens={new_tokens!r} must be an integer >= 2 (one prefill token, then decode steps)")
     dev = next(model.parameters()).device
     ids = prompt_ids(vocab, 1, prompt_len, seed).to(dev)  # (1, T0)
-    pad = _pad_id(model, vocab)
+    pad = resolve_pad_id(model, vocab)
     prefill, step = [], []
     for i in range(repeats + 1):
         stamps = _Stamps(dev)

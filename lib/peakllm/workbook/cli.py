@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     be.add_argument("--repeats", type=int, default=3, help="timed runs per layer and method (the median is kept)")
     be.add_argument("--models", default=None, help="comma-separated, from: OPT-125M, OPT-1.3B, switch-base expert")
     be.add_argument("--out", default=None, help="records file (default runs/bench/<device>.json)")
-    pa = sub.add_parser("pair", help="write notebooks/NN_*.py, the jupytext percent script of every notebook")
+    pa = sub.add_parser("pair", help="write paired/NN_*.py, the jupytext percent script of every notebook")
     pa.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks out of sync")
     g = sub.add_parser("gpucheck", help="on a CUDA GPU: the gpu tests, the layer bench and notebooks 10, 21, 22 "
                                          "(device=cuda), summarized in OUT/<card>.json")

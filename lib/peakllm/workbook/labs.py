@@ -8,11 +8,19 @@ whose first line says what differs, by how much, and what was allowed. The grade
 
     labs.close("W_hat", W_hat, W_library, rtol=1e-3)   # values, to a relative tolerance
     labs.equal("mask", mask, mask_library)             # exact (masks, indices, codes)
+    labs.agree("Q", Q, Q_library, at_least=0.99)       # entry by entry, most entries (sweeps that round)
     labs.outcome(err < err_magnitude, "your layer error is not below magnitude pruning's")
     labs.passed("SparseGPT's column sweep")
 
 ``close`` compares the whole tensor at once: ``max |yours - ref| <= atol + rtol * max |ref|``,
 so a result a few percent off fails a tolerance of 1e-3 wherever the reference is not all zero.
+
+A column sweep that rounds or prunes (GPTQ, SparseGPT) is chaotic in the last bits: two correct
+implementations that sum in another order -- another thread count, lazy block updates or none --
+can round one weight near a grid midpoint the other way, and the error feedback carries that
+difference along the rest of its row. Those labs compare entry by entry with ``agree`` (most
+entries equal, to ``rtol``) and their layer error with ``ratio_at_most``; a result a few percent
+off, or a sweep without its error feedback, still fails both.
 """
 from __future__ import annotations
 
@@ -70,6 +78,24 @@ def equal(name: str, yours, reference) -> None:
         i = np.unravel_index(int(np.argmax(bad)), bad.shape) if bad.ndim else ()
         raise LabCheckFailed(f"{name}: {int(bad.sum())} of {bad.size} entries differ from the library's, "
                              f"first at {tuple(int(k) for k in i)} (yours {a[i]}, library {b[i]})")
+
+
+def agree(name: str, yours, reference, at_least: float = 0.99, rtol: float = 1e-4) -> float:
+    """At least ``at_least`` of the entries of ``yours`` equal ``reference``'s (to ``rtol`` of
+    max|reference|, exactly for booleans and integers); returns the share that do."""
+    a, b = _array(yours, name), _array(reference, name)
+    _shape(name, a, b)
+    if a.dtype.kind in "biu" and b.dtype.kind in "biu":
+        same = a == b
+    else:
+        a, b = a.astype(float), b.astype(float)
+        same = np.abs(a - b) <= rtol * (float(np.abs(b).max()) if b.size else 0.0)
+    share = float(same.mean()) if same.size else 1.0
+    if share < at_least:
+        i = np.unravel_index(int(np.argmax(~same)), same.shape)
+        raise LabCheckFailed(f"{name}: {share:.2%} of your entries equal the library's, fewer than {at_least:.2%}; "
+                             f"first difference at {tuple(int(k) for k in i)} (yours {a[i]}, library {b[i]})")
+    return share
 
 
 def ratio_at_most(name: str, yours: float, reference: float, most: float) -> float:

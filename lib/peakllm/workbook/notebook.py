@@ -197,6 +197,21 @@ def say(text: str):
     display(Markdown(text))
 
 
+def show_doc(obj, start: str | None = None, stop: str | None = None):
+    """Display ``obj``'s docstring as Markdown (the part from ``start`` up to ``stop`` when given):
+    reStructuredText's ``code`` becomes Markdown's `code`, indented blocks stay code blocks."""
+    import inspect
+    import re
+
+    text = inspect.getdoc(obj) or ""
+    if start:
+        text = text.split(start, 1)[1]
+    if stop:
+        text = text.split(stop, 1)[0]
+    text = re.sub(r"``([^`]+)``", r"`\1`", text)
+    say(text.replace("::\n", ":\n"))
+
+
 def source(obj, until: str | None = None) -> str:
     """The source of a library function, class or module, cut before the first line that
     starts with ``until`` (e.g. "    def check") when given."""

@@ -1,6 +1,6 @@
-"""``python -m peakllm pair``: a jupytext percent script beside every notebook.
+"""``python -m peakllm pair``: a jupytext percent script for every notebook, in ``paired/``.
 
-``notebooks/NN_name.py`` holds the cells of ``notebooks/NN_name.ipynb`` -- code, markdown and
+``paired/NN_name.py`` holds the cells of ``notebooks/NN_name.ipynb`` -- code, markdown and
 their tags (``parameters``, ``exercise``, ``solution``) -- without outputs or any other metadata,
 so that a review reads a notebook change as a plain Python diff. The ``.ipynb`` with its stored
 outputs stays the source of truth (nbval compares against it); the ``.py`` is derived from it and
@@ -25,9 +25,13 @@ def _notebooks(notebooks: Iterable[str | Path] | None) -> list[Path]:
     return [Path(p) for p in notebooks]
 
 
+PAIRED = "paired"  # the scripts' folder, beside the notebooks' folder: a learner's notebooks/ lists notebooks only
+
+
 def script_path(ipynb_path: str | Path) -> Path:
-    """Where the paired script of a notebook lives: beside it, ``.ipynb`` -> ``.py``."""
-    return Path(ipynb_path).with_suffix(".py")
+    """Where the paired script of a notebook lives: ``<folder>/NN.ipynb`` -> ``<folder>/../paired/NN.py``."""
+    p = Path(ipynb_path)
+    return p.parent.parent / PAIRED / p.with_suffix(".py").name
 
 
 def script_for(ipynb_path: str | Path) -> str:
@@ -47,6 +51,7 @@ def write_pairs(notebooks: Iterable[str | Path] | None = None) -> list[Path]:
     for nb in _notebooks(notebooks):
         path, text = script_path(nb), script_for(nb)
         if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8", newline="\n")
         written.append(path)
     return written

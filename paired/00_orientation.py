@@ -234,6 +234,111 @@ print(help_text[help_text.index("Parameters inferred"):])
 # `runs/default/results.json`.
 
 # %% [markdown]
+# ## Lab: the roofline verdict of a matrix multiply
+#
+# Every linear layer is a matrix multiply $C = A B$: $A$ holds $m$ tokens of $k$ features
+# ($m \times k$), $B$ the weight ($k \times n$), $C$ the output ($m \times n$). Write
+# `roofline_point(m, n, k, bytes_per_element, peak_flops, bandwidth)`, which places one such
+# multiply on a device's roofline (Williams, Waterman & Patterson, CACM 2009: the model's bound,
+# attainable FLOP/s = min(peak FLOP/s, peak bandwidth x *operational intensity*), and its ridge point):
+#
+# $$W = 2\,m\,n\,k \ \text{FLOPs} \qquad (m n \text{ outputs, each } k \text{ multiplies and } k \text{ adds}),$$
+#
+# $$Q = (m k + k n + m n)\, b \ \text{bytes} \qquad (A \text{ and } B \text{ read once, } C \text{ written once, } b \text{ bytes per element}),$$
+#
+# $$I = \frac{W}{Q}, \qquad P = \min(\pi,\ I\,\beta), \qquad I^* = \frac{\pi}{\beta},$$
+#
+# with $\pi$ the peak FLOP/s and $\beta$ the bandwidth in bytes/s. $Q$ is the least traffic any
+# kernel can get away with (real kernels re-read tiles and move more). A multiply with $I < I^*$
+# is **memory-bound** (it waits for bytes), one with $I \ge I^*$ **compute-bound**. Return a dict
+# with the keys `flops` ($W$), `bytes` ($Q$), `intensity` ($I$), `attainable` ($P$) and
+# `verdict` (the string `"memory-bound"` or `"compute-bound"`).
+#
+# **Prepared for you:** `ceilings_lab`, the two ceilings $(\pi, \beta)$ of this device (section 6's
+# `peak` and `bw`) and of an H100 (datasheet, `roofline.KNOWN_GPUS`), and `shapes_lab`, five
+# multiplies of a 7B-class layer (hidden width 4096) as $(m, n, k, b)$: one token decoded at a
+# time (batch 1, fp32 and bf16), 64 sequences decoded together, a 2048-token prompt (prefill),
+# and a large square multiply. The cell applies your function to every pair.
+#
+# **Hints.** At $m = 1$ the weight dominates $Q$ and $I \approx 2 / b$: section 6's batch-1 decode
+# points. Python integers do not overflow; `min` takes floats. The check compares your numbers with
+# torch's own FLOP counter (`torch.utils.flop_counter`) and the tensors' sizes, your attainable
+# FLOP/s and verdict with `roofline.attainable` and `roofline.ridge_point`, and checks that
+# batch-1 decoding is memory-bound and the large square multiply compute-bound on both devices.
+
+# %% tags=["nbval-ignore-output"]
+h100_lab = next(row for row in roofline.KNOWN_GPUS if row[0] == "H100")  # (name, 16-bit TFLOP/s, fp32 TFLOP/s, GB/s)
+ceilings_lab = {f"this {info['device']}": (peak, bw),                     # section 6's (FLOP/s, bytes/s)
+                "H100 SXM (datasheet)": (h100_lab[1] * 1e12, h100_lab[3] * 1e9)}
+d_lab = 4096                                                               # hidden width of a 7B-class model
+shapes_lab = {                                                             # name: (m, n, k, bytes per element)
+    "batch-1 decode, fp32": (1, d_lab, d_lab, 4),
+    "batch-1 decode, bf16": (1, d_lab, d_lab, 2),
+    "batch-64 decode, bf16": (64, d_lab, d_lab, 2),
+    "prefill 2048 tokens, bf16": (2048, d_lab, d_lab, 2),
+    "square 8192, bf16": (8192, 8192, 8192, 2),
+}
+
+
+def roofline_point(m, n, k, bytes_per_element, peak_flops, bandwidth):
+    """Place C = A @ B -- A (m, k), B (k, n), C (m, n) -- on the roofline of a device with
+    ``peak_flops`` FLOP/s and ``bandwidth`` bytes/s.
+
+    Returns {"flops": W, "bytes": Q, "intensity": I (FLOP/byte), "attainable": P (FLOP/s),
+             "verdict": "memory-bound" or "compute-bound"}.
+    """
+    ### BEGIN SOLUTION
+    flops = 2 * m * n * k                                   # m*n outputs, k multiply-adds each
+    elements = m * k + k * n + m * n                        # A and B read once, C written once
+    nbytes = elements * bytes_per_element
+    intensity = flops / nbytes                              # FLOP per byte moved
+    attainable = min(peak_flops, intensity * bandwidth)     # under both ceilings
+    ridge = peak_flops / bandwidth                          # I*: where the two ceilings meet
+    verdict = "memory-bound" if intensity < ridge else "compute-bound"
+    return {"flops": flops, "bytes": nbytes, "intensity": intensity,
+            "attainable": attainable, "verdict": verdict}
+    ### END SOLUTION
+
+
+points_lab = {dev_lab: {name_lab: roofline_point(*shape_lab, *ceil_lab) for name_lab, shape_lab in shapes_lab.items()}
+              for dev_lab, ceil_lab in ceilings_lab.items()}
+pd.DataFrame([{"device": dev_lab, "matmul (m, n, k, b)": f"{name_lab} {shapes_lab[name_lab]}",
+               "FLOP/byte": round(p_lab["intensity"], 1), "attainable GFLOP/s": round(p_lab["attainable"] / 1e9),
+               "verdict": p_lab["verdict"]}
+              for dev_lab, pts_lab in points_lab.items() for name_lab, p_lab in pts_lab.items()])
+
+# %% tags=["check"]
+from torch.utils.flop_counter import FlopCounterMode
+
+from peakllm.workbook import labs
+
+for dev_lab, (peak_lab, bw_lab) in ceilings_lab.items():
+    ridge_lab = roofline.ridge_point(peak_lab, bw_lab)
+    for name_lab, (m_lab, n_lab, k_lab, b_lab) in shapes_lab.items():
+        yours_lab, where_lab = points_lab[dev_lab][name_lab], f"{name_lab} on {dev_lab}"
+        A_lab, B_lab = torch.empty(m_lab, k_lab, device="meta"), torch.empty(k_lab, n_lab, device="meta")  # shapes, no memory
+        with FlopCounterMode(display=False) as counter_lab:
+            C_lab = A_lab @ B_lab
+        flops_lab = counter_lab.get_total_flops()                               # torch counts the multiply
+        bytes_lab = (A_lab.numel() + B_lab.numel() + C_lab.numel()) * b_lab    # every operand once
+        labs.close(f"{where_lab}: FLOPs", yours_lab["flops"], flops_lab, rtol=1e-6)
+        labs.close(f"{where_lab}: bytes", yours_lab["bytes"], bytes_lab, rtol=1e-6)
+        labs.close(f"{where_lab}: intensity", yours_lab["intensity"], flops_lab / bytes_lab, rtol=1e-6)
+        labs.close(f"{where_lab}: attainable FLOP/s", yours_lab["attainable"],
+                   roofline.attainable(flops_lab / bytes_lab, peak_lab, bw_lab), rtol=1e-6)
+        expected_lab = "memory-bound" if flops_lab / bytes_lab < ridge_lab else "compute-bound"
+        labs.outcome(yours_lab["verdict"] == expected_lab,
+                     f"{where_lab}: your verdict is {yours_lab['verdict']!r}, but its intensity "
+                     f"{flops_lab / bytes_lab:.3g} FLOP/byte against the ridge point {ridge_lab:.3g} makes it {expected_lab!r}")
+        labs.outcome(yours_lab["attainable"] <= peak_lab, f"{where_lab}: your attainable FLOP/s exceed the peak")
+    for name_lab in ("batch-1 decode, fp32", "batch-1 decode, bf16"):
+        labs.outcome(points_lab[dev_lab][name_lab]["verdict"] == "memory-bound", f"{name_lab} is not memory-bound on {dev_lab}")
+    labs.outcome(points_lab[dev_lab]["square 8192, bf16"]["verdict"] == "compute-bound",
+                 f"the square 8192 multiply is not compute-bound on {dev_lab}")
+assert set(points_lab) == set(ceilings_lab)  # every device placed
+labs.passed("the roofline verdict of a matrix multiply")
+
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).

@@ -262,6 +262,14 @@ if "fsdp" in results:
                  f"-- {per_param:.2f} bytes per parameter, "
                  f"{'as' if abs(per_param - 16 / nproc) < 0.005 else 'against'} 16 Ψ / N = {16 / nproc:.2f} with N = {nproc}")
 lines.append("* Model state per rank: " + ", ".join(state) + ".")
+if "fsdp" in results:  # why a process does not shrink with its state
+    rss_single, rss_fsdp = results["single"]["peak_rss_per_rank"][0], max(results["fsdp"]["peak_rss_per_rank"])
+    lines.append(f"* A rank's process is more than its model state: peak RSS {memory.human(rss_single)} for the single "
+                 f"process, {memory.human(rss_fsdp)} for the fullest FSDP rank, while the state fell by "
+                 f"{memory.human(single_total - max(fsdp_totals))}. Every rank is a Python process with its own torch "
+                 "(several hundred MB of code and libraries), loads the whole model before FSDP shards it, and keeps the "
+                 "activations of its own micro-batch; freed memory stays with the process's allocator. On a GPU the same "
+                 "1/N shows in the device memory that holds the state; the process's host memory does not follow it.")
 if gaps:
     lines.append(f"* {names} {'follow' if len(gaps) > 1 else 'follows'} the single-process loss curve to within {within}: "
                  "the same gradient, summed in another order." if worst <= tolerance else
@@ -276,6 +284,128 @@ if wire:
         lead = "Over the wire"
     lines.append(f"* {lead}: per step and rank, the ring sends {sent}. Memory per rank falls as 1/N; traffic does not.")
 peakllm.say("\n".join(lines))
+
+# %% [markdown]
+# ## Lab: data parallelism by hand
+#
+# What DDP does in one step, written with one collective (Li et al. 2020, *PyTorch Distributed:
+# Experiences on Accelerating Data Parallel Training*, section 2). Each of the $N$ ranks holds a
+# full replica of the model and of the optimizer, from the same start, and the same global batch
+# of $B$ windows. Rank $r$ takes its slice $S_r$ of $B/N$ windows, computes its slice's mean loss
+# $\mathcal{L}_r$ and, by backward, the local gradient $g_r = \nabla_\theta \mathcal{L}_r$. An
+# **all-reduce** with the sum leaves $\sum_r g_r$ on every rank; divided by $N$, it is the
+# gradient of the whole batch, because equal slices make the batch's mean loss the mean of the
+# slices' means:
+#
+# $$g = \frac{1}{N}\sum_{r=0}^{N-1} g_r = \nabla_\theta\, \frac{1}{N}\sum_{r=0}^{N-1}\mathcal{L}_r = \nabla_\theta\, \mathcal{L}_{\text{batch}}.$$
+#
+# Every rank then takes the same optimizer step from the same weights with the same $g$: the
+# replicas stay identical, and no weight ever crosses the wire.
+#
+# Write `data_parallel_step(model, optimizer, x, rank, world_size)`: slice `x` (the global batch,
+# (B, T) token ids), forward and backward on the slice with the model's own next-token loss,
+# all-reduce and average every parameter's gradient, step the optimizer, and return the slice's
+# loss as a float. Leave the averaged gradients in `p.grad` (do not zero them): the check reads them.
+#
+# **Prepared for you:** `model0_lab`, the notebook's model in fp32 (every rank starts from a copy),
+# `x_lab`, one global batch of 4 windows from the seeded stream `distributed.train` draws from,
+# and `rank_main_lab`, what each rank runs: it joins a 2-rank gloo group, builds a copy of the model
+# and `distributed.train`'s AdamW, calls your function, then takes the same step with the library's
+# DDP (`distributed.wrap`) on a fresh copy, and saves both for the check. The ranks are **forked**
+# from this kernel (`torch.multiprocessing.start_processes(..., start_method="fork")`), so they
+# see the functions defined here; a spawned process would have to import them from a file.
+#
+# **Hints.** `loss = model(input_ids=x_r, labels=x_r).loss`; `dist.all_reduce(t, op=dist.ReduceOp.SUM)`
+# sums a tensor in place across the ranks; `p.grad /= world_size`. Inside the ranks use only the
+# function's arguments, `torch` and `dist`. The check compares your gradients and losses with the
+# library's DDP, and your gradients and weights with one process trained on the whole batch, and
+# checks that the two ranks end the step with identical weights.
+
+# %% tags=["nbval-ignore-output"]
+import copy
+
+import torch.distributed as dist
+import torch.multiprocessing
+
+from peakllm.data.windows import window_batches
+from peakllm.models.pretraining import token_ids
+
+world_lab = 2                                                               # ranks, gloo on CPU
+model0_lab = models.load_model(model_name, device="cpu", dtype="float32").train()  # fp32 weights, as distributed.train
+model0_lab.config.use_cache = False
+x_lab = next(window_batches(token_ids("validation", models.load_tokenizer(model_name)), 4, 32, seed))  # (B, T) = (4, 32)
+
+
+def data_parallel_step(model, optimizer, x, rank, world_size):
+    """One data-parallel step on rank ``rank`` of ``world_size``. x: (B, T) token ids, the global
+    batch, the same on every rank. Afterwards every parameter's .grad holds the whole batch's
+    gradient and the optimizer has stepped. Returns this rank's slice loss (a float)."""
+    ### BEGIN SOLUTION
+    share = x.shape[0] // world_size                         # B / N windows per rank
+    x_r = x[rank * share:(rank + 1) * share]                 # (B / N, T): this rank's slice
+    loss = model(input_ids=x_r, labels=x_r).loss             # the slice's mean next-token loss L_r
+    loss.backward()                                          # the local gradient g_r
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)    # sum_r g_r, on every rank
+            p.grad /= world_size                             # their mean: the whole batch's gradient
+    optimizer.step()                                         # the same step on every replica
+    return loss.item()
+    ### END SOLUTION
+
+
+def rank_main_lab(rank, world_size, init_file, out_dir):
+    """One forked rank: your step, then the library's DDP step from the same start; saves both."""
+    torch.set_num_threads(1)                                 # a forked child gets its own small thread pool
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    saved = {}
+    for who in ("yours", "ddp"):
+        model = copy.deepcopy(model0_lab)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)  # distributed.train's
+        if who == "yours":
+            loss = data_parallel_step(model, opt, x_lab, rank, world_size)
+        else:
+            ddp = distributed.wrap(model, "ddp", torch.device("cpu"), distributed.CommCounter())
+            share = x_lab.shape[0] // world_size
+            x_r = x_lab[rank * share:(rank + 1) * share]
+            loss = ddp(input_ids=x_r, labels=x_r).loss      # as distributed.train's step
+            loss.backward()
+            opt.step()
+            loss = loss.item()
+        saved[who] = {"loss": loss,
+                      "grads": torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                                          for p in model.parameters()]),
+                      "weights": torch.cat([p.detach().flatten() for p in model.parameters()])}
+    torch.save(saved, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+work_lab = Path(tempfile.mkdtemp(prefix="peakllm-lab-"))
+torch.multiprocessing.start_processes(rank_main_lab, args=(world_lab, str(work_lab / "init"), str(work_lab)),
+                                      nprocs=world_lab, join=True, start_method="fork")
+results_lab = [torch.load(work_lab / f"rank{r}.pt") for r in range(world_lab)]
+print("your slice losses per rank:", ", ".join(f"{res['yours']['loss']:.4f}" for res in results_lab))
+
+# %% tags=["check"]
+from peakllm.workbook import labs
+
+single_lab = copy.deepcopy(model0_lab)                         # one process, the whole batch
+opt_single_lab = torch.optim.AdamW(single_lab.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+single_lab(input_ids=x_lab, labels=x_lab).loss.backward()
+grads_single_lab = torch.cat([p.grad.flatten() for p in single_lab.parameters()])
+opt_single_lab.step()
+weights_single_lab = torch.cat([p.detach().flatten() for p in single_lab.parameters()])
+for r_lab, res_lab in enumerate(results_lab):
+    labs.close(f"rank {r_lab}: slice loss", res_lab["yours"]["loss"], res_lab["ddp"]["loss"], rtol=1e-5)
+    labs.close(f"rank {r_lab}: averaged gradients, against the library's DDP", res_lab["yours"]["grads"],
+               res_lab["ddp"]["grads"], rtol=1e-5)
+    labs.close(f"rank {r_lab}: averaged gradients, against one process on the whole batch", res_lab["yours"]["grads"],
+               grads_single_lab, rtol=1e-5)
+    labs.close(f"rank {r_lab}: weights after the step, against one process on the whole batch", res_lab["yours"]["weights"],
+               weights_single_lab, rtol=1e-5)
+labs.outcome(len(results_lab) == world_lab and torch.equal(results_lab[1]["yours"]["weights"], results_lab[0]["yours"]["weights"]),
+             "after your step the ranks hold different weights: the replicas have drifted apart")
+labs.passed("data parallelism by hand")
 
 # %% [markdown]
 # ## Exercises

@@ -63,7 +63,7 @@ for q in quantizations:
 # ## 1. Why decoding is memory-bound
 
 # %%
-print(decoding.__doc__)
+peakllm.show_doc(decoding)
 model, tokenizer = models.load(model_name, device=str(dev), dtype="float32")  # the fp32 baseline on every device
 ceiling = roofline.ceilings(dev)
 roof = decoding.decode_roofline(model, ceiling=ceiling)
@@ -72,6 +72,12 @@ print(f"memory bandwidth: {roof['bandwidth'] / 1e9:.1f} GB/s, {ceiling['source']
 rec.add("bandwidth", round(roof["bandwidth"] / 1e9, 1), "GB/s", scope=ceiling["source"],
         buffer_bytes=ceiling.get("bandwidth_buffer_bytes"), threads=torch.get_num_threads())
 print(f"batch-1 bound B / W: {roof['ideal_tokens_per_s']:.0f} tok/s")
+if ceiling.get("gemv_bandwidth"):  # measured where no datasheet is known
+    gemv = ceiling["gemv_bandwidth"]
+    print(f"a matrix-vector product (decoding's kernel) streams its matrix at {gemv / 1e9:.1f} GB/s, "
+          f"{gemv / roof['bandwidth']:.0%} of the plain read")
+    rec.add("bandwidth", round(gemv / 1e9, 1), "GB/s", scope="matrix-vector product (F.linear, fp32)",
+            threads=torch.get_num_threads())
 
 # %% [markdown]
 # ## 2. The KV cache
@@ -201,6 +207,8 @@ decoding.throughput_table(rows_attn)
 # last-level cache and Python's per-step overhead weighs on every step, so its fractions say little
 # about memory; bitsandbytes' int8 and NF4 layers also dequantize in software on a CPU.
 # Section 6 repeats the measurement at a size where memory sets the pace.
+#
+# The `regime` column names the limit each step sits at, from its figures alone (`roofline.regime`): the step's least time is the larger of bytes / B and FLOPs / P; a step within twice that is **memory-bound** or **compute-bound**, a slower one spends most of its time on neither -- a Python step, dozens of kernel launches or operator dispatches per token -- and is **launch-bound**. On a CPU the matrix-vector product that reads the weights streams below B (section 1 measures its rate); a step within twice bytes / that rate is memory-bound at the **matrix-vector rate**: memory still sets the pace, the kernel just reads it more slowly than a plain sum does.
 
 # %%
 rows_w, roof_rows = [], []
@@ -213,7 +221,10 @@ for dtype, q in variants:
     roof_rows.append({"weights": r["dtype"], "bytes per token": memory.human(rf["bytes_per_token"]),
                       "bound B/W": f"{rf['ideal_tokens_per_s']:.0f} tok/s", "achieved": f"{r['tokens_per_s']:.0f} tok/s",
                       "fraction of roofline": f"{100 * rf['fraction']:.1f}% of this device"})
+    reg = decoding.decode_regime(m, r["tokens_per_s"], ceiling)  # which limit the step sits at
+    roof_rows[-1]["regime"] = reg["regime"] + (" (matrix-vector rate)" if reg["at"] != "read bandwidth" else "")
     rec.add("roofline_fraction", round(100 * rf["fraction"], 1), "% of this device", dtype=r["dtype"], batch=1)
+    rec.add("regime", reg["regime"], "", dtype=r["dtype"], batch=1, at=reg["at"])
     if m is not model:
         del m
 decoding.record_throughput(rec, rows_w)
@@ -261,13 +272,17 @@ for dtype in (dtypes if shape else []):
     rec.add("decode_tokens_per_s", round(r["decode_tokens_per_s"], 1), "tok/s", model=shape, dtype=dtype, batch=1,
             threads=r["threads"])
     rec.add("roofline_fraction", round(100 * r["fraction"], 1), "% of this device", model=shape, dtype=dtype, batch=1)
+    reg = decoding.decode_regime(m, r["decode_tokens_per_s"], ceiling)
+    r["regime"] = reg["regime"] + (" (matrix-vector rate)" if reg["at"] != "read bandwidth" else "")
+    rec.add("regime", reg["regime"], "", model=shape, dtype=dtype, batch=1, at=reg["at"])
     del m
 if shape_rows:
     display(pd.DataFrame([{"weights": r["dtype"], "read per token": memory.human(r["bytes_per_token"]),
                            "prefill (time to first token)": f"{r['prefill_ms']:.0f} ms",
                            "decode": f"{r['decode_tokens_per_s']:.1f} tok/s",
                            "bound B/W": f"{r['bound_tokens_per_s']:.1f} tok/s",
-                           "fraction of roofline": f"{100 * r['fraction']:.0f}% of this device"} for r in shape_rows])
+                           "fraction of roofline": f"{100 * r['fraction']:.0f}% of this device",
+                           "regime": r["regime"]} for r in shape_rows])
             .set_index("weights"))
     fig, ax = plt.subplots(figsize=(6, 3))
     x = range(len(shape_rows))
@@ -328,7 +343,121 @@ gpu_runs = gpucheck.stored_records("22_fast_decoding", ["decode_tokens_per_s", "
 if gpu_runs is None:
     print("no GPU run on record yet (python -m peakllm gpucheck on a CUDA machine writes one)")
 else:
-    display(gpu_runs)
+    display(gpu_runs[[k for k in ("card", "metric", "model", "dtype", "batch", "value", "unit") if k in gpu_runs]])
+    fr = gpu_runs[gpu_runs.metric == "roofline_fraction"] if "metric" in gpu_runs else None
+    if fr is not None and len(fr):  # at batch 1 the arithmetic is far below a GPU's peak: memory or launches
+        print("regimes on record: " + "; ".join(
+            f"{row['model'] if isinstance(row.get('model'), str) else row['params']['model_name']} {row['dtype']}: {row['value']:.1f}% of the bound, "
+            + ("memory-bound" if row["value"] * roofline.WITHIN >= 100 else "launch-bound")
+            for _, row in fr.iterrows()))
+
+# %% [markdown]
+# ## Lab: one cached attention step
+#
+# Write the step section 2 took apart, as a function: the attention of **one new token** with a KV
+# cache (Vaswani et al. 2017, section 3.2.1, applied to the newest position only). Given the new
+# token's query, key and value, $q, k, v \in \mathbb{R}^{d_\text{head}}$ per head, and the cache of
+# the $t$ earlier positions, $K_\text{cache}, V_\text{cache} \in \mathbb{R}^{t \times d_\text{head}}$ per
+# head:
+#
+# $$K = \begin{bmatrix} K_\text{cache} \\ k^\top \end{bmatrix}, \quad V = \begin{bmatrix} V_\text{cache} \\ v^\top \end{bmatrix} \in \mathbb{R}^{(t+1) \times d_\text{head}}, \qquad \mathrm{out} = \mathrm{softmax}\!\left(\frac{q^\top K^\top}{\sqrt{d_\text{head}}}\right) V .$$
+#
+# `cached_attention_step(q, k, v, K_cache, V_cache)` takes tensors of shape (batch, heads, 1,
+# d_head) for `q`, `k`, `v` and (batch, heads, t, d_head) for the cache, and returns `out` (batch,
+# heads, 1, d_head) and the updated `K`, `V` (batch, heads, t + 1, d_head).
+#
+# Hints: positions are dimension 2 (`torch.cat(..., dim=2)`); every head at once is a batched
+# matmul, `q @ K.transpose(-1, -2)`; `q` comes unscaled, so divide by $\sqrt{d_\text{head}}$
+# yourself; the newest position may attend to every earlier one, so no mask is needed; a softmax by
+# hand subtracts the row's maximum before `exp`.
+#
+# The inputs are layer 0 of the shipped `tiny-opt` on the CPU, for two seeded prompts of
+# `prompt_len` tokens and one new token each: the prompt's keys and values (what the cache holds
+# after the prefill) and the new token's $q, k, v$ from the layer's projections. The check compares
+# your output with transformers' attention in a pass over the whole sequence without a cache (the
+# new token's row) and your updated cache with transformers' own cache after its cached step; it
+# checks that the cache grew by exactly one position, the earlier ones untouched, and prints what a
+# step costs with and without the cache as $t$ grows.
+
+# %%
+import math
+
+lab_model, lab_tokenizer = models.load("tiny-opt", device="cpu", dtype="float32")  # the shipped tiny OPT
+attn_lab = lab_model.model.decoder.layers[0].self_attn
+heads_lab = lab_model.config.num_attention_heads
+d_head_lab = lab_model.config.hidden_size // heads_lab
+ids_lab = decoding.prompt_ids(lab_tokenizer, 2, prompt_len + 1, seed)  # (2, T + 1): 2 prompts of T tokens, then a new token each
+
+
+def heads_of_lab(t):  # (batch, n, heads * d_head) -> (batch, heads, n, d_head)
+    return t.view(t.shape[0], t.shape[1], heads_lab, d_head_lab).transpose(1, 2)
+
+
+with torch.no_grad():
+    emb_lab = lab_model(ids_lab, use_cache=False, output_hidden_states=True).hidden_states[0]  # (2, T + 1, d) into layer 0
+    xs_lab = lab_model.model.decoder.layers[0].self_attn_layer_norm(emb_lab)  # (2, T + 1, d): layer 0's attention input
+    K_cache_lab = heads_of_lab(attn_lab.k_proj(xs_lab[:, :-1]))  # (2, heads, T, d_head): the prompt's keys
+    V_cache_lab = heads_of_lab(attn_lab.v_proj(xs_lab[:, :-1]))  # (2, heads, T, d_head): and values
+    q_lab = heads_of_lab(attn_lab.q_proj(xs_lab[:, -1:]))        # (2, heads, 1, d_head): the new token's query, unscaled
+    k_lab = heads_of_lab(attn_lab.k_proj(xs_lab[:, -1:]))        # (2, heads, 1, d_head)
+    v_lab = heads_of_lab(attn_lab.v_proj(xs_lab[:, -1:]))        # (2, heads, 1, d_head)
+
+
+def cached_attention_step(q, k, v, K_cache, V_cache):
+    """One decoding step of attention for a new token, with a KV cache.
+
+    q, k, v:          (batch, heads, 1, d_head)  the new token's query (unscaled), key and value
+    K_cache, V_cache: (batch, heads, t, d_head)  keys and values of the t earlier positions
+    returns out (batch, heads, 1, d_head) = softmax(q K^T / sqrt(d_head)) V over all t + 1 positions,
+    and the updated K, V (batch, heads, t + 1, d_head).
+    """
+    ### BEGIN SOLUTION
+    K = torch.cat([K_cache, k], dim=2)                    # (b, h, t + 1, d_head): append the new key
+    V = torch.cat([V_cache, v], dim=2)                    # (b, h, t + 1, d_head): and the new value
+    d_head = q.shape[-1]
+    scores = q @ K.transpose(-1, -2) / math.sqrt(d_head)  # (b, h, 1, t + 1): the new query against every position
+    scores = scores - scores.amax(-1, keepdim=True)       # softmax by hand: subtract the row's maximum
+    weights = scores.exp()
+    weights = weights / weights.sum(-1, keepdim=True)     # (b, h, 1, t + 1), no mask: the newest sees all
+    out = weights @ V                                     # (b, h, 1, d_head)
+    return out, K, V
+    ### END SOLUTION
+
+
+with torch.no_grad():
+    out_lab, K_new_lab, V_new_lab = cached_attention_step(q_lab, k_lab, v_lab, K_cache_lab, V_cache_lab)
+print(f"cache {tuple(K_cache_lab.shape)} -> {tuple(K_new_lab.shape)}; out {tuple(out_lab.shape)}")
+
+# %% tags=["check"]
+from peakllm.workbook import labs
+
+seen_lab = []  # the input of layer 0's out_proj: the attention output, heads concatenated
+hook_lab = attn_lab.out_proj.register_forward_pre_hook(lambda mod, args: seen_lab.append(args[0].detach().clone()))
+try:
+    with torch.no_grad():
+        lab_model(ids_lab, use_cache=False)                              # the whole sequence, no cache
+        pre_lab = lab_model(ids_lab[:, :-1], use_cache=True)             # transformers' prefill of the prompt ...
+        lab_model(ids_lab[:, -1:], cache=pre_lab.cache, use_cache=True)  # ... and its own cached step
+finally:
+    hook_lab.remove()
+t_lab = K_cache_lab.shape[2]
+labs.close("out (the new token's attention output)", out_lab, heads_of_lab(seen_lab[0][:, -1:]), rtol=1e-4)
+labs.outcome(K_new_lab.shape[2] == t_lab + 1 and V_new_lab.shape[2] == t_lab + 1,
+             f"your updated cache holds {K_new_lab.shape[2]} keys and {V_new_lab.shape[2]} values, not t + 1 = {t_lab + 1}")
+labs.outcome(torch.equal(K_new_lab[:, :, :t_lab], K_cache_lab) and torch.equal(V_new_lab[:, :, :t_lab], V_cache_lab),
+             "the earlier positions of your updated cache differ from K_cache, V_cache: a step only appends")
+labs.close("K (updated cache)", K_new_lab, pre_lab.cache.layers[0].keys, rtol=1e-4)
+labs.close("V (updated cache)", V_new_lab, pre_lab.cache.layers[0].values, rtol=1e-4)
+
+# what the cache saves: multiply-adds of layer 0's attention for the token after t positions (per sequence), from the shapes
+d_lab = heads_lab * d_head_lab
+for n_lab in (t_lab, 2 * t_lab, 4 * t_lab):
+    mix_lab = 2 * d_lab * (n_lab + 1)         # q K^T and weights V over t + 1 positions, all heads
+    cached_lab = 4 * d_lab * d_lab + mix_lab  # + the q, k, v and out projections of the new token only
+    recompute_lab = 4 * d_lab * d_lab * (n_lab + 1) + d_lab * (n_lab + 1) * (n_lab + 2)  # all positions again, causal attention
+    print(f"t = {n_lab:4d}: with the cache {cached_lab:>9,} multiply-adds ({mix_lab:>7,} of them over the cache: linear in t), "
+          f"without {recompute_lab:>11,} ({recompute_lab / cached_lab:5.1f}x)")
+labs.passed("one cached attention step")
 
 # %% [markdown]
 # ## Exercises

@@ -174,6 +174,107 @@ for name in models.SHORT_NAMES:
 pd.DataFrame(rows)
 
 # %% [markdown]
+# ## Lab: one pretraining step
+#
+# Write `train_step_lab(model, optimizer, x, max_norm)`, the body of section 4's loop: one step of
+# next-token pretraining on a batch `x` of B windows of T token ids.
+#
+# 1. **Forward**: the logits, (B, T, V) for a vocabulary of V tokens. Position t has seen
+#    $x_1 \dots x_t$ and predicts $x_{t+1}$.
+# 2. **Loss**: the mean next-token cross-entropy of section 4 over the B (T - 1) positions that
+#    have a next token -- the logits of positions 1 to T - 1 against the labels $x_2 \dots x_T$, the
+#    input shifted left by one:
+#    $$\mathcal{L} = -\frac{1}{B\,(T-1)} \sum_{b=1}^{B} \sum_{t=1}^{T-1} \log \operatorname{softmax}\big(z_{b,t}\big)_{x_{b,t+1}}.$$
+# 3. **Backward**: $g = \nabla_\theta \mathcal{L}$ for every parameter.
+# 4. **Clip by the global norm** (Pascanu, Mikolov & Bengio 2013, section 3.2): the norm of all
+#    gradients taken together, $\lVert g \rVert = \sqrt{\sum_i \lVert g_i \rVert^2}$, and every gradient scaled
+#    by $\min\big(1,\ c / (\lVert g \rVert + 10^{-6})\big)$ with $c$ = `max_norm` (`grad_clip`, 1.0):
+#    a step that would be too long is shortened, its direction kept.
+# 5. **Optimizer step**, then **zero the gradients**. Return the loss as a float.
+#
+# **Prepared for you**, as `pretrain.pretrain` prepares them (read its loop with
+# `show_source(pretrain.pretrain)`): `model_lab`, a freshly initialised `tiny-opt` (the dense model,
+# whose loss is the cross-entropy alone; `tiny-moe` adds its routers' balancing loss) from the
+# recipe's seed; `opt_lab`, the library's optimizer (`pretrain.optimizer`) -- AdamW with $\beta = (0.9, 0.95)$ and weight
+# decay on the matrices only; `batches_lab`, the first windows the library draws from the train
+# split; and the loop around your function, which sets the learning rate of each step
+# (`pretrain.lr_at`: warmup, then cosine) -- `cfg_lab` is the notebook's recipe cut to a few short steps.
+#
+# **Hints.** `model(input_ids=x).logits`; `torch.nn.functional.cross_entropy` takes (N, V) logits
+# and (N,) labels, so flatten with `reshape(-1, V)`. Take the loss in fp32 (`.float()` on the
+# logits). Write the clipping yourself (`torch.nn.utils.clip_grad_norm_` does the same; the
+# point is to see it). The check runs the library's own loop, `pretrain.pretrain`, for the same
+# steps from the same seed and compares its losses and final weights with yours, and checks that
+# your steps lowered the loss on the first batch.
+
+# %% tags=["nbval-ignore-output"]
+import dataclasses
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from peakllm.data.windows import window_batches
+
+cfg_lab = dataclasses.replace(cfg, model_name="tiny-opt", steps=4, batch_size=4, seq_len=64, warmup=2,
+                              eval_every=4, eval_windows=1)      # the same recipe, four short steps
+torch.manual_seed(cfg_lab.seed)                                  # as pretrain.pretrain starts
+model_lab = models.new_tiny(cfg_lab.model_name, seed=cfg_lab.seed).to(dev).train()
+opt_lab = pretrain.optimizer(model_lab, cfg_lab)                 # the library's AdamW: decay on matrices only
+train_ids_lab = pretrain.token_ids("train", models.load_tokenizer(cfg_lab.model_name))  # the train split, (N,)
+batches_lab = [x.to(dev) for x in itertools.islice(                                     # (B, T) each
+    window_batches(train_ids_lab, cfg_lab.batch_size, cfg_lab.seq_len, cfg_lab.seed), cfg_lab.steps)]
+
+
+def train_step_lab(model, optimizer, x, max_norm):
+    """One step of next-token pretraining on ``x`` (B, T) token ids: forward, shifted
+    cross-entropy, backward, clipping to a global gradient norm of ``max_norm``, optimizer
+    step, gradients zeroed. Returns the loss (a float), as computed before the step."""
+    ### BEGIN SOLUTION
+    logits = model(input_ids=x).logits                          # (B, T, V): position t predicts x_{t+1}
+    V = logits.shape[-1]
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(),  # (B (T-1), V)
+                           x[:, 1:].reshape(-1))                # (B (T-1),): the labels, shifted by one
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))        # ||g|| over every parameter together
+    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)       # shorten the step only when too long
+    for g in grads:
+        g.mul_(scale)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+    ### END SOLUTION
+
+
+losses_lab = []
+for step_lab, x_lab in enumerate(batches_lab):
+    for group_lab in opt_lab.param_groups:
+        group_lab["lr"] = pretrain.lr_at(step_lab, cfg_lab)     # warmup, then cosine, as the library's loop
+    losses_lab.append(train_step_lab(model_lab, opt_lab, x_lab, cfg_lab.grad_clip))
+print("your losses per step:", ", ".join(f"{v:.4f}" for v in losses_lab))
+
+# %% tags=["check"]
+from peakllm.workbook import labs
+
+assert len(losses_lab) == cfg_lab.steps, f"train_step_lab returned {len(losses_lab)} losses of the {cfg_lab.steps} steps"
+ref_lab = pretrain.pretrain(cfg_lab, progress=False)            # the library's loop: same seed, recipe, batches
+labs.close("loss per step", losses_lab, [row["train_loss"] for row in ref_lab["log"]], rtol=1e-4)
+flat_lab = {name: torch.cat([p.detach().flatten().cpu() for p in m.parameters()])  # every weight, one vector
+            for name, m in [("yours", model_lab), ("library", ref_lab["model"]),
+                            ("initial", models.new_tiny(cfg_lab.model_name, seed=cfg_lab.seed))]}
+# Adam amplifies rounding where a gradient is near zero (a ReLU unit at its kink), so single weights
+# may differ by a fraction of one step: compare the whole difference with the whole change instead
+gap_lab = ((flat_lab["yours"] - flat_lab["library"]).norm() / (flat_lab["library"] - flat_lab["initial"]).norm()).item()
+labs.outcome(gap_lab <= 1e-2, f"weights after the steps: yours differ from the library's by {gap_lab:.3g} of the change "
+             "its steps made (norm of the difference / norm of the change); allowed 0.01")
+with torch.no_grad():                                           # the first batch again, after the steps
+    after_lab = model_lab(input_ids=batches_lab[0], labels=batches_lab[0]).loss.item()
+labs.outcome(after_lab < losses_lab[0], f"the loss on the first batch did not fall: {losses_lab[0]:.4f} before "
+             f"your steps, {after_lab:.4f} after")
+labs.passed("one pretraining step")
+
+# %% [markdown]
 # ## Exercises
 #
 # Try each one before you open its solution (student copies, made with `python -m peakllm student`, leave the solutions out).

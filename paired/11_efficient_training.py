@@ -38,7 +38,7 @@ import torch
 
 import peakllm
 from peakllm import models, show_source
-from peakllm.core import memory, reference
+from peakllm.core import memory, reference, spread
 from peakllm.data import corpus
 from peakllm.data.tokenizer import encode
 from peakllm.train import recipes as training
@@ -300,7 +300,7 @@ del net, lora_model
 # inputs the checkpoint keeps). These counts are exact; they are the same on a GPU for every recipe
 # whose dtypes do not follow the device -- mixed precision picks bf16 or fp16, QLoRA computes in
 # bf16 only where the device has it and pages its optimizer on CUDA. On a GPU the allocator's peak
-# is shown beside them. Throughput is timed over the remaining steps.
+# is shown beside them. Throughput: every later step is timed alone; the first two of them warm up and are dropped, the median of the rest is the method's tokens/s, and their mean ± sd is the noise two methods must differ by before we call one faster (`spread.verdict`, as for the seeds of notebook 10).
 
 # %%
 runs = training.compare(methods, base, train_ids, val_ids)
@@ -316,7 +316,9 @@ for m, r in runs.items():
     row["largest part"] = max(memory.PARTS, key=lambda k: p[k])
     if "cuda_peak" in p:
         row["CUDA peak"] = memory.human(p["cuda_peak"])
-    row |= {"tokens/s": f"{r['tokens_per_s']:.0f} tok/s", "val loss before": round(r["val_loss_before"], 3),
+    row |= {"tokens/s (median)": f"{r['tokens_per_s']:.0f} tok/s",
+            "per step, mean ± sd": spread.fmt(r["tokens_per_s_steps"], 0) + f" (n={len(r['tokens_per_s_steps'])})",
+            "val loss before": round(r["val_loss_before"], 3),
             "val loss after": round(r["val_loss"], 3)}
     rows.append(row)
     for part in (*memory.PARTS, "total"):
@@ -337,6 +339,30 @@ ax2.set(xlabel="step", ylabel="train loss (nats/token)", title=f"fine-tuning on 
 ax2.legend(fontsize=8)
 fig.tight_layout()
 
+# %% tags=["nbval-ignore-output"]
+# The speeds and the adapters' loss, read from this run (ties called by the per-step spread)
+if "full" in runs:
+    ref = runs["full"]
+    words = {"better": "faster than", "worse": "slower than", "tie": "tied with"}
+    speed = [f"{m} {words[spread.verdict(r['tokens_per_s_steps'], ref['tokens_per_s_steps'], lower_is_better=False)]} "
+             f"full fine-tuning ({r['tokens_per_s'] / ref['tokens_per_s']:.2f}x its median)"
+             for m, r in runs.items() if m != "full"]
+    text = "Speed, per step against full fine-tuning's: " + "; ".join(speed) + "."
+    if "checkpointing" in runs:
+        c = runs["checkpointing"]["tokens_per_s"] / ref["tokens_per_s"]
+        text += (f" Checkpointing's recomputation would predict about 3/4 of the speed (a forward is about a third of a "
+                 f"step's work); here it runs at {c:.2f}x" + (", inside the steps' noise." if spread.verdict(
+                     runs["checkpointing"]["tokens_per_s_steps"], ref["tokens_per_s_steps"]) == "tie" else "."))
+    drop = ref["val_loss_before"] - ref["val_loss"]  # full fine-tuning's loss drop
+    adapters = [m for m in runs if m in ("lora", "qlora", "qlora-attn")]
+    if adapters and drop > 0:
+        text += (f" Full fine-tuning lowers the validation loss from {ref['val_loss_before']:.3f} to {ref['val_loss']:.3f}; "
+                 "in the same steps " + ", ".join(
+                     f"{m} reaches {runs[m]['val_loss']:.3f} ({(runs[m]['val_loss_before'] - runs[m]['val_loss']) / drop:.0%} of that drop)"
+                     for m in adapters)
+                 + f": in {base.steps} steps, training a small share of the weights, they reach part of full fine-tuning's drop.")
+    peakllm.say(text)
+
 # %% [markdown]
 # **Reading the table.**
 #
@@ -348,7 +374,7 @@ fig.tight_layout()
 #   the activations computed in 16-bit. Not all of them: the logits are upcast to fp32 for the
 #   loss, and autocast's bf16 copies of the weights are saved for backward (counted as activations).
 # * **Checkpointing** keeps only each block's input and recomputes the rest in backward (about
-#   one extra forward pass: see its tokens/s). What remains is dominated by the LM head's logits,
+#   one extra forward pass; what it cost here is measured below). What remains is dominated by the LM head's logits,
 #   which are not checkpointed.
 # * **8-bit AdamW** stores both moments in 8 bits with a 32-bit scale per 256-value block:
 #   a quarter of the optimizer state (tensors under 4,096 values keep 32-bit state).
@@ -361,7 +387,8 @@ fig.tight_layout()
 # * **The loss curves** of the four recipes that train every weight (full, amp, checkpointing,
 #   8-bit AdamW) lie on top of each other, and that is the lesson: they change where the bytes
 #   go, not what is learned. Checkpointing recomputes exactly; bf16 autocast and 8-bit moments
-#   round a little, too little to see in the loss. The adapters learn along a different path.
+#   round a little, too little to see in the loss. The adapters train far fewer weights; how much of full
+#   fine-tuning's loss drop they reach in these steps is measured below.
 #
 # The question of this chapter: how many times less exact training memory does QLoRA need than
 # full fp32 fine-tuning, at the same batch and sequence length?
@@ -463,6 +490,146 @@ if {"full", "checkpointing", "adamw8bit", "lora", "qlora"} <= set(runs):
 """)
 else:
     peakllm.say("The takeaways quote the full, checkpointing, adamw8bit, lora and qlora runs: keep them in `methods`.")
+
+# %% [markdown]
+# ## Lab: a LoRA layer, by hand
+#
+# Write LoRA's layer (Hu et al. 2021, section 4.1) as a module of your own: `LoRALinear` wraps a
+# frozen `nn.Linear` $W_0 \in \mathbb{R}^{d \times k}$ (with its bias $b_0$) and adds the low-rank
+# side path
+#
+# $$h = W_0 x + b_0 + \frac{\alpha}{r} B A \,\mathrm{dropout}(x), \qquad A \in \mathbb{R}^{r \times k}, \; B \in \mathbb{R}^{d \times r}.$$
+#
+# * `__init__(base, r, alpha, dropout)`: keep `base` as `self.base` and freeze it (no gradients for
+#   its weight and bias); make `self.A` (r x k) and `self.B` (d x r) `nn.Parameter`s. Draw $A$ as
+#   peft draws it -- `torch.empty(r, k)` filled by `nn.init.kaiming_uniform_(A, a=math.sqrt(5))`,
+#   the default initialization of an `nn.Linear` -- and start $B$ at zero, so that training starts
+#   from $W_0$ exactly. Store `self.scaling` $= \alpha / r$ and `self.dropout`, an `nn.Dropout` on
+#   the side path's input (the paper's `lora_dropout`; 0 here, as in this notebook's `lora` recipe).
+# * `forward(x)`: $h$ for a row of $k$ features per token, `x` of shape (..., k) -> (..., d). With a
+#   row per token, $B A x$ is `x @ A.T @ B.T`; multiply by $A$ first and the side path never forms a
+#   $d \times k$ matrix.
+# * `merge()`: a new `nn.Linear` with weight $W_0 + \frac{\alpha}{r} B A$ and bias $b_0$ -- one matrix
+#   again, as after training -- leaving the LoRA layer as it is (copy the base, `copy.deepcopy`).
+#
+# The inputs: `base_lab`, a copy of section 3's layer-0 `q_proj` before merging ($W_0$ = `W0`, $b_0$
+# = `b0`, 256 x 256), and `x_lab`, 4 seeded tokens. The cell then gives $B$ seeded values, as if
+# trained a little, and computes your $h$ and your merged layer. The check wraps a copy of the same
+# base linear in peft's own LoRA layer (`LoraConfig` and `get_peft_model`, as `training.prepare`
+# does), compares your initial $A$ and $B$ with peft's drawn under the same seed, copies your $A$
+# and $B$ into peft's `lora_A` / `lora_B` and compares the outputs and the merged weight with peft's
+# `merge_and_unload`; then it checks the point of LoRA: only $r (k + d)$ parameters train, $W_0$
+# stays frozen, and one optimizer step moves $A$ and $B$ and nothing else.
+
+# %%
+import copy
+import math
+
+base_lab = torch.nn.Linear(W0.shape[1], W0.shape[0])  # k -> d: section 3's q_proj of layer 0, before merging
+with torch.no_grad():
+    base_lab.weight.copy_(W0)  # W0: (d, k)
+    base_lab.bias.copy_(b0)    # b0: (d,)
+x_lab = torch.randn(4, W0.shape[1], generator=torch.Generator().manual_seed(seed))  # (4, k): 4 tokens
+
+
+class LoRALinear(torch.nn.Module):
+    """h = W0 x + b0 + (alpha / r) B A dropout(x) beside a frozen nn.Linear (Hu et al. 2021, section 4.1)."""
+
+    def __init__(self, base: torch.nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        d, k = base.weight.shape  # W0: (d, k) = (out_features, in_features)
+        # self.base: frozen; self.A: (r, k), Kaiming-uniform as peft; self.B: (d, r), zero;
+        # self.scaling = alpha / r; self.dropout: nn.Dropout(dropout) on the side path's input
+        ### BEGIN SOLUTION
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)                       # W0 and b0 get no gradients
+        self.A = torch.nn.Parameter(torch.empty(r, k))
+        torch.nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # peft's (and nn.Linear's) draw
+        self.B = torch.nn.Parameter(torch.zeros(d, r))    # B = 0: h = W0 x at the start
+        self.scaling = alpha / r
+        self.dropout = torch.nn.Dropout(dropout)
+        ### END SOLUTION
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (..., k) -> h: (..., d)
+        ### BEGIN SOLUTION
+        side = self.dropout(x) @ self.A.T @ self.B.T      # (..., r), then (..., d): B A x, row per token
+        return self.base(x) + self.scaling * side         # W0 x + b0 + (alpha / r) B A x
+        ### END SOLUTION
+
+    def merge(self) -> torch.nn.Linear:
+        """A new nn.Linear with weight W0 + (alpha / r) B A and bias b0; this layer stays as it is."""
+        ### BEGIN SOLUTION
+        merged = copy.deepcopy(self.base)
+        with torch.no_grad():
+            merged.weight += self.scaling * (self.B @ self.A)  # (d, r) @ (r, k) -> (d, k)
+        return merged
+        ### END SOLUTION
+
+
+with torch.random.fork_rng(devices=[]):
+    torch.manual_seed(seed)
+    lora_lab = LoRALinear(base_lab, lora_r, lora_alpha)   # A drawn under a fixed seed
+with torch.no_grad():
+    lora_lab.B.normal_(std=0.02, generator=torch.Generator().manual_seed(seed + 1))  # as if trained a little: B != 0
+h_lab = lora_lab(x_lab)          # (4, d)
+merged_lab = lora_lab.merge()    # one nn.Linear(k, d) again
+print(f"A {tuple(lora_lab.A.shape)}, B {tuple(lora_lab.B.shape)}, alpha / r = {lora_lab.scaling}; "
+      f"your side path moves h by up to {(h_lab - base_lab(x_lab)).abs().max():.3f}")
+
+# %% tags=["check"]
+from collections import OrderedDict
+
+from peft import LoraConfig, get_peft_model
+
+from peakllm.workbook import labs
+
+# peft's LoRA layer around another copy of the same base linear (W0, b0), configured as training.prepare does
+ref_base_lab = torch.nn.Linear(W0.shape[1], W0.shape[0])
+with torch.no_grad():
+    ref_base_lab.weight.copy_(W0)
+    ref_base_lab.bias.copy_(b0)
+peft_lab = get_peft_model(torch.nn.Sequential(OrderedDict(proj=copy.deepcopy(ref_base_lab))),
+                          LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=["proj"], bias="none"))
+ref_lab = peft_lab.base_model.model.proj  # a peft.tuners.lora.Linear
+with torch.random.fork_rng(devices=[]):
+    torch.manual_seed(seed)
+    fresh_lab = LoRALinear(copy.deepcopy(ref_base_lab), lora_r, lora_alpha)  # yours, as constructed
+    torch.manual_seed(seed)
+    ref_lab.reset_lora_parameters("default", True)                        # peft's, under the same seed
+labs.close("A at initialization", fresh_lab.A, ref_lab.lora_A["default"].weight, rtol=1e-4)
+labs.equal("B at initialization", fresh_lab.B, ref_lab.lora_B["default"].weight)
+
+with torch.no_grad():  # your trained-a-little A and B into peft's layer
+    ref_lab.lora_A["default"].weight.copy_(lora_lab.A)
+    ref_lab.lora_B["default"].weight.copy_(lora_lab.B)
+    h_ref_lab = ref_lab(x_lab)
+    base_out_lab = ref_lab.base_layer(x_lab)  # W0 x + b0
+labs.close("h", h_lab, h_ref_lab, rtol=1e-4)
+labs.close("the side path h - W0 x - b0", h_lab - base_out_lab, h_ref_lab - base_out_lab, rtol=1e-4)
+labs.close("h from your layer after merge()", lora_lab(x_lab), h_ref_lab, rtol=1e-4)
+merged_ref_lab = peft_lab.merge_and_unload().proj  # peft's merged nn.Linear
+labs.close("merged weight minus W0", merged_lab.weight - W0, merged_ref_lab.weight - W0, rtol=1e-4)
+labs.close("merged bias", merged_lab.bias, merged_ref_lab.bias, rtol=1e-4)
+
+# the outcome: only A and B train
+d_lab, k_lab = W0.shape
+trainable_lab = {n: p.numel() for n, p in lora_lab.named_parameters() if p.requires_grad}
+labs.outcome(sum(trainable_lab.values()) == lora_r * (k_lab + d_lab),
+             f"your layer trains {sum(trainable_lab.values()):,} parameters {sorted(trainable_lab)}, "
+             f"not r (k + d) = {lora_r * (k_lab + d_lab):,}")
+labs.outcome(not lora_lab.base.weight.requires_grad and not lora_lab.base.bias.requires_grad,
+             "the base layer's weight or bias still requires grad: W0 and b0 must stay frozen")
+step_lab = copy.deepcopy(lora_lab)
+before_lab = {n: p.detach().clone() for n, p in step_lab.named_parameters()}
+opt_lab = torch.optim.SGD(step_lab.parameters(), lr=0.1)
+step_lab(x_lab).pow(2).mean().backward()
+opt_lab.step()
+moved_lab = sorted(n for n, p in step_lab.named_parameters() if not torch.equal(p.detach(), before_lab[n]))
+labs.outcome(moved_lab == ["A", "B"], f"one optimizer step changed {moved_lab}; only A and B should move")
+print(f"{sum(trainable_lab.values()):,} trainable parameters = r (k + d) = {lora_r} x ({k_lab} + {d_lab}) beside "
+      f"{W0.numel():,} frozen; one SGD step moved {moved_lab} only")
+labs.passed("a LoRA layer and its merge")
 
 # %% [markdown]
 # ## Exercises

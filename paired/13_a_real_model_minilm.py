@@ -142,6 +142,7 @@ rec.add("recall_at_1", round(next_line, 4), "share", model=model_name, method="d
 
 # %%
 prune_rows = []  # one row per run
+neighbours = {"dense": embeddings.nearest(dense_emb)}  # each model's nearest other line, first seed
 runs = [(pat, m, s) for pat in patterns for m in methods for s in (seeds[:1] if m == "magnitude" else seeds)]
 for pat, method, s in tqdm(runs, desc="prune + embed"):
     m = models.load_model(model_name, device=str(dev))
@@ -150,6 +151,8 @@ for pat, method, s in tqdm(runs, desc="prune + embed"):
     cos = embeddings.cosine_to(dense_emb, emb)[1]
     nn = embeddings.neighbour_agreement(dense_emb, emb)
     run_seed = None if method == "magnitude" else s
+    if s == seeds[0]:
+        neighbours[f"{method} {pat if pat != 'unstructured' else '50%'}"] = embeddings.nearest(emb)
     prune_rows.append({"setting": pat if pat != "unstructured" else "50% unstructured", "method": method, "seed": run_seed,
                      "1 - cos": 1 - cos, "recall@1": nn})
     rec.add("embedding_cosine", round(cos, 4), "cos", model=model_name, method=method, pattern=pat, sparsity=0.5, seed=run_seed)
@@ -174,6 +177,8 @@ for b, method, s in tqdm(runs, desc="quantize + embed"):
     gptq.quantize_model(m, calibs[s], method=method, bits=b, progress=False)
     emb = embeddings.embed(m, tokenizer, held_out)
     run_seed = None if method == "rtn" else s
+    if s == seeds[0] and b == min(grid_bits):
+        neighbours[f"{method} {b}-bit"] = embeddings.nearest(emb)
     q_rows.append({"setting": f"{b}-bit", "method": method, "seed": run_seed,
                    "1 - cos": 1 - embeddings.cosine_to(dense_emb, emb)[1], "recall@1": embeddings.neighbour_agreement(dense_emb, emb)})
     del m
@@ -191,6 +196,12 @@ for _, r in quant_df.iterrows():
             task="dense nearest neighbour")
 pd.concat({"1 - cos (mean ± sd)": spread.table(quant_df, ["setting", "method"], "1 - cos", digits=4)["mean ± sd"],
            "recall@1 (mean ± sd)": spread.table(quant_df, ["setting", "method"], "recall@1", digits=3)["mean ± sd"]}, axis=1)
+
+# %% [markdown]
+# **What the compressed encoders find.** The nearest other held-out line of the first few lines, under the dense model and under each compressed one (first calibration seed; pruned at 50%, quantized at the coarsest grid); `*` marks a neighbour that is not the dense model's. Recall@1 above counts these over all lines.
+
+# %% tags=["nbval-ignore-output"]
+embeddings.neighbour_table(held_out, neighbours, queries=4)
 
 # %% [markdown]
 # ## 6. What the solvers buy
@@ -307,6 +318,115 @@ else:
     lines.append(f"* {both_better} of the {len(verdicts)} comparisons of section 6 find the calibrated solver better than its "
                  f"data-free baseline outside the seed spread on both scores; the verdict table shows which.")
 peakllm.say("\n".join(lines))
+
+# %% [markdown]
+# ## Lab: Wanda's score and per-row mask
+#
+# Write Wanda (Sun et al. 2023, section 3, "Pruning Metric" and "Comparison Group") on one layer
+# of the dense MiniLM. Its score weighs each weight by the size of the input it multiplies:
+#
+# $$S_{ij} = |W_{ij}| \cdot \lVert X_j \rVert_2,$$
+#
+# with X (n × C_in) the layer's inputs on n calibration tokens, one token per row, and
+# ‖X_j‖₂ the norm of its column j (input feature j over all tokens). Wanda compares the weights
+# of each output: in every row i of W, the ⌊p · C_in⌋ weights of lowest S_ij are removed, so
+# every row loses the same share p.
+#
+# The cell below prepares `W_in_lab` (384 × 1536), the weights of
+# `encoder.layer.1.output.dense` -- the second MLP matrix of block 1, whose inputs are GELU
+# outputs, where a few input features are far larger than the rest -- and `X_lab`, the inputs
+# that layer sees at the real tokens of the first seed's calibration lines `c0` when the dense
+# model runs (the padding left out, as in section 2). `sequential.calibrate_layer` collects them with a
+# subclass of the library's `baselines.ColumnNorms` that also keeps the tokens. Write
+# `wanda_prune(W, X, sparsity)`, returning (W_hat, mask): W with the removed weights set to 0,
+# and the mask, True where removed.
+#
+# Hints: `torch.topk(S, k, dim=1, largest=False)` gives the k lowest of every row, and
+# `mask.scatter_(1, idx, True)` marks them. The check compares your mask and weights with the
+# library's `baselines.wanda` on a copy of the layer, given the library's column norms of the same
+# tokens; checks that every row holds exactly its share of zeros; and checks that your layer's
+# output error on the calibration tokens, ‖(W − Ŵ)Xᵀ‖²/n, is below that of magnitude pruning
+# (`baselines.magnitude`, which ranks the whole matrix by |W_ij|) at the same sparsity.
+
+# %%
+from peakllm.compress import baselines
+
+
+# The lab's inputs: one layer of the dense MiniLM and the inputs it sees at the real tokens of the calibration lines
+class LayerInputs(baselines.ColumnNorms):
+    """The library's Wanda statistic of a layer (``sq``: Σ_t x_tj² per input feature j), keeping
+    the calibration tokens it folds in (``parts``) too."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.parts = []
+
+    def take(self, inp, keep=None):
+        X = super().take(inp, keep)  # (t, columns): the real tokens of one batch
+        self.parts.append(X.float())
+        return X
+
+
+name_lab = "encoder.layer.1.output.dense"                      # second MLP matrix of block 1: 384 outputs, 1536 inputs
+layer_lab = layers[name_lab]
+acc_lab = sequential.calibrate_layer(model, c0, name_lab, LayerInputs)
+X_lab = torch.cat(acc_lab.parts)                               # (n, 1536) calibration inputs, padding left out
+W_in_lab = layer_lab.weight.detach().clone()                   # (384, 1536) dense weights
+sparsity_lab = 0.5                                             # share of each row's weights to remove
+
+
+def wanda_prune(W, X, sparsity):
+    """Wanda (Sun et al. 2023): prune the weights of lowest |W_ij| · ||X_j||_2 in each output row.
+
+    W: (rows, columns) weights, left unchanged; X: (n, columns) calibration inputs, one token
+    per row; sparsity: share of each row's weights to remove.
+    Returns (W_hat, mask): the pruned weights (rows, columns) and the bool mask (rows, columns)
+    of the removed weights (True = removed).
+    """
+    ### BEGIN SOLUTION
+    norms = X.pow(2).sum(dim=0).sqrt()                         # (columns,) ||X_j||_2 over the n tokens
+    S = W.abs() * norms[None, :]                               # (rows, columns) S_ij = |W_ij| · ||X_j||_2
+    k = int(W.shape[1] * sparsity)                             # weights to remove in every row
+    mask = torch.zeros_like(W, dtype=torch.bool)
+    if k > 0:
+        low = torch.topk(S, k, dim=1, largest=False).indices   # (rows, k) each row's lowest scores
+        mask.scatter_(1, low, True)
+    W_hat = W.masked_fill(mask, 0.0)
+    return W_hat, mask
+    ### END SOLUTION
+
+
+W_hat_lab, mask_lab = wanda_prune(W_in_lab, X_lab, sparsity_lab)
+print(f"{name_lab}: W {tuple(W_in_lab.shape)}, X {tuple(X_lab.shape)}; {mask_lab.float().mean():.1%} of the weights removed")
+
+# %% tags=["check"]
+import copy
+
+from peakllm.workbook import labs
+
+wanda_lab = copy.deepcopy(layer_lab)                           # the library prunes a copy in place
+mask_lib_lab = baselines.wanda(wanda_lab, acc_lab.sq, sparsity_lab)  # the same tokens' column norms
+labs.agree("mask", mask_lab, mask_lib_lab, at_least=0.999)  # a near-tie may fall the other way with other threads
+labs.agree("W_hat", W_hat_lab, wanda_lab.weight, at_least=0.999)
+k_lab = int(W_in_lab.shape[1] * sparsity_lab)
+zeros_lab = (W_hat_lab == 0).sum(dim=1)                        # (rows,) zeros in each row
+bad_lab = [(r, int(z)) for r, z in enumerate(zeros_lab.tolist()) if z != k_lab]  # (row, zeros) off the share
+labs.outcome(not bad_lab, f"{len(bad_lab)} of your {len(zeros_lab)} rows do not hold exactly {k_lab} zeros "
+                          f"(first (row, zeros): {bad_lab[:1]})")
+mag_lab = copy.deepcopy(layer_lab)
+baselines.magnitude(mag_lab, sparsity_lab)                     # magnitude pruning at the same sparsity
+
+
+def output_error_lab(W_hat):
+    """||(W - Ŵ) Xᵀ||² / n on the calibration tokens."""
+    return float(((X_lab @ (W_in_lab - W_hat.detach().float()).T) ** 2).sum() / len(X_lab))
+
+
+err_lab, err_mag_lab = output_error_lab(W_hat_lab), output_error_lab(mag_lab.weight)
+labs.outcome(err_lab < err_mag_lab, f"your output error {err_lab:.4g} is not below magnitude pruning's {err_mag_lab:.4g}")
+print(f"output error on the {len(X_lab):,} calibration tokens at {sparsity_lab:.0%}: yours {err_lab:.4g}, "
+      f"magnitude pruning {err_mag_lab:.4g}")
+labs.passed("Wanda's score and per-row mask")
 
 # %% [markdown]
 # ## Exercises

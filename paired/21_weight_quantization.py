@@ -40,6 +40,7 @@ from peakllm import models, show_source
 from peakllm.compress import formats, gptq, quant
 from peakllm.core import checks, memory, reference, spread
 from peakllm.data import evaldata
+from peakllm.infer import speak
 from peakllm.workbook import compare, crosscheck, measure
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
@@ -217,6 +218,7 @@ head_and_rest = memory.weight_bytes(model) - linear[0]
 # %%
 import copy
 
+spoken = {"dense": speak.speak(model, tokenizer)}  # one prompt, continued greedily by each model
 runs = [(b, "rtn", seeds[0]) for b in grid_bits] + [(b, "gptq", s) for b in grid_bits for s in seeds]
 for b, method, s in tqdm(runs, desc="RTN and GPTQ"):
     m = copy.deepcopy(model)
@@ -225,6 +227,8 @@ for b, method, s in tqdm(runs, desc="RTN and GPTQ"):
     packed = sum(formats.packed_bytes(*r["shape"], b) for r in layer_rows)
     rows.append(measure.model_row(m, method, b, scored, None, ctx, head_and_rest + packed, 8 * packed / linear[1])
                 | {"seed": s if method == "gptq" else None})
+    if s == seeds[0]:
+        spoken[f"{method} {b}-bit"] = speak.speak(m, tokenizer)
     del m
 table = pd.DataFrame(rows)
 d0 = eval_datasets[0]
@@ -241,6 +245,13 @@ print(f"perplexity on {scope}; GPTQ: mean ± sd over calibration seeds {seeds}")
 first[["bits/param (linear)", "forward"]].assign(**{
     "weight bytes": first["weight bytes"].map(memory.human), f"ppl {d0} (mean ± sd)": summary["mean ± sd"],
     "seeds": summary["n"]})
+
+# %% [markdown]
+# **What the quantized models write.** One prompt from the test split, continued greedily for the same number of tokens by the dense model and by RTN and GPTQ at each bit width (first calibration seed):
+
+# %% tags=["nbval-ignore-output"]
+print("prompt:", speak.PROMPT)
+speak.table(spoken)
 
 # %% [markdown]
 # GPTQ against RTN at each bit width, with the seed spread: a difference inside it is a tie.
@@ -388,6 +399,113 @@ if 3 in grid_bits:
   collapses in the GPTQ paper ({p_dense16:.2f} to {p_rtn3:,.0f} on WikiText2).
 """
 peakllm.say(bullets)
+
+# %% [markdown]
+# ## Lab: GPTQ's column loop on one layer
+#
+# Sections 4 and 5 ran the library's GPTQ on every layer. Here you write its core for one layer:
+# Algorithm 1 of the GPTQ paper (Frantar et al. 2022, section 3) on the grid of its experiments
+# (section 5: uniform, asymmetric, per row, between the row's min and max), at 4 bits.
+#
+# **The grid.** Each row of $W$ gets a scale $s$ and a zero point $z$, found once from the row
+# before the sweep, with $w_{\min} = \min(\min_j W_{ij},\, 0)$ and $w_{\max} = \max(\max_j W_{ij},\, 0)$:
+#
+# $$s = \frac{w_{\max} - w_{\min}}{2^b - 1}, \qquad z = \operatorname{round}\!\left(\frac{-w_{\min}}{s}\right), \qquad
+# \operatorname{quant}(w) = s\,\Big(\operatorname{clamp}\big(\operatorname{round}(w / s) + z,\ 0,\ 2^b - 1\big) - z\Big).$$
+#
+# **The sweep.** With $U$ the upper Cholesky factor of the dampened inverse Hessian
+# ("$H^{-1} \leftarrow \operatorname{Cholesky}(H^{-1})^\top$" in Algorithm 1; section 3.3), the
+# columns $j = 0, 1, \dots$ are quantized from left to right:
+#
+# $$Q_{:,j} = \operatorname{quant}(W_{:,j}), \qquad E_{:,j} = \frac{W_{:,j} - Q_{:,j}}{U_{jj}}, \qquad
+# W_{:,j+1:} \leftarrow W_{:,j+1:} - E_{:,j}\, U_{j,\,j+1:} .$$
+#
+# The last step is the OBS update (section 3.1): the rounding error of column $j$ moves onto the
+# columns not yet quantized, through one row of $U$ shared by every row of $W$.
+#
+# **Prepared for you** in the cell below, from the dense `model` (it stays dense):
+#
+# * `W_lab` (rows x cols, fp32): the weights of the first block's `fc2` (for another model, the
+#   first linear layer with more inputs than outputs), a dead input's column zeroed as the library
+#   does (an input that was zero on every calibration token);
+# * `U_lab` (cols x cols): the upper Cholesky factor of $(H + \lambda I)^{-1}$, with
+#   $\lambda$ = `percdamp` times the mean of $H$'s diagonal and $H = 2 X X^\top / n$ collected over
+#   32 of the calibration windows by the library's accumulator (`obs.prepare` does both steps).
+#
+# **Hints.**
+#
+# * Work on a clone of `W`: the sweep changes the columns still to come.
+# * Fit $s$ and $z$ once, from `W` before the loop, one value per row; an all-zero row
+#   ($w_{\min} = w_{\max} = 0$) takes $w_{\min} = -1$ and $w_{\max} = 1$, as the library does.
+# * Write $\operatorname{quant}$ exactly as above, in that order of operations: the check compares
+#   your weights with the library's one by one, and a weight that lands on the other level
+#   because of a difference in the last bit changes the updates of the rest of its row.
+# * You do not need the lazy batches of section 3.2: they regroup the same updates for speed.
+#
+# The check runs the library's `gptq.GPTQ` on a copy of the same layer with the same $H$, compares
+# your $Q$ with its result, and checks that your layer error $\|(W - Q) X\|^2 / n$
+# (`obs.layer_error`) is below that of round-to-nearest (RTN) on the same grid.
+
+# %%
+# The lab's layer and its Hessian, from the dense `model` (the library's GPTQ below holds a copy of the layer)
+from peakllm.compress import obs, sequential
+
+layers_lab = sequential.all_linear_layers(model)
+name_lab = next(n for n, l in layers_lab.items() if l.weight.shape[1] > l.weight.shape[0])  # OPT: block 0's fc2
+W0_lab = layers_lab[name_lab].weight.detach().float().cpu().clone()  # (rows, cols) the dense weights
+gptq_lab = gptq.GPTQ(torch.nn.Linear(W0_lab.shape[1], W0_lab.shape[0], bias=False))  # the library's GPTQ, on a copy
+hook_lab = layers_lab[name_lab].register_forward_hook(lambda m, inp, out: gptq_lab.add_batch(inp[0].detach().cpu()))
+sequential.forward_calibration(model, calibs[seeds[0]][:32], [hook_lab])  # fills H = 2 X X^T / n, then removes the hook
+H_lab = gptq_lab.H                                    # (cols, cols)
+W_lab, U_lab = obs.prepare(W0_lab, H_lab, percdamp)   # dead inputs zeroed; U = upper Cholesky factor of (H + λI)^-1
+print(f"{name_lab}: W {tuple(W_lab.shape)}, H from {gptq_lab.n:,} calibration tokens")
+
+
+def gptq_quantize(W, U, bits=4):
+    """GPTQ's column loop (Algorithm 1, without lazy batches) on a per-row asymmetric min-max grid.
+
+    W: (rows, cols) fp32 weights; U: (cols, cols) upper Cholesky factor of the dampened H^-1.
+    Returns Q (rows, cols): every weight on its row's grid of 2^bits levels.
+    """
+    ### BEGIN SOLUTION
+    W = W.clone()
+    maxq = 2 ** bits - 1
+    wmin = W.min(dim=1).values.clamp(max=0)                  # (rows,)
+    wmax = W.max(dim=1).values.clamp(min=0)                  # (rows,)
+    flat = wmin == wmax                                      # an all-zero row
+    wmin, wmax = torch.where(flat, -1.0, wmin), torch.where(flat, 1.0, wmax)
+    s = (wmax - wmin) / maxq                                 # (rows,) scale
+    z = torch.round(-wmin / s)                               # (rows,) zero point
+    Q = torch.zeros_like(W)
+    for j in range(W.shape[1]):
+        w = W[:, j]                                          # (rows,) column j, with the updates so far
+        q = s * (torch.clamp(torch.round(w / s) + z, 0, maxq) - z)
+        Q[:, j] = q
+        e = (w - q) / U[j, j]                                # (rows,) scaled rounding error
+        W[:, j + 1:] -= e[:, None] * U[j, j + 1:][None, :]   # OBS update of the columns still to come
+    return Q
+    ### END SOLUTION
+
+
+Q_lab = gptq_quantize(W_lab, U_lab)  # (rows, cols)
+
+# %% tags=["check"]
+from peakllm.workbook import labs
+
+with torch.no_grad():
+    gptq_lab.layer.weight.copy_(W0_lab)  # the dense weights, however often this cell runs
+gptq_lab.quantize(4, blocksize=blocksize, percdamp=percdamp)  # the library's GPTQ on the same layer and H
+Q_ref_lab = gptq_lab.layer.weight.detach().clone()
+# a weight near a grid midpoint can round the other way with another summation order (threads, lazy
+# updates), and the error feedback carries it along its row: most entries, and the error, must match
+labs.agree("Q_lab", Q_lab, Q_ref_lab, at_least=0.99)
+err_lab = obs.layer_error(W0_lab, Q_lab, H_lab)
+labs.ratio_at_most("layer error", err_lab, obs.layer_error(W0_lab, Q_ref_lab, H_lab), 1.01)
+err_rtn_lab = obs.layer_error(W0_lab, quant.rtn(W0_lab, 4), H_lab)
+labs.outcome(err_lab < err_rtn_lab, f"your layer error {err_lab:.4g} is not below RTN's {err_rtn_lab:.4g} on the same 4-bit grid")
+print(f"{name_lab}, 4 bits: layer error ||(W - Q) X||^2 / n = {err_lab:.4g} with your GPTQ, {err_rtn_lab:.4g} with RTN "
+      f"({err_rtn_lab / err_lab:.1f}x yours)")
+labs.passed("GPTQ's column loop (4 bits, one layer)")
 
 # %% [markdown]
 # ## Exercises

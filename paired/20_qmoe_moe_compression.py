@@ -13,7 +13,7 @@
 #
 # **Prerequisites.** Notebook 10 (the OBS / GPTQ column sweep). Notebook 21 shows GPTQ on a dense model.
 #
-# **Runtime on the default** (`tiny-switch`, 2 CPU cores): about 90 seconds; peak memory about 1 GiB RSS.
+# **Runtime on the default** (`tiny-switch`, 2 CPU cores): under 2 minutes; peak memory about 1 GiB RSS.
 
 # %% tags=["parameters"]
 model_name: str = "tiny-switch"  # MoE to compress: tiny-switch or tiny-moe (shipped), a local directory, or a Hub id such as google/switch-base-8 (Switch: span-corruption pairs)
@@ -47,6 +47,7 @@ import peakllm
 from peakllm import models, show_source
 from peakllm.compress import batched, obs, qmoe, qmoe_format, quant, ternary_coding
 from peakllm.core import checks, spread
+from peakllm.infer import speak
 from peakllm.data import evaldata, spans
 from peakllm.models import probes
 from peakllm.workbook import compare, diagrams
@@ -232,10 +233,13 @@ show_source(qmoe.compress)
 # %%
 del model, probe  # from here on, one working copy at a time
 variants, reports, seed_rows, zcols, storage = {}, {}, [], {}, None
+spoken = {}  # one prompt's masked span, filled greedily by each model
 grid = sorted(set(grid_bits) | {bits}, key=lambda b: (b != "ternary", b))
 runs = [(b, m, s) for b in grid for m in ["rtn", "gptq"] for s in (seeds if m == "gptq" else seeds[:1])]
 for b, m, s in tqdm(runs, desc="RTN and GPTQ"):
     mm, _, _ = qmoe.load(model_name, str(dev), expert_capacity)  # a fresh working copy
+    if not spoken:
+        spoken["dense"] = speak.speak(mm, tokenizer, span=4)
     report = qmoe.compress(mm, calibs[s], bits=b, method=m, percdamp=percdamp, max_tokens_mult=max_tokens_mult,
                            progress=False, batch_experts=batch_experts)
     loss = qmoe.eval_loss(mm, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
@@ -243,6 +247,7 @@ for b, m, s in tqdm(runs, desc="RTN and GPTQ"):
     rec.add("loss", round(loss, 4), "nats", method=m, bits=str(b), seed=s if m == "gptq" else None, dataset=eval_dataset)
     if s == seeds[0]:  # the first seed's runs serve the sections below
         reports[(m, b)] = report
+        spoken[f"{m} {b}" + ("" if b == "ternary" else "-bit")] = speak.speak(mm, tokenizer, span=4)
         variants[(m, b)] = {"loss": loss, "zeros": qmoe.zero_share(mm), "zeros by row": qmoe.zero_share(mm, by_row_length=True)}
         if b == "ternary":  # for sections 5 and 6, before this copy goes
             zcols[m] = qmoe.zero_share_by_column(mm, bins=8)
@@ -254,6 +259,15 @@ loss_table = spread.table(runs_df, ["method", "bits"], "loss", digits=4)
 loss_table["increase"] = (loss_table["mean"] - dense_loss).round(4)
 print(f"dense loss {dense_loss:.4f} ({eval_dataset}); GPTQ: mean ± sd over calibration seeds {seeds} (RTN reads no data: one run)")
 loss_table[["mean ± sd", "increase"]]
+
+# %% [markdown]
+# **What the compressed models write.** Switch was pretrained to fill masked spans, so the same test-split line with a few words in its middle hidden behind the first sentinel goes to the dense model and to each compressed model (first calibration seed); each fills the span greedily. The loss says how much was lost; the fills show what it looks like.
+
+# %% tags=["nbval-ignore-output"]
+first = next(iter(spoken.values()))
+print("the encoder reads:", first["prompt"])
+print("the hidden words:  ", first["hidden"])
+speak.table(spoken)
 
 # %%
 for b in ["ternary", "2"]:
@@ -366,7 +380,7 @@ assert (D.decode(lib).numpy()[0] == q_row).all()
 print("by hand = qmoe_format's encoder, codeword for codeword and bit for bit; decoded exactly")
 
 # %%
-print(qmoe_format.__doc__.split("Bit accounting")[1].split("Entropy limit")[0])
+peakllm.show_doc(qmoe_format, start="Bit accounting", stop="Entropy limit")
 
 # %%
 if storage is not None:  # qmoe.encode_experts ran on the headline model in section 4
@@ -634,6 +648,106 @@ if storage is not None:
   On i.i.d. codes at switch-c-2048's shapes QMoE's format gives {ratio_c2048:.2f}x against the paper's {paper_iid}x.
 """
 peakllm.say(bullets)
+
+# %% [markdown]
+# ## Lab: QMoE's ternary GPTQ on one expert
+#
+# QMoE (Frantar & Alistarh 2023, section 4) runs GPTQ's column loop (GPTQ, Algorithm 1) on every
+# expert matrix, with two changes: a **ternary grid** per row and 10x GPTQ's dampening
+# (`percdamp` = 0.1). Write that loop for section 3's expert.
+#
+# **The grid.** Each row of $W$ keeps three values, its extremes and zero, found once from the
+# row *before* the sweep, with $w_{\min} = \min(\min_j W_{ij},\, 0)$ and
+# $w_{\max} = \max(\max_j W_{ij},\, 0)$:
+#
+# $$\operatorname{quant}(w) = \begin{cases} w_{\max} & w > w_{\max}/2 \\ w_{\min} & w < w_{\min}/2 \\ 0 & \text{otherwise.} \end{cases}$$
+#
+# **The sweep** is GPTQ's. With $U$ the upper Cholesky factor of the dampened inverse Hessian
+# (GPTQ section 3.3), the columns $j = 0, 1, \dots$ are quantized from left to right:
+#
+# $$Q_{:,j} = \operatorname{quant}(W_{:,j}), \qquad E_{:,j} = \frac{W_{:,j} - Q_{:,j}}{U_{jj}}, \qquad
+# W_{:,j+1:} \leftarrow W_{:,j+1:} - E_{:,j}\, U_{j,\,j+1:} ,$$
+#
+# the last step the OBS update that moves column $j$'s rounding error onto the columns still to
+# come. The grid stays the one fitted before the sweep, even where the updates push a weight
+# beyond $w_{\max}$.
+#
+# **Prepared for you** in the cell below (section 4 freed section 3's model and probe, so the cell
+# loads the checkpoint again and collects the same expert's routed tokens):
+#
+# * `W_lab` (rows x cols, fp32): section 3's expert matrix, dense, every weight kept (QMoE mode:
+#   an input no routed token fired keeps its weights);
+# * `U_lab` (cols x cols): the upper Cholesky factor of $(H + \lambda I)^{-1}$, with
+#   $\lambda$ = `percdamp` times the mean of $H$'s diagonal and $H = 2 X X^\top / n$ over the tokens
+#   the router sends this expert (`qmoe.calibrate_expert`, then `obs.prepare(..., keep_dead=True)`).
+#
+# **Hints.**
+#
+# * Work on a clone of `W`; find $w_{\min}$ and $w_{\max}$ once, one value per row, before the loop.
+# * Keep the inequalities strict, as above: a weight exactly at half an extreme goes to 0.
+# * You do not need GPTQ's lazy batches: they regroup the same updates for speed.
+# * QMoE then stores each row's $w_{\min}$ and $w_{\max}$ in bf16 (`qmoe.snap_ternary_scales`,
+#   applied by `qmoe.compress` after the sweep). Leave that step out: the check compares before it,
+#   as section 3 does.
+#
+# The check runs the library's ternary GPTQ (`batched.quantize_batched`, the sweep section 4 ran)
+# on the same $W$ and $H$, compares your $Q$ with its result, checks that your output error is
+# below that of round-to-nearest (RTN) on the same ternary grid, and reports both zero shares.
+
+# %%
+# The lab's expert: section 3's, from a fresh load of the checkpoint and the same calibration pairs
+model_lab, _, _ = qmoe.load(model_name, str(dev), expert_capacity)
+names_lab = list(qmoe.expert_layers(model_lab))
+name_lab = names_lab[len(names_lab) // 4]                            # section 3's expert matrix
+probe_lab = qmoe.calibrate_expert(model_lab, calib, name_lab)        # the library's collector of its routed tokens
+W0_lab = probe_lab.layer.weight.detach().float().cpu().clone()       # (rows, cols) the dense expert
+H_lab, n_lab = probe_lab.H.cpu(), probe_lab.n                        # (cols, cols) H = 2 X X^T / n
+del model_lab, probe_lab                                             # one working copy at a time
+W_lab, U_lab = obs.prepare(W0_lab, H_lab, percdamp, keep_dead=True)  # every weight kept; U = upper Cholesky factor of (H + λI)^-1
+print(f"{name_lab}: W {tuple(W_lab.shape)}, H from {n_lab:,} routed tokens, percdamp {percdamp}")
+
+
+def ternary_gptq(W, U):
+    """GPTQ's column loop (Algorithm 1, without lazy batches) on QMoE's per-row ternary grid.
+
+    W: (rows, cols) fp32 weights; U: (cols, cols) upper Cholesky factor of the dampened H^-1.
+    Returns Q (rows, cols): every weight of row i one of {w_min_i, 0, w_max_i}.
+    """
+    ### BEGIN SOLUTION
+    W = W.clone()
+    wmin = W.min(dim=1).values.clamp(max=0)                  # (rows,) the grid, from the rows before the sweep
+    wmax = W.max(dim=1).values.clamp(min=0)                  # (rows,)
+    Q = torch.zeros_like(W)
+    for j in range(W.shape[1]):
+        w = W[:, j]                                          # (rows,) column j, with the updates so far
+        q = torch.where(w > wmax / 2, wmax, torch.where(w < wmin / 2, wmin, torch.zeros_like(w)))
+        Q[:, j] = q
+        e = (w - q) / U[j, j]                                # (rows,) scaled rounding error
+        W[:, j + 1:] -= e[:, None] * U[j, j + 1:][None, :]   # OBS update of the columns still to come
+    return Q
+    ### END SOLUTION
+
+
+Q_lab = ternary_gptq(W_lab, U_lab)  # (rows, cols)
+
+# %% tags=["check"]
+from peakllm.workbook import labs
+
+Q_ref_lab = batched.quantize_batched(W0_lab[None], H_lab[None], bits="ternary", percdamp=percdamp, keep_dead=True)[0]
+# the library's ternary GPTQ, before the bf16 snap of the extremes; a weight near a grid midpoint can round
+# the other way with another summation order (threads), and the error feedback carries it along its row
+labs.agree("Q_lab", Q_lab, Q_ref_lab, at_least=0.99)
+grid_lab = (Q_lab == 0) | (Q_lab == W0_lab.min(1, keepdim=True).values.clamp(max=0)) | (Q_lab == W0_lab.max(1, keepdim=True).values.clamp(min=0))
+labs.outcome(bool(grid_lab.all()), f"{int((~grid_lab).sum())} of your weights are none of their row's {{wmin, 0, wmax}}")
+R_lab = quant.rtn(W0_lab, "ternary")             # round to nearest on the same grid
+signal_lab = obs.layer_error(W0_lab, torch.zeros_like(W0_lab), H_lab)
+labs.ratio_at_most("relative output error", obs.layer_error(W0_lab, Q_lab, H_lab) / signal_lab,
+                   obs.layer_error(W0_lab, Q_ref_lab, H_lab) / signal_lab, 1.01)
+err_lab, err_rtn_lab = (obs.layer_error(W0_lab, Qx, H_lab) / signal_lab for Qx in (Q_lab, R_lab))
+labs.outcome(err_lab < err_rtn_lab, f"your relative output error {err_lab:.4f} is not below ternary RTN's {err_rtn_lab:.4f}")
+print(f"{name_lab}, ternary: relative output error ||(W - Q) X||^2 / ||W X||^2 = {err_lab:.4f} with your GPTQ, "
+      f"{err_rtn_lab:.4f} with RTN; zeros: {(Q_lab == 0).float().mean():.1%} of your weights, {(R_lab == 0).float().mean():.1%} of RTN's")
+labs.passed("QMoE's ternary GPTQ (one expert)")
 
 # %% [markdown]
 # ## Exercises
