@@ -8,16 +8,14 @@ notebook's lesson are checked instead, with measured tolerances, by the notebook
 (``peakllm.finish`` runs ``peakllm.workbook.lessons`` when PEAKLLM_CHECK_LESSONS is set).
 """
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["PEAKLLM_CHECK_LESSONS"] = "1"  # the kernels nbval starts inherit it
-# Notebooks 10 and 21 show llm-compressor's rows when `make crosscheck` has run; their stored
-# outputs were made without it, so the kernels nbval starts look for a results file that is never there.
-os.environ["PEAKLLM_CROSSCHECK_RESULTS"] = str(Path(__file__).parent / "tests" / "no-crosscheck" / "results.json")
+# Notebooks 10, 13 and 21 show llm-compressor's rows from the committed results of `make crosscheck`
+# (data/results/crosscheck/results.json): the stored outputs and the kernels nbval starts read the same file.
 
 
 def pytest_collectstart(collector):

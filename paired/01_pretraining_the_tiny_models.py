@@ -195,7 +195,7 @@ pd.DataFrame(rows)
 # **Prepared for you**, as `pretrain.pretrain` prepares them (read its loop with
 # `show_source(pretrain.pretrain)`): `model_lab`, a freshly initialised `tiny-opt` (the dense model,
 # whose loss is the cross-entropy alone; `tiny-moe` adds its routers' balancing loss) from the
-# recipe's seed; `opt_lab`, the library's optimizer (`pretrain.optimizer`) -- AdamW with $\beta = (0.9, 0.95)$ and weight
+# recipe's seed; `opt_lab`, the library's optimizer (`pretrain.optimizer`) -- AdamW with the recipe's betas and weight
 # decay on the matrices only; `batches_lab`, the first windows the library draws from the train
 # split; and the loop around your function, which sets the learning rate of each step
 # (`pretrain.lr_at`: warmup, then cosine) -- `cfg_lab` is the notebook's recipe cut to a few short steps.

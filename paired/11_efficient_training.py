@@ -317,7 +317,8 @@ for m, r in runs.items():
     if "cuda_peak" in p:
         row["CUDA peak"] = memory.human(p["cuda_peak"])
     row |= {"tokens/s (median)": f"{r['tokens_per_s']:.0f} tok/s",
-            "per step, mean ± sd": spread.fmt(r["tokens_per_s_steps"], 0) + f" (n={len(r['tokens_per_s_steps'])})",
+            "per step, mean ± sd": "{:.0f} tok/s ± {:.0f} tok/s (n={})".format(
+                *spread.summarize(r["tokens_per_s_steps"]).values()),
             "val loss before": round(r["val_loss_before"], 3),
             "val loss after": round(r["val_loss"], 3)}
     rows.append(row)

@@ -141,7 +141,7 @@ def test_input_hessians_match_the_one_layer_calibration():
 
 def test_the_compare_half_says_what_to_run_first(tmp_path):
     with pytest.raises(SystemExit, match="crosscheck_llmcompressor.py"):
-        _tool().main(["--results", str(tmp_path / "results.json")])
+        _tool().main(["--results", str(tmp_path / "results.json"), "--weights", str(tmp_path)])
 
 
 @pytest.mark.slow
@@ -177,7 +177,7 @@ def test_compare_half_end_to_end_with_our_own_weights_standing_in(tmp_path):
                          "oneshot": fields("pipeline", "num_calibration_samples", "batch_size",
                                            "shuffle_calibration_samples")}}
     (src / "meta.json").write_text(json.dumps(meta))
-    assert tool.main(["--results", str(tmp_path / "results.json")]) == 0
+    assert tool.main(["--results", str(tmp_path / "results.json"), "--weights", str(tmp_path)]) == 0
     res = cc.load(tmp_path / "results.json")
     assert set(res["methods"]) == set(cc.METHODS) and res["protocol"]["calib_samples"] == samples
     assert not list(src.glob("*.safetensors")) and (src / "meta.json").exists()  # weights removed once measured
@@ -294,7 +294,7 @@ def test_input_hessians_leave_the_padding_out_unless_asked():
 
 def test_the_minilm_compare_half_says_what_to_run_first(tmp_path):
     with pytest.raises(SystemExit, match="--model minilm"):
-        _tool().main(["--results", str(tmp_path / "results.json"), "--model", "minilm"])
+        _tool().main(["--results", str(tmp_path / "results.json"), "--weights", str(tmp_path), "--model", "minilm"])
 
 
 def test_solve_is_our_solver_on_a_given_hessian():

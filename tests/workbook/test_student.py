@@ -157,7 +157,7 @@ def test_a_student_copy_stops_at_its_first_stub_and_keeps_no_solution(tmp_path):
 @pytest.mark.parametrize("path", workbook.notebooks(), ids=lambda p: p.stem)
 def test_every_notebook_has_a_lab_where_the_learner_writes_the_mechanism(path):
     """A lab: at least 8 lines of code in its solution regions, a check cell that compares with the
-    library (``labs.close`` / ``labs.equal`` / ``labs.ratio_at_most``) and checks an outcome
+    library (``labs.close`` / ``labs.equal`` / ``labs.agree`` / ``labs.ratio_at_most``) and checks an outcome
     (``labs.outcome``), worth points in nbgrader's metadata."""
     nb = nbformat.read(path, as_version=4)
     found = []
@@ -170,7 +170,7 @@ def test_every_notebook_has_a_lab_where_the_learner_writes_the_mechanism(path):
                 if ln.strip() and not ln.strip().startswith("#")]
         src = nb.cells[check].source
         assert len(code) >= 8, f"{path.name}: lab {meta['grade_id']} has {len(code)} lines of solution code"
-        assert any(f"labs.{f}(" in src for f in ("close", "equal", "ratio_at_most")), f"{meta['grade_id']}: no comparison"
+        assert any(f"labs.{f}(" in src for f in ("close", "equal", "agree", "ratio_at_most")), f"{meta['grade_id']}: no comparison"
         assert "labs.outcome(" in src and meta.get("points", 0) > 0, f"{meta['grade_id']}: no outcome or no points"
         found.append(meta["grade_id"])
     assert found, f"{path.name} has no lab (a coding exercise whose check cell's grade_id starts with 'lab-')"

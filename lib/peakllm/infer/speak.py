@@ -35,6 +35,15 @@ def speak(model, tokenizer, prompt: str = PROMPT, new_tokens: int = 24, span: in
     from .decoding import resolve_pad_id
 
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(_device(model))  # (1, T)
+    if not model.config.is_encoder_decoder:  # a short context keeps the prompt's end: room for the new tokens
+        from ..core.perplexity import context_length
+
+        room = context_length(model) - new_tokens
+        if room < 1:
+            raise ValueError(f"new_tokens={new_tokens} leaves no room for a prompt in a context of {context_length(model)}")
+        if ids.shape[1] > room:
+            ids = ids[:, -room:]
+            prompt = tokenizer.decode(ids[0], skip_special_tokens=True)
     pad = resolve_pad_id(model, tokenizer)
     kwargs = dict(max_new_tokens=new_tokens, do_sample=False, pad_token_id=pad, attention_mask=torch.ones_like(ids))
     if not model.config.is_encoder_decoder:

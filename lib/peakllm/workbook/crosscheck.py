@@ -40,7 +40,7 @@ import torch
 from ..core.paths import REPO
 
 RESULTS = REPO / "data" / "results" / "crosscheck" / "results.json"  # committed: the notebooks and the book read it
-ENV = "PEAKLLM_CROSSCHECK_RESULTS"  # another results file for the notebooks' rows (the tests point it nowhere)
+ENV = "PEAKLLM_CROSSCHECK_RESULTS"  # another results file for the notebooks' rows
 HOW = ("make crosscheck  (about 12 minutes on 2 CPU cores from a fresh clone: installs llm-compressor into "
        ".venv-crosscheck, then compresses tiny-opt with both libraries; see README)")
 HOW_MINILM = ("make crosscheck-minilm  (about 6 minutes on 2 CPU cores once .venv-crosscheck exists: compresses "

@@ -1,7 +1,7 @@
 """``python -m peakllm grade NOTEBOOK.ipynb [...]``: score a learner's notebooks by their check cells.
 
-Each coding exercise (``student.coding_exercises``: a solution cell, then a code cell tagged
-``check``) is worth the ``points`` of its check cell's nbgrader metadata (1 without). The notebook
+Each coding exercise (a code cell tagged ``check`` and the solution cell before it, also in a
+student copy whose solution regions are stubs) is worth the ``points`` of its check cell's nbgrader metadata (1 without). The notebook
 is executed with papermill on the workbook's kernel (``python3``), in ``notebooks/`` as the
 workbook runs it, letting every cell run even after one fails; a check cell that ran without an
 error scores its points, one that raised scores none and its first line of error is kept (the
@@ -69,10 +69,24 @@ def _first_line(cell) -> str | None:
     return "did not run" if cell.get("execution_count") is None else None
 
 
+def exercises(nb) -> list[tuple[int, int]]:
+    """(solution cell, check cell) of every exercise: each code cell tagged ``check`` and the code
+    cell before it -- in the instructor's notebook and in a student copy, whose solution regions
+    are stubs by then."""
+    pairs, previous = [], None
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "code":
+            continue
+        if "check" in student.tags(c) and previous is not None:
+            pairs.append((previous, i))
+        previous = i
+    return pairs
+
+
 def score(nb, name: str = "notebook", executed: bool = True) -> Grade:
     """The grade of an executed notebook ``nb`` (its check cells' outputs)."""
     g = Grade(name, executed=executed)
-    for solved, check in student.coding_exercises(nb, name):
+    for solved, check in exercises(nb):
         meta = nb.cells[check].metadata.get("nbgrader", {})
         points = float(meta.get("points", 1))
         failure = _first_line(nb.cells[check])
@@ -112,8 +126,12 @@ def grade(paths, out: str | Path | None = None, execute_cells: bool = True, over
     existing = [t.name for t in targets if t.exists() and (execute_cells or t.suffix == ".json")]
     if existing and not overwrite:
         raise FileExistsError(f"out={out} already holds {existing}; pass --overwrite or choose another folder")
-    for p in paths:  # malformed exercises fail before anything runs
-        student.coding_exercises(nbformat.read(p, as_version=4), p.name)
+    for p in paths:  # malformed solution regions fail before anything runs (a student copy has none left)
+        nb = nbformat.read(p, as_version=4)
+        if any(student.BEGIN in c.source for c in nb.cells if c.cell_type == "code"):
+            student.coding_exercises(nb, p.name)
+        if not exercises(nb):
+            raise ValueError(f"{p.name} has no exercise to grade (no code cell tagged 'check')")
     out.mkdir(parents=True, exist_ok=True)
     grades = []
     for p in paths:
