@@ -674,8 +674,9 @@ else:
 # (`W[:, i1:i2].clone()`) and write it back at the end of the block; one row of U serves every row
 # of W. The check compares your mask and weights with the library's `sparsegpt.SparseGPT.prune`
 # on a copy of the same layer, with the same Hessian, sparsity, block width and dampening, and
-# checks that the share p of your weights is zero and that your layer error (`obs.layer_error`)
-# is below magnitude pruning's at the same sparsity.
+# checks that the share p of your weights is zero and that your updates did their job: your layer
+# error (`obs.layer_error`) is below that of your own mask applied without them. It also prints
+# magnitude pruning's error at the same sparsity.
 
 # %%
 # The lab's inputs: section 3's layer and Hessian, prepared as the library's sweep prepares them
@@ -748,9 +749,12 @@ mag_lab.weight.data = W0.clone()
 baselines.magnitude(mag_lab, sparsity_lab)                     # magnitude pruning at the same sparsity
 err_lab = obs.layer_error(W0, W_hat_lab, acc.H)
 err_mag_lab = obs.layer_error(W0, mag_lab.weight.detach(), acc.H)
-labs.outcome(err_lab < err_mag_lab, f"your layer error {err_lab:.4g} is not below magnitude pruning's {err_mag_lab:.4g}")
+err_masked_lab = obs.layer_error(W0, W0.masked_fill(mask_lab, 0.0), acc.H)  # your mask, without the OBS updates
+labs.outcome(err_lab < err_masked_lab, f"your layer error {err_lab:.4g} is not below that of your mask applied without "
+             f"the OBS updates ({err_masked_lab:.4g}): the updates should repair what the mask removes")
 print(f"layer error at {sparsity_lab:.0%}: yours {err_lab:.4g}, the library's SparseGPT "
-      f"{obs.layer_error(W0, lib_lab.layer.weight.detach(), acc.H):.4g}, magnitude pruning {err_mag_lab:.4g}")
+      f"{obs.layer_error(W0, lib_lab.layer.weight.detach(), acc.H):.4g}; your mask without the updates "
+      f"{err_masked_lab:.4g}, magnitude pruning {err_mag_lab:.4g}")
 labs.passed("SparseGPT's column sweep")
 
 # %% [markdown]
