@@ -46,10 +46,9 @@ import zlib
 import numpy as np
 import torch
 
-from .ternary_stream import (COMPACT_HEADER, COMPACT_MAGIC, HEADER, MAGIC, ROW_BITS, ROW_LAYOUTS,  # noqa: F401
+from .ternary_stream import (COMPACT_HEADER, COMPACT_MAGIC, HEADER, MAGIC, ROW_BITS, ROW_LAYOUTS, SYMBOLS,  # noqa: F401
                              Encoded, to_bf16_bits, as_column, from_bits, pack_bits, unpack_bits, compression_ratio)
 
-SYMBOLS = 9  # pair symbols; symbol s of a single pair is dictionary entry s
 PARSES = ("optimal", "greedy")
 MAX_PAIRS = 18  # n-gram keys are base-10 int64 with one digit (s + 1) per pair
 

@@ -32,7 +32,6 @@ from pathlib import Path
 
 from .run import notebooks
 
-TAGS = ("exercise", "solution", "check")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")  # nbgrader's Python stub
 MARKER_LIKE = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION\b", re.I)

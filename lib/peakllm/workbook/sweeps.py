@@ -36,7 +36,6 @@ from ..core.paths import REPO, atomic_write_text, relative
 from .notebook import TYPES, check_known
 from .run import NOTEBOOKS, notebooks
 
-SWEEPS = REPO / "sweeps"
 
 
 @dataclass
