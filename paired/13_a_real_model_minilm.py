@@ -336,8 +336,8 @@ peakllm.say("\n".join(lines))
 # `encoder.layer.1.output.dense` -- the second MLP matrix of block 1, whose inputs are GELU
 # outputs, where a few input features are far larger than the rest -- and `X_lab`, the inputs
 # that layer sees at the real tokens of the first seed's calibration lines `c0` when the dense
-# model runs (the padding left out, as in section 2). `sequential.calibrate_layer` collects them with a
-# subclass of the library's `baselines.ColumnNorms` that also keeps the tokens. Write
+# model runs (the padding left out, as in section 2). `sequential.calibrate_layer` collects them with
+# `baselines.ColumnNormsAndInputs`, the library's Wanda statistic that also keeps the tokens. Write
 # `wanda_prune(W, X, sparsity)`, returning (W_hat, mask): W with the removed weights set to 0,
 # and the mask, True where removed.
 #
@@ -353,24 +353,10 @@ from peakllm.compress import baselines
 
 
 # The lab's inputs: one layer of the dense MiniLM and the inputs it sees at the real tokens of the calibration lines
-class LayerInputs(baselines.ColumnNorms):
-    """The library's Wanda statistic of a layer (``sq``: Σ_t x_tj² per input feature j), keeping
-    the calibration tokens it folds in (``parts``) too."""
-
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.parts = []
-
-    def take(self, inp, keep=None):
-        X = super().take(inp, keep)  # (t, columns): the real tokens of one batch
-        self.parts.append(X.float())
-        return X
-
-
 name_lab = "encoder.layer.1.output.dense"                      # second MLP matrix of block 1: 384 outputs, 1536 inputs
 layer_lab = layers[name_lab]
-acc_lab = sequential.calibrate_layer(model, c0, name_lab, LayerInputs)
-X_lab = torch.cat(acc_lab.parts)                               # (n, 1536) calibration inputs, padding left out
+acc_lab = sequential.calibrate_layer(model, c0, name_lab, baselines.ColumnNormsAndInputs)
+X_lab = acc_lab.inputs()                                       # (n, 1536) calibration inputs, padding left out
 W_in_lab = layer_lab.weight.detach().clone()                   # (384, 1536) dense weights
 sparsity_lab = 0.5                                             # share of each row's weights to remove
 

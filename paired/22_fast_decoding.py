@@ -348,7 +348,8 @@ else:
     if fr is not None and len(fr):  # at batch 1 the arithmetic is far below a GPU's peak: memory or launches
         print("regimes on record: " + "; ".join(
             f"{row['model'] if isinstance(row.get('model'), str) else row['params']['model_name']} {row['dtype']}: {row['value']:.1f}% of the bound, "
-            + ("memory-bound" if row["value"] * roofline.WITHIN >= 100 else "launch-bound")
+            # in units of the step: its bytes take `fraction` of it (a record rounded to 0.0% is under 0.05%)
+            + roofline.regime(1.0, max(row["value"], 0.01) / 100, 0.0, 1.0, None)["regime"]
             for _, row in fr.iterrows()))
 
 # %% [markdown]

@@ -108,3 +108,14 @@ def test_sparsegpt_prunes_minilm_on_padded_lines_to_half_in_every_encoder_layer(
     assert len(rows) == len(layers) == 6 * 6 and all(n.startswith("encoder.layer.") for n in layers)
     assert all(r["sparsity"] == pytest.approx(0.5, abs=1e-3) for r in pruning.sparsity_report(layers))
     assert cosine_to(dense, embed(model, tok, texts))[1] > 0.5  # still an encoder, no NaN
+
+
+def test_column_norms_and_inputs_keep_the_tokens_they_fold_in():
+    import torch
+
+    from peakllm.compress.baselines import ColumnNormsAndInputs
+
+    acc = ColumnNormsAndInputs(torch.nn.Linear(4, 2))
+    X = torch.randn(2, 3, 4)  # (batch, tokens, columns)
+    acc.add_batch(X)
+    assert torch.equal(acc.inputs(), X.reshape(-1, 4)) and torch.allclose(acc.sq, X.reshape(-1, 4).pow(2).sum(0))

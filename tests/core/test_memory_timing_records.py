@@ -98,3 +98,15 @@ def test_format_value_scales_units():
     assert format_value(2.5e11, "FLOP/s") == "250 GFLOP/s"
     assert format_value(3 * 2**20, "B") == "3.0 MiB"
     assert format_value(None, "s") == "n/a"
+
+
+def test_median_of_skips_its_warm_up_and_ignores_one_slow_call():
+    import time
+
+    from peakllm.core.timing import median_of
+
+    sleeps = iter([0.3, 0.005, 0.3, 0.005])  # warm-up, then one slow call between two fast ones
+
+    def fn():
+        time.sleep(next(sleeps))
+    assert 0.005 <= median_of(fn, repeats=3, warmup=1) < 0.2

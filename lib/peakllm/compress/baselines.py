@@ -63,6 +63,23 @@ class ColumnNorms(Calibration):
         self.sq = other.sq
 
 
+class ColumnNormsAndInputs(ColumnNorms):
+    """``ColumnNorms`` that also keeps the calibration tokens it folds in (``inputs()``: (n,
+    columns) fp32, padding left out): one layer's X, for checking a Wanda or OBS step by hand."""
+
+    def __init__(self, layer, cap: int | None = None):
+        super().__init__(layer, cap)
+        self.parts: list[torch.Tensor] = []
+
+    def take(self, inp, keep=None):
+        X = super().take(inp, keep)  # (t, columns): the real tokens of one batch
+        self.parts.append(X.float())
+        return X
+
+    def inputs(self) -> torch.Tensor:
+        return torch.cat(self.parts)
+
+
 @torch.no_grad()
 def wanda(layer: torch.nn.Module, sq: torch.Tensor, sparsity: float, prunen: int = 0, prunem: int = 0):
     """Zero the lowest |w_ij| · ||x_j|| of each row; ``sq`` (columns,) holds ||x_j||² or any

@@ -10,12 +10,12 @@ which is why fewer bits per weight (case study 2) decode faster.
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 
 import torch
 
 from .hardware import bf16_native, cpuinfo, resolve_device, synchronize
+from .timing import median_of
 from .units import human
 
 # Vendor datasheet figures: dense (no 2:4 sparsity) tensor-core peak for 16-bit inputs, fp32
@@ -84,16 +84,9 @@ def measure_bandwidth(device, nbytes: int | None = None, repeats: int = 5) -> di
     if nbytes is None:
         nbytes, what = bandwidth_buffer_bytes(dev)
     x = torch.ones(nbytes // 4, device=dev)  # fp32, touched once: the pages exist before timing
-    times = []
-    for i in range(repeats + 1):
-        synchronize(dev)
-        t0 = time.perf_counter()
-        x.sum()
-        synchronize(dev)
-        if i:  # the first pass warms up
-            times.append(time.perf_counter() - t0)
+    seconds = median_of(x.sum, dev, repeats)  # the first pass warms up
     del x
-    return {"bandwidth": nbytes / statistics.median(times), "buffer_bytes": nbytes,
+    return {"bandwidth": nbytes / seconds, "buffer_bytes": nbytes,
             "buffer": what or human(nbytes), "threads": torch.get_num_threads()}
 
 
@@ -110,17 +103,9 @@ def measure_gemv(device, nbytes: int | None = None, repeats: int = 5) -> dict:
     k = 4096
     W = torch.ones(max(nbytes // (4 * k), 1), k, device=dev)  # (n, k) fp32, touched once
     x = torch.ones(1, k, device=dev)
-    times = []
-    for i in range(repeats + 1):
-        synchronize(dev)
-        t0 = time.perf_counter()
-        F.linear(x, W)
-        synchronize(dev)
-        if i:
-            times.append(time.perf_counter() - t0)
-    size = W.numel() * 4
-    del W
-    return {"gemv_bandwidth": size / statistics.median(times), "gemv_bytes": size, "threads": torch.get_num_threads()}
+    seconds = median_of(lambda: F.linear(x, W), dev, repeats)
+    size = W.numel() * 4  # W is freed on return
+    return {"gemv_bandwidth": size / seconds, "gemv_bytes": size, "threads": torch.get_num_threads()}
 
 
 def measure(device, seconds: float = 0.5, bandwidth: bool = True) -> dict:

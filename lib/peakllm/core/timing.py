@@ -38,3 +38,18 @@ def best_of(fn, device="cpu", repeats: int = 3, warmup: int = 1) -> float:
             fn()
         times.append(t.seconds)
     return min(times)
+
+
+def median_of(fn, device="cpu", repeats: int = 5, warmup: int = 1) -> float:
+    """The median of ``repeats`` timed calls after ``warmup`` untimed ones, in seconds: a figure
+    that one slow call (another process, a page fault) does not move."""
+    import statistics
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        with Timer(device) as t:
+            fn()
+        times.append(t.seconds)
+    return statistics.median(times)

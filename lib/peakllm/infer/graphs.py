@@ -25,12 +25,9 @@ graph. ``benchmark`` times it against ``generate`` and sets both against the bou
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..core.checks import positive_int
-from ..core.hardware import synchronize
 
 
 def _step_fn(model, cache, mask):
@@ -73,8 +70,7 @@ def benchmark(model, ids: torch.Tensor, new_tokens: int = 128, graph: bool | Non
     """Tokens/s of ``generate`` (dynamic cache) and of ``static_greedy`` (with a CUDA graph where
     ``graph``, default: on CUDA), median of ``repeats`` after one warm-up; ``same_tokens`` says
     whether both produced the same ids."""
-    import statistics
-
+    from ..core.timing import median_of
     from .decoding import generate
 
     graph = ids.device.type == "cuda" if graph is None else graph
@@ -83,14 +79,7 @@ def benchmark(model, ids: torch.Tensor, new_tokens: int = 128, graph: bool | Non
     rows, tokens = {}, {}
     for name, fn in runs.items():
         tokens[name] = fn()  # warm-up (and the graph's capture)
-        times = []
-        for _ in range(repeats):
-            synchronize(ids.device)
-            t0 = time.perf_counter()
-            fn()
-            synchronize(ids.device)
-            times.append(time.perf_counter() - t0)
-        rows[name] = ids.shape[0] * new_tokens / statistics.median(times)
+        rows[name] = ids.shape[0] * new_tokens / median_of(fn, ids.device, repeats, warmup=0)
     a, b = tokens.values()
     return {"tokens_per_s": rows, "same_tokens": bool(torch.equal(a.cpu(), b.cpu())), "new_tokens": new_tokens,
             "batch": ids.shape[0], "graph": graph}

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
@@ -50,7 +49,8 @@ from ..core import memory
 
 from .. import models
 from ..core.checks import as_list, choice, positive_int
-from ..core.hardware import bf16_native, resolve_device, synchronize
+from ..core.hardware import bf16_native, resolve_device
+from ..core.timing import Timer
 from ..core.perplexity import mean_nll
 from ..data.windows import window_batches
 
@@ -258,14 +258,12 @@ def finetune(cfg: FinetuneConfig, train_ids: torch.Tensor, val_ids: torch.Tensor
     step_seconds = []
     for step in tqdm(range(2, cfg.steps + 1), desc=cfg.method, disable=not progress, leave=False):
         x = next(batches).to(dev)
-        synchronize(dev)
-        t0 = time.perf_counter()
-        with autocast or nullcontext():
-            loss = model(input_ids=x, labels=x).loss
-        memory.optimizer_step(loss, optimizer, scaler, cfg.max_grad_norm)
-        optimizer.zero_grad(set_to_none=True)
-        synchronize(dev)
-        step_seconds.append(time.perf_counter() - t0)
+        with Timer(dev) as t:
+            with autocast or nullcontext():
+                loss = model(input_ids=x, labels=x).loss
+            memory.optimizer_step(loss, optimizer, scaler, cfg.max_grad_norm)
+            optimizer.zero_grad(set_to_none=True)
+        step_seconds.append(t.seconds)
         log.append({"step": step, "train_loss": loss.item()})
     linear_bytes, linear_params = memory.linear_weights(model)
     warm = min(TIMING_WARMUP, max(len(step_seconds) - 1, 0))  # a short run keeps its last step
