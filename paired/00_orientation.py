@@ -264,7 +264,8 @@ print(help_text[help_text.index("Parameters inferred"):])
 # points. Python integers do not overflow; `min` takes floats. The check compares your numbers with
 # torch's own FLOP counter (`torch.utils.flop_counter`) and the tensors' sizes, your attainable
 # FLOP/s and verdict with `roofline.attainable` and `roofline.ridge_point`, and checks that
-# batch-1 decoding is memory-bound and the large square multiply compute-bound on both devices.
+# batch-1 decoding is memory-bound and the large square multiply compute-bound on the H100's
+# datasheet ceilings (this device's are measured, so its verdicts are shown, not required).
 
 # %% tags=["nbval-ignore-output"]
 h100_lab = next(row for row in roofline.KNOWN_GPUS if row[0] == "H100")  # (name, 16-bit TFLOP/s, fp32 TFLOP/s, GB/s)
@@ -331,10 +332,12 @@ for dev_lab, (peak_lab, bw_lab) in ceilings_lab.items():
                      f"{where_lab}: your verdict is {yours_lab['verdict']!r}, but its intensity "
                      f"{flops_lab / bytes_lab:.3g} FLOP/byte against the ridge point {ridge_lab:.3g} makes it {expected_lab!r}")
         labs.outcome(yours_lab["attainable"] <= peak_lab, f"{where_lab}: your attainable FLOP/s exceed the peak")
-    for name_lab in ("batch-1 decode, fp32", "batch-1 decode, bf16"):
-        labs.outcome(points_lab[dev_lab][name_lab]["verdict"] == "memory-bound", f"{name_lab} is not memory-bound on {dev_lab}")
-    labs.outcome(points_lab[dev_lab]["square 8192, bf16"]["verdict"] == "compute-bound",
-                 f"the square 8192 multiply is not compute-bound on {dev_lab}")
+# the outcome, on the datasheet's ceilings (this device's are measured, and a busy machine measures a low peak)
+dev_lab = "H100 SXM (datasheet)"
+for name_lab in ("batch-1 decode, fp32", "batch-1 decode, bf16"):
+    labs.outcome(points_lab[dev_lab][name_lab]["verdict"] == "memory-bound", f"{name_lab} is not memory-bound on {dev_lab}")
+labs.outcome(points_lab[dev_lab]["square 8192, bf16"]["verdict"] == "compute-bound",
+             f"the square 8192 multiply is not compute-bound on {dev_lab}")
 assert set(points_lab) == set(ceilings_lab)  # every device placed
 labs.passed("the roofline verdict of a matrix multiply")
 
