@@ -214,7 +214,8 @@ plt.show()
 # Every notebook is a papermill template: its first code cell holds the parameters. List them:
 
 # %%
-import subprocess, sys
+import subprocess
+import sys
 
 from peakllm.workbook.run import NOTEBOOKS
 
@@ -267,7 +268,7 @@ print(help_text[help_text.index("Parameters inferred"):])
 # batch-1 decoding is memory-bound and the large square multiply compute-bound on the H100's
 # datasheet ceilings (this device's are measured, so its verdicts are shown, not required).
 
-# %% tags=["nbval-ignore-output"]
+# %% nbgrader={"grade": false, "grade_id": "lab-00-roofline", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["nbval-ignore-output"]
 h100_lab = next(row for row in roofline.KNOWN_GPUS if row[0] == "H100")  # (name, 16-bit TFLOP/s, fp32 TFLOP/s, GB/s)
 ceilings_lab = {f"this {info['device']}": (peak, bw),                     # section 6's (FLOP/s, bytes/s)
                 "H100 SXM (datasheet)": (h100_lab[1] * 1e12, h100_lab[3] * 1e9)}
@@ -308,7 +309,7 @@ pd.DataFrame([{"device": dev_lab, "matmul (m, n, k, b)": f"{name_lab} {shapes_la
                "verdict": p_lab["verdict"]}
               for dev_lab, pts_lab in points_lab.items() for name_lab, p_lab in pts_lab.items()])
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-00-roofline-check", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 from torch.utils.flop_counter import FlopCounterMode
 
 from peakllm.workbook import labs
@@ -364,7 +365,7 @@ labs.passed("the roofline verdict of a matrix multiply")
 # Fed `batch_size` sequences of `T` tokens, how many bytes does it save for backward in fp32?
 # Compute `bytes_ex` without running the layer; the check cell runs it under the library's counter.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex00-1", "locked": false, "schema_version": 3, "solution": true, "task": false}
 width, name_ex = max((m.in_features, n) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
 lin_ex = model.get_submodule(name_ex)
 ### BEGIN SOLUTION
@@ -372,7 +373,7 @@ bytes_ex = batch_size * T * lin_ex.in_features * 4   # its input x, fp32; the we
 ### END SOLUTION
 print(f"{name_ex} ({lin_ex.in_features} -> {lin_ex.out_features}) saves {bytes_ex:,} bytes = {memory.human(bytes_ex)}")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex00-1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 x_ex = torch.randn(batch_size, T, lin_ex.in_features, device=dev, requires_grad=True)
 with memory.SavedActivations(model) as counter_ex:
     lin_ex(x_ex)

@@ -207,7 +207,7 @@ pd.DataFrame(rows)
 # steps from the same seed and compares its losses and final weights with yours, and checks that
 # your steps lowered the loss on the first batch.
 
-# %% tags=["nbval-ignore-output"]
+# %% nbgrader={"grade": false, "grade_id": "lab-01-train-step", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["nbval-ignore-output"]
 import dataclasses
 import itertools
 
@@ -254,7 +254,7 @@ for step_lab, x_lab in enumerate(batches_lab):
     losses_lab.append(train_step_lab(model_lab, opt_lab, x_lab, cfg_lab.grad_clip))
 print("your losses per step:", ", ".join(f"{v:.4f}" for v in losses_lab))
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-01-train-step-check", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 from peakllm.workbook import labs
 
 assert len(losses_lab) == cfg_lab.steps, f"train_step_lab returned {len(losses_lab)} losses of the {cfg_lab.steps} steps"
@@ -298,7 +298,7 @@ labs.passed("one pretraining step")
 # section 3 counts them: every parameter, minus the token and position tables (lookups, no
 # multiply), plus the token table once more as the tied LM head; then `C_ex = 6 N D`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex01-1", "locked": false, "schema_version": 3, "solution": true, "task": false}
 tiny = models.new_tiny("tiny-opt")
 meta = json.loads((models.MODELS / "tiny-opt" / "pretrain.json").read_text())
 ### BEGIN SOLUTION
@@ -309,7 +309,7 @@ C_ex = 6 * N_ex * D_ex
 ### END SOLUTION
 print(f"D = {D_ex:,} tokens, N = {N_ex:,} weights, C = 6 N D = {C_ex:.3g} FLOPs")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex01-1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 assert D_ex == meta["tokens"]
 assert 6 * N_ex == pretrain.flops_per_token(tiny)
 assert C_ex == pretrain.flops_per_token(tiny) * meta["tokens"]

@@ -522,7 +522,7 @@ else:
 # `merge_and_unload`; then it checks the point of LoRA: only $r (k + d)$ parameters train, $W_0$
 # stays frozen, and one optimizer step moves $A$ and $B$ and nothing else.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "lab-11-lora", "locked": false, "schema_version": 3, "solution": true}
 import copy
 import math
 
@@ -578,7 +578,7 @@ merged_lab = lora_lab.merge()    # one nn.Linear(k, d) again
 print(f"A {tuple(lora_lab.A.shape)}, B {tuple(lora_lab.B.shape)}, alpha / r = {lora_lab.scaling}; "
       f"your side path moves h by up to {(h_lab - base_lab(x_lab)).abs().max():.3f}")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-11-lora-check", "locked": true, "points": 4, "schema_version": 3, "solution": false} tags=["check"]
 from collections import OrderedDict
 
 from peft import LoraConfig, get_peft_model
@@ -655,12 +655,12 @@ labs.passed("a LoRA layer and its merge")
 # `lora_alpha` and `lora_r`. The check compares it with the weight peft's `merge_and_unload`
 # wrote.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex11-merge", "locked": false, "schema_version": 3, "solution": true, "task": false}
 ### BEGIN SOLUTION
 W_merged = W0 + (lora_alpha / lora_r) * B.detach() @ A.detach()  # (d, r) @ (r, k) -> (d, k)
 ### END SOLUTION
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex11-merge-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 torch.testing.assert_close(W_merged, merged.weight)
 torch.testing.assert_close(x @ W_merged.T + b0, h)  # one matrix, the same output as the side path
 print(f"W_merged = merge_and_unload's weight; it moved W0 by up to {(W_merged - W0).abs().max():.4f}")

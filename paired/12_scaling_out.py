@@ -321,7 +321,7 @@ peakllm.say("\n".join(lines))
 # library's DDP, and your gradients and weights with one process trained on the whole batch, and
 # checks that the two ranks end the step with identical weights.
 
-# %% tags=["nbval-ignore-output"]
+# %% nbgrader={"grade": false, "grade_id": "lab-12-data-parallel", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["nbval-ignore-output"]
 import copy
 
 import torch.distributed as dist
@@ -386,7 +386,7 @@ torch.multiprocessing.start_processes(rank_main_lab, args=(world_lab, str(work_l
 results_lab = [torch.load(work_lab / f"rank{r}.pt") for r in range(world_lab)]
 print("your slice losses per rank:", ", ".join(f"{res['yours']['loss']:.4f}" for res in results_lab))
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-12-data-parallel-check", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 from peakllm.workbook import labs
 
 single_lab = copy.deepcopy(model0_lab)                         # one process, the whole batch
@@ -429,7 +429,7 @@ labs.passed("data parallelism by hand")
 # rank 2's chunk, padding rows included, as `shard_r`. The check compares its rows with
 # `torch.chunk`, the split FSDP uses.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex12-shard", "locked": false, "schema_version": 3, "solution": true, "task": false}
 N_ex, r_ex = 3, 2  # three ranks, the last one
 ### BEGIN SOLUTION
 rows_ex = -(-W.shape[0] // N_ex)  # ceil(d0 / N)
@@ -437,7 +437,7 @@ padded_ex = torch.cat([W, W.new_zeros(N_ex * rows_ex - W.shape[0], *W.shape[1:])
 shard_r = padded_ex.chunk(N_ex)[r_ex]
 ### END SOLUTION
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex12-shard-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 real = W.chunk(N_ex)[r_ex]  # the rows FSDP gives rank r_ex
 assert shard_r.shape == (-(-W.shape[0] // N_ex), *W.shape[1:])
 assert torch.equal(shard_r[: len(real)], real) and not shard_r[len(real):].any()

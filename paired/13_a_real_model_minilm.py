@@ -43,6 +43,8 @@ from peakllm.compress import gptq, pruning, quant, sequential
 from peakllm.core import checks, embeddings, spread
 from peakllm.data import evaldata
 from peakllm.workbook import crosscheck
+
+# isort: split
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
 rec, dev = peakllm.setup("13_a_real_model_minilm", globals())
@@ -64,7 +66,7 @@ checks.in_range("eval_lines", eval_lines, 4, 5000)
 # %%
 model, tokenizer = models.load(model_name, device=str(dev))
 n_params = sum(p.numel() for p in model.parameters())
-layers = sequential.all_linear_layers(model)
+layers = models.structure.all_linear_layers(model)
 print(f"{model_name}: {type(model).__name__}, {model.config.num_hidden_layers} layers, hidden {model.config.hidden_size}, "
       f"{n_params:,} parameters; {len(layers)} linear layers in the blocks")
 print("weights: the model.safetensors of the installed package, its sha256 checked against the pinned one")
@@ -348,9 +350,8 @@ peakllm.say("\n".join(lines))
 # output error on the calibration tokens, ‖(W − Ŵ)Xᵀ‖²/n, is below that of magnitude pruning
 # (`baselines.magnitude`, which ranks the whole matrix by |W_ij|) at the same sparsity.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "lab-13-wanda", "locked": false, "schema_version": 3, "solution": true, "task": false}
 from peakllm.compress import baselines
-
 
 # The lab's inputs: one layer of the dense MiniLM and the inputs it sees at the real tokens of the calibration lines
 name_lab = "encoder.layer.1.output.dense"                      # second MLP matrix of block 1: 384 outputs, 1536 inputs
@@ -385,7 +386,7 @@ def wanda_prune(W, X, sparsity):
 W_hat_lab, mask_lab = wanda_prune(W_in_lab, X_lab, sparsity_lab)
 print(f"{name_lab}: W {tuple(W_in_lab.shape)}, X {tuple(X_lab.shape)}; {mask_lab.float().mean():.1%} of the weights removed")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-13-wanda-check", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 import copy
 
 from peakllm.workbook import labs
@@ -437,7 +438,7 @@ labs.passed("Wanda's score and per-row mask")
 # held-out lines as queries and the odd ones as candidates, compute `next_line_by_hand`, the
 # share of queries whose nearest candidate is their own next line.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex13-1", "locked": false, "schema_version": 3, "solution": true, "task": false}
 queries, candidates = dense_emb[0::2], dense_emb[1::2]  # (n/2, 384) each, unit length
 ### BEGIN SOLUTION
 nearest = (queries @ candidates.T).argmax(dim=1)  # (n/2,) index of each query's nearest candidate
@@ -445,7 +446,7 @@ next_line_by_hand = (nearest == torch.arange(len(queries))).float().mean().item(
 ### END SOLUTION
 print(f"next-line recall@1 by hand: {next_line_by_hand:.3f}")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex13-1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 assert abs(next_line_by_hand - embeddings.recall_at_1(queries, candidates)) < 1e-9, "differs from the library's recall@1"
 print("check passed")
 

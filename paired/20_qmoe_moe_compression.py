@@ -11,7 +11,7 @@
 # does it, GPTQ with a ternary grid on every expert, the zeros that follow, and two storage
 # formats -- QMoE's own and ours -- counted to the bit beside the paper's tables.
 #
-# **Prerequisites.** Notebook 10 (the OBS / GPTQ column sweep). Notebook 21 shows GPTQ on a dense model.
+# **Prerequisites.** Notebook 10.1 (the OBS / GPTQ column sweep). Notebook 21 shows GPTQ on a dense model.
 #
 # **Runtime on the default** (`tiny-switch`, 2 CPU cores): under 2 minutes; peak memory about 1 GiB RSS.
 
@@ -47,10 +47,12 @@ import peakllm
 from peakllm import models, show_source
 from peakllm.compress import batched, obs, qmoe, qmoe_format, quant, ternary_coding
 from peakllm.core import checks, spread
-from peakllm.infer import speak
 from peakllm.data import evaldata, spans
+from peakllm.infer import speak
 from peakllm.models import probes
 from peakllm.workbook import compare, diagrams
+
+# isort: split
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
 rec, dev = peakllm.setup("20_qmoe_moe_compression", globals())
@@ -195,7 +197,7 @@ print(f"the cap lets one expert take at most {max_tokens_mult:g} x {k}/{E} = {ma
 # $$\hat w = \begin{cases} w_{\max} & w > w_{\max}/2 \\ w_{\min} & w < w_{\min}/2 \\ 0 & \text{otherwise.} \end{cases}$$
 #
 # GPTQ quantizes the columns one at a time and spreads each column's rounding error over the
-# columns still to come, weighted by the inverse Hessian $H^{-1}$ with $H = 2 X X^\top$ (notebook 10). We take one expert matrix, collect its routed inputs, and
+# columns still to come, weighted by the inverse Hessian $H^{-1}$ with $H = 2 X X^\top$ (notebook 10.1). We take one expert matrix, collect its routed inputs, and
 # compare the output error ||W X - Ŵ X||² / ||W X||² of round-to-nearest and of GPTQ.
 
 # %%
@@ -222,7 +224,7 @@ pd.DataFrame(one).set_index("bits")
 # %% [markdown]
 # ## 4. All experts: loss on held-out text
 #
-# `qmoe.compress` runs the sequential driver of notebook 10 over the blocks; in every block each
+# `qmoe.compress` runs the sequential driver of notebook 10.2 over the blocks; in every block each
 # expert matrix is quantized from its own routed tokens, and nothing else in the model changes.
 # With `batch_experts` the experts of one shape go through one batched GPTQ sweep (section 7
 # times it). Each run starts from a fresh load of the checkpoint, so one working copy is in memory.
@@ -694,7 +696,7 @@ peakllm.say(bullets)
 # on the same $W$ and $H$, compares your $Q$ with its result, checks that your output error is
 # below that of round-to-nearest (RTN) on the same ternary grid, and reports both zero shares.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "lab-20-ternary-gptq", "locked": false, "schema_version": 3, "solution": true}
 # The lab's expert: section 3's, from a fresh load of the checkpoint and the same calibration pairs
 model_lab, _, _ = qmoe.load(model_name, str(dev), expert_capacity)
 names_lab = list(qmoe.expert_layers(model_lab))
@@ -730,7 +732,7 @@ def ternary_gptq(W, U):
 
 Q_lab = ternary_gptq(W_lab, U_lab)  # (rows, cols)
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-20-ternary-gptq-check", "locked": true, "points": 4, "schema_version": 3, "solution": false} tags=["check"]
 from peakllm.workbook import labs
 
 Q_ref_lab = batched.quantize_batched(W0_lab[None], H_lab[None], bits="ternary", percdamp=percdamp, keep_dead=True)[0]
@@ -772,14 +774,14 @@ labs.passed("QMoE's ternary GPTQ (one expert)")
 # weight, with $P(v)$ the share of codes equal to $v$. Compute it as `H_row` from `q_row`, and
 # compare it with the bits per weight QMoE's format spent on the row above.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex20-1", "locked": false, "schema_version": 3, "solution": true, "task": false}
 ### BEGIN SOLUTION
 P_v = np.array([(q_row == v).mean() for v in (-1, 0, 1)])  # (3,) shares of -1, 0, +1
 H_row = float(-(P_v[P_v > 0] * np.log2(P_v[P_v > 0])).sum())
 ### END SOLUTION
 print(f"H = {H_row:.3f} bit per weight; QMoE's format spent {row_bits / len(q_row):.3f} on this row")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex20-1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 assert isinstance(H_row, float) and 0 <= H_row <= np.log2(3)
 assert abs(H_row - ternary_coding.entropy_bits(q_row[None])) < 1e-9, "H_row differs from the library's entropy"
 print("check passed")

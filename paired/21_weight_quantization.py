@@ -10,7 +10,7 @@
 # paper's rows beside ours. First, LLM.int8() by hand on one layer -- vector-wise absmax
 # quantization with its outlier decomposition -- checked against bitsandbytes' `Linear8bitLt`.
 #
-# **Prerequisites.** Notebook 10 (the OBS column sweep GPTQ shares with SparseGPT).
+# **Prerequisites.** Notebook 10.1 (the OBS column sweep GPTQ shares with SparseGPT).
 #
 # **Runtime on the default** (`tiny-opt`, 2 CPU cores): about 2 minutes; peak memory about 1 GiB RSS.
 
@@ -42,6 +42,8 @@ from peakllm.core import checks, memory, reference, spread
 from peakllm.data import evaldata
 from peakllm.infer import speak
 from peakllm.workbook import compare, crosscheck, measure
+
+# isort: split
 from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about missing ipywidgets
 
 rec, dev = peakllm.setup("21_weight_quantization", globals())
@@ -125,7 +127,7 @@ s_W = W16.abs().amax(1).float()                   # (d_out,) absmax of each row 
 W_i8 = torch.round(W16 * (127 / s_W[:, None])).to(torch.int8)
 assert torch.equal(W_i8, layer8.weight.data) and torch.equal(s_W, layer8.weight.SCB)  # the layer's stored weight
 outlier = X16.abs() >= threshold                  # (T, d_in)
-O = outlier.any(0).nonzero().flatten()            # the outlier columns (input features)
+O = outlier.any(0).nonzero().flatten()            # the outlier columns (input features)  # noqa: E741 (the paper's O)
 X_rest = X16.masked_fill(outlier, 0)              # bitsandbytes zeroes the outlier entries before the absmax
 s_X = X_rest.abs().amax(1).float()                # (T,) absmax of each row of X
 X_i8 = torch.round(X_rest * (127 / s_X[:, None])).to(torch.int8)
@@ -297,7 +299,7 @@ peakllm.say(lessons.noise_sentence("21_weight_quantization", "perplexity", calib
 # Practitioners quantize with llm-compressor (`GPTQModifier`), whose checkpoints vLLM serves.
 # `make crosscheck` runs it in a second environment (it pins an older transformers than this
 # workbook) with our grid -- 4 bits, one scale and zero point per row, weights only -- on
-# notebook 10's calibration windows for `tiny-opt`, seeds 0-2, and scores its quantized weights
+# notebook 10.2's calibration windows for `tiny-opt`, seeds 0-2, and scores its quantized weights
 # and ours with one code path (`peakllm.workbook.crosscheck`). When its results file exists, the
 # cell below shows both libraries' perplexity, llm-compressor's difference to ours read with the
 # same noise rule as above, and the share of weights both libraries put on the same level of the
@@ -446,12 +448,12 @@ peakllm.say(bullets)
 # your $Q$ with its result, and checks that your layer error $\|(W - Q) X\|^2 / n$
 # (`obs.layer_error`) is below that of round-to-nearest (RTN) on the same grid.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "lab-21-gptq", "locked": false, "schema_version": 3, "solution": true}
 # The lab's layer and its Hessian, from the dense `model` (the library's GPTQ below holds a copy of the layer)
 from peakllm.compress import obs, sequential
 
-layers_lab = sequential.all_linear_layers(model)
-name_lab = next(n for n, l in layers_lab.items() if l.weight.shape[1] > l.weight.shape[0])  # OPT: block 0's fc2
+layers_lab = models.structure.all_linear_layers(model)
+name_lab = next(n for n, lin in layers_lab.items() if lin.weight.shape[1] > lin.weight.shape[0])  # OPT: block 0's fc2
 W0_lab = layers_lab[name_lab].weight.detach().float().cpu().clone()  # (rows, cols) the dense weights
 gptq_lab = gptq.GPTQ(torch.nn.Linear(W0_lab.shape[1], W0_lab.shape[0], bias=False))  # the library's GPTQ, on a copy
 hook_lab = layers_lab[name_lab].register_forward_hook(lambda m, inp, out: gptq_lab.add_batch(inp[0].detach().cpu()))
@@ -489,7 +491,7 @@ def gptq_quantize(W, U, bits=4):
 
 Q_lab = gptq_quantize(W_lab, U_lab)  # (rows, cols)
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-21-gptq-check", "locked": true, "points": 4, "schema_version": 3, "solution": false} tags=["check"]
 from peakllm.workbook import labs
 
 with torch.no_grad():
@@ -530,14 +532,14 @@ labs.passed("GPTQ's column loop (4 bits, one layer)")
 # scalar) and `row_i8`, the row in int8 as section 2 quantizes it. The check compares both with
 # bitsandbytes' `int8_vectorwise_quant`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex21-row", "locked": false, "schema_version": 3, "solution": true, "task": false}
 row = X16[0]  # (d_in,) fp16
 ### BEGIN SOLUTION
 s_row = row.abs().max().float()
 row_i8 = torch.round(row.float() * (127 / s_row)).to(torch.int8)
 ### END SOLUTION
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex21-row-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 CA, SCA, _ = bnb.functional.int8_vectorwise_quant(row[None].clone())  # threshold 0: no outlier columns
 assert row_i8.dtype == torch.int8 and torch.equal(s_row.reshape(1), SCA)
 assert (row_i8.int() - CA[0].int()).abs().max() <= 1  # equal up to rounding order

@@ -380,7 +380,7 @@ else:
 # checks that the cache grew by exactly one position, the earlier ones untouched, and prints what a
 # step costs with and without the cache as $t$ grows.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "lab-22-kvstep", "locked": false, "schema_version": 3, "solution": true}
 import math
 
 lab_model, lab_tokenizer = models.load("tiny-opt", device="cpu", dtype="float32")  # the shipped tiny OPT
@@ -429,7 +429,7 @@ with torch.no_grad():
     out_lab, K_new_lab, V_new_lab = cached_attention_step(q_lab, k_lab, v_lab, K_cache_lab, V_cache_lab)
 print(f"cache {tuple(K_cache_lab.shape)} -> {tuple(K_new_lab.shape)}; out {tuple(out_lab.shape)}")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "lab-22-kvstep-check", "locked": true, "points": 4, "schema_version": 3, "solution": false} tags=["check"]
 from peakllm.workbook import labs
 
 seen_lab = []  # the input of layer 0's out_proj: the attention output, heads concatenated
@@ -483,7 +483,7 @@ labs.passed("one cached attention step")
 # (`num_hidden_layers`, `num_attention_heads`, `hidden_size`). Compute `kv_125m` in bytes from the
 # formula of section 2.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "ex22-1", "locked": false, "schema_version": 3, "solution": true, "task": false}
 opt125 = shapes.SHAPES["opt-125m"]            # OPT-125M's configuration (a dict)
 ### BEGIN SOLUTION
 d_head_125m = opt125["hidden_size"] // opt125["num_attention_heads"]
@@ -491,7 +491,7 @@ kv_125m = 2 * opt125["num_hidden_layers"] * opt125["num_attention_heads"] * d_he
 ### END SOLUTION
 print(f"OPT-125M, 2048 tokens, fp16: {kv_125m:,} bytes ({memory.human(kv_125m)}) per sequence")
 
-# %% tags=["check"]
+# %% nbgrader={"grade": true, "grade_id": "ex22-1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 from transformers import AutoConfig
 
 assert kv_125m == decoding.kv_cache_bytes(AutoConfig.for_model(**opt125), 1, 2048, "float16")

@@ -60,6 +60,42 @@ def test_no_import_cycle():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+# The order imports follow: a subpackage imports only from those of a lower rank (or its own).
+# compat (version shims) and core (measuring) sit at the bottom; the data, then what a model is;
+# the algorithms (compress, train, infer) side by side, none importing another; the workbook on top.
+RANK = {"compat": 0, "core": 0, "data": 1, "models": 2, "compress": 3, "train": 3, "infer": 3, "workbook": 4,
+        "__main__": 5}  # python -m peakllm
+
+
+def against_the_grain(mods: dict) -> list[str]:
+    """Imports from one subpackage of peakllm into another of the same or a higher rank."""
+    bad = []
+    for m, p in mods.items():
+        sub = m.split(".")[1] if m.count(".") else None
+        for d in imports_of(p, m):
+            dsub = d.split(".")[1] if d.count(".") and d.startswith("peakllm.") else None
+            if sub is None or dsub is None or dsub == sub:
+                continue
+            if RANK[dsub] >= RANK[sub]:
+                bad.append(f"{m} -> {d}")
+    return sorted(bad)
+
+
+def test_imports_point_one_way():
+    mods = modules()
+    assert {m.split(".")[1] for m in mods if m.count(".")} <= set(RANK), "a new subpackage needs a rank"
+    assert against_the_grain(mods) == []
+
+
+def test_the_order_check_catches_an_import_against_the_grain(tmp_path):
+    data = tmp_path / "evaldata.py"
+    data.write_text("from ..models.loading import hub_reachable\nfrom ..core.checks import choice\n")
+    train = tmp_path / "distributed.py"
+    train.write_text("from ..compress.sequential import find_stacks\n")
+    assert against_the_grain({"peakllm.data.evaldata": data, "peakllm.train.distributed": train}) == [
+        "peakllm.data.evaldata -> peakllm.models.loading", "peakllm.train.distributed -> peakllm.compress.sequential"]
+
+
 def test_the_core_depends_on_no_other_subpackage():
     mods = modules()
     for m, p in mods.items():

@@ -56,7 +56,7 @@ def ours(method: str, calib, model_name: str | None = None):
 def theirs(file: Path, model_name: str | None = None):
     """A fresh tiny-opt (or ``model_name``) whose block linear layers (and LM head, where it
     compressed that too) hold llm-compressor's compressed weights."""
-    from peakllm.compress.sequential import all_linear_layers
+    from peakllm.models.structure import all_linear_layers
 
     model = load_model(model_name or cc.PROTOCOL["model"], device="cpu")
     saved = load_file(str(file))

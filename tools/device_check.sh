@@ -5,28 +5,22 @@
 #   bash tools/device_check.sh        # from anywhere; it works in the repository root
 #
 # Wheels to carry. The lent H100 / H200 image ('cuda', Python 3.12, no network) already has torch,
-# transformers, accelerate, peft, numpy, pandas, matplotlib, tqdm, psutil, pytest, pyyaml, requests,
-# click, aiohttp, pygments, python-dateutil and typing-extensions; it lacks bitsandbytes, and papermill
-# with the rest of what a notebook kernel needs (pins from requirements/constraints.txt). debugpy, which
-# ipykernel lists, is left out: the kernel runs without it (it only serves debuggers). Download them here,
-# once, into the git-ignored .whl/:
+# transformers and the rest of its stack; it lacks bitsandbytes, and papermill with the rest of what a
+# notebook kernel needs. requirements/device.txt lists exactly those, pinned and hashed (`make lock`
+# compiles it from device.in; what the image has is left out). Download them here, once, into the
+# git-ignored .whl/ (pip checks every hash as it downloads):
 #
 #   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#   python3 -m pip download --no-deps --require-hashes --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
-#     bitsandbytes==0.50.2 papermill==2.7.0 nbformat==5.11.1 nbclient==0.11.0 ipykernel==7.4.0 \
-#     ipython==9.18.1 ipython_pygments_lexers==1.1.1 jupyter_client==8.10.0 jupyter_core==5.9.1 \
-#     traitlets==5.16.1 fastjsonschema==2.22.3 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
-#     referencing==0.37.0 rpds-py==2026.9.1 pyzmq==27.3.0 tornado==6.6.1 comm==0.2.3 \
-#     matplotlib-inline==0.2.2 nest-asyncio2==1.7.4 platformdirs==4.14.8 entrypoints==0.4.2 \
-#     tenacity==9.2.1 jedi==0.20.1 parso==0.8.7 pexpect==4.9.0 ptyprocess==0.7.0 prompt_toolkit==3.0.53 \
-#     wcwidth==0.9.4 stack-data==0.6.3 executing==2.3.0 asttokens==3.0.2 pure_eval==0.2.4
+#     -r requirements/device.txt
 #
 # The bitsandbytes wheel holds one kernel library per CUDA release (125 MB unpacked), and what travels
 # to the machine (the repository, ~47 MiB, and the wheels) is limited to 64 MiB: keep the CUDA 13
 # libraries (torch there is 2.11+cu130) and the CPU one. pip does not check a wheel's RECORD against
-# its files, so the slimmed wheel installs:
+# its files, so the slimmed wheel installs (its hash changes: the machine installs .whl/ without hashes,
+# which were checked at download):
 #
 #   zip -d .whl/bitsandbytes-0.50.2-*.whl 'bitsandbytes/libbitsandbytes_cuda1[12]*' \
 #     'bitsandbytes/libbitsandbytes_rocm*' 'bitsandbytes/libbitsandbytes_xpu*'

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from peakllm.compress.batched import (prepare_batched, quantize_batched, quantize_group,
-                                      time_batched_vs_sequential)
+from peakllm.compress.batched import prepare_batched, quantize_batched, quantize_group, time_batched_vs_sequential
 from peakllm.compress.gptq import GPTQ
 from peakllm.compress.obs import dampened, prepare
 from peakllm.compress.quant import rtn

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from peakllm.compress import driver, gptq, obs, pruning, qmoe, quant, sparsegpt
-from peakllm.compress.sequential import all_linear_layers
+from peakllm.models.structure import all_linear_layers
 
 
 def calib(n=4, seqlen=16, vocab=64, seed=0):

@@ -3,7 +3,7 @@ import torch
 
 from peakllm.compress.gptq import GPTQ, quantize_model
 from peakllm.compress.quant import Quantizer, rtn
-from peakllm.compress.sequential import all_linear_layers
+from peakllm.models.structure import all_linear_layers
 
 
 def layer_and_inputs(correlated_inputs, seed=0):

@@ -4,6 +4,7 @@ import torch
 
 from peakllm.compress import pruning, sequential
 from peakllm.compress.obs import Hessian
+from peakllm.models import structure
 
 LENGTHS = (5, 9, 14, 3)  # four sentences of the tiny BERT's 64-token vocabulary (pad id 0)
 
@@ -76,7 +77,7 @@ def test_each_block_runs_twice_per_batch_with_padded_lines(tiny_model):
     hooks = [b.register_forward_hook(  # a completed forward of the block on a calibration batch of 2
         lambda mod, args, kwargs, out, i=i: counts.__setitem__(i, counts.get(i, 0) + 1)
         if (args[0] if args else kwargs["hidden_states"]).shape[0] == 2 else None, with_kwargs=True)
-        for i, b in enumerate(sequential.find_stacks(m)[0][1])]
+        for i, b in enumerate(structure.find_stacks(m)[0][1])]
     try:
         pruning.prune(m, padded(sentences()), "sparsegpt", 0.5, batch_size=2, progress=False)
     finally:
@@ -104,7 +105,7 @@ def test_sparsegpt_prunes_minilm_on_padded_lines_to_half_in_every_encoder_layer(
     texts = evaldata.lines("test", n=32)
     dense = embed(model, tok, texts)
     rows = pruning.prune(model, evaldata.calibration_lines(tok, nsamples=16), "sparsegpt", 0.5, progress=False)
-    layers = sequential.all_linear_layers(model)
+    layers = structure.all_linear_layers(model)
     assert len(rows) == len(layers) == 6 * 6 and all(n.startswith("encoder.layer.") for n in layers)
     assert all(r["sparsity"] == pytest.approx(0.5, abs=1e-3) for r in pruning.sparsity_report(layers))
     assert cosine_to(dense, embed(model, tok, texts))[1] > 0.5  # still an encoder, no NaN

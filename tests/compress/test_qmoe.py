@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from peakllm.compress import qmoe
-from peakllm.compress.sequential import all_linear_layers
+from peakllm.models.structure import all_linear_layers
 
 
 def calib(vocab=64, n=8, seqlen=16):
@@ -129,8 +129,8 @@ def test_batched_experts_give_the_one_at_a_time_result(tiny_model):
 
 
 def test_switch_protocol_masks_sentinels_and_drops_no_token(tiny_model):
-    from peakllm.compress.sequential import compress_sequentially
     from peakllm.compress.obs import Hessian
+    from peakllm.compress.sequential import compress_sequentially
 
     model = tiny_model("switch", preset="compress", expert_capacity=2)
     windows = torch.randint(2, 50, (6, 24), generator=torch.Generator().manual_seed(0))

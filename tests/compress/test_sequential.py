@@ -4,6 +4,7 @@ import torch
 
 from peakllm.compress import baselines, pruning, sequential
 from peakllm.compress.sparsegpt import SparseGPT
+from peakllm.models import structure
 
 
 def calib(n=4, seqlen=16, vocab=64, seed=0):
@@ -12,7 +13,7 @@ def calib(n=4, seqlen=16, vocab=64, seed=0):
 
 def count_calibration_forwards(model, batch_size, run):
     counts = {}
-    stack_name, stack = sequential.find_stacks(model)[0]
+    stack_name, stack = structure.find_stacks(model)[0]
     hooks = [b.register_forward_hook(  # a completed forward of the block on a calibration batch
         lambda m, args, kwargs, out, i=i: counts.__setitem__(i, counts.get(i, 0) + 1)
         if (args[0] if args else kwargs["hidden_states"]).shape[0] == batch_size else None, with_kwargs=True)
@@ -37,9 +38,9 @@ def test_each_block_runs_twice_per_batch_like_the_reference_loop(tiny_model, fam
 def test_blocks_that_receive_what_earlier_blocks_computed_are_recorded_in_full(tiny_model):
     """T5's later blocks receive the position bias block 0 computes: the driver records every block."""
     m = tiny_model("t5")
-    stack = sequential.find_stacks(m)[0][1]
+    stack = structure.find_stacks(m)[0][1]
     assert not sequential.block_invariant(m, stack, calib(n=1, seqlen=2))
-    assert sequential.block_invariant(tiny_model("opt"), sequential.find_stacks(tiny_model("opt"))[0][1], calib(1, 2))
+    assert sequential.block_invariant(tiny_model("opt"), structure.find_stacks(tiny_model("opt"))[0][1], calib(1, 2))
 
 
 def test_layers_fed_the_same_tensor_share_one_hessian(tiny_model):
@@ -61,13 +62,13 @@ def test_wanda_needs_only_column_norms_and_prunes_as_with_the_hessian_diagonal(t
     a, b = tiny_model("opt", preset="compress"), tiny_model("opt", preset="compress")
     rows = pruning.prune(a, calib(), "wanda", 0.5, progress=False)
     name = "model.decoder.layers.1.fc1"
-    layer_b = sequential.all_linear_layers(b)[name]
+    layer_b = structure.all_linear_layers(b)[name]
     # the same layer of an untouched copy, pruned from the Hessian's diagonal of its inputs in the pruned model's
     # first block: compare on block 0, whose inputs do not depend on pruning
     name0 = "model.decoder.layers.0.fc1"
     h = sequential.calibrate_layer(b, calib(), name0, SparseGPT)
     baselines.wanda(h.layer, h.H.diag(), 0.5)
-    assert torch.equal(sequential.all_linear_layers(a)[name0].weight == 0, h.layer.weight == 0)
+    assert torch.equal(structure.all_linear_layers(a)[name0].weight == 0, h.layer.weight == 0)
     assert {r["how"] for r in rows} == {"calibrated"} and layer_b.weight.count_nonzero() == layer_b.weight.numel()
 
 

@@ -3,8 +3,8 @@ import torch
 
 from peakllm.compress import baselines, obs, pruning
 from peakllm.compress.quant import Quantizer
-from peakllm.compress.sequential import all_linear_layers, find_stacks
 from peakllm.compress.sparsegpt import SparseGPT
+from peakllm.models.structure import all_linear_layers, find_stacks
 
 
 def layer_with_hessian(correlated_inputs, rows=32, columns=64, seed=0):
@@ -143,7 +143,7 @@ def test_driver_runs_on_model_families(family, stacks, method, tiny_model):
 
 
 def test_fused_experts_are_pruned_each_on_its_own_tokens(tiny_model):
-    from peakllm.compress.experts import ExpertMatrix
+    from peakllm.models.structure import ExpertMatrix
 
     model = tiny_model("mixtral", preset="compress")
     calib = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))

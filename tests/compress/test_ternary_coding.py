@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from peakllm.compress.quant import Quantizer
-from peakllm.compress.ternary_coding import (COMPACT_HEADER, HEADER, DictionaryCode, Encoded, compression_ratio, entropy_bits,
-                                    from_codes, lzma_bits, ternary_codes)
+from peakllm.compress.ternary_coding import (
+    COMPACT_HEADER,
+    HEADER,
+    DictionaryCode,
+    Encoded,
+    compression_ratio,
+    entropy_bits,
+    from_codes,
+    lzma_bits,
+    ternary_codes,
+)
 
 
 def iid(rows, cols, p0, seed=0):

@@ -1,11 +1,8 @@
 import pytest
 import torch
 
-from peakllm.core import checks
-
+from peakllm.core import checks, roofline
 from peakllm.core import hardware as device
-
-from peakllm.core import roofline
 
 
 def test_choice_names_parameter_and_allowed_values():

@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from peakllm.core.perplexity import nll, perplexity, unigram_perplexity, windows
-from peakllm.core.perplexity import evaluate, mean_nll
+from peakllm.core.perplexity import evaluate, mean_nll, nll, perplexity, unigram_perplexity, windows
 
 
 def test_windows_drop_the_tail():

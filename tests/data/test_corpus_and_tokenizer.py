@@ -1,8 +1,6 @@
 import pytest
 
-from peakllm.data import corpus
-
-from peakllm.data import manifest
+from peakllm.data import corpus, manifest
 from peakllm.models import load_tokenizer
 
 

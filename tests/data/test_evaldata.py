@@ -11,7 +11,7 @@ def test_unknown_dataset_fails_before_loading():
 def test_hub_dataset_offline_fails_fast(monkeypatch):
     from huggingface_hub import constants
 
-    from peakllm.models import HubUnavailable
+    from peakllm.core.hub import HubUnavailable
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", "/nonexistent-hub-cache")

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from peakllm.infer import decoding as D
 from peakllm.core.records import Recorder
+from peakllm.infer import decoding as D
 
 CEILING = {"peak_flops_16bit": None, "peak_flops_fp32": 1e12, "bandwidth": 1e9, "source": "given"}
 

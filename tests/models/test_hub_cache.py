@@ -131,6 +131,7 @@ print(json.dumps(out))
 @pytest.mark.slow
 @pytest.mark.parametrize("stem,params", [
     ("00_orientation", dict(dataset="wikitext2", anatomy_seq_len=32, batch_size=4)),
+    ("10_sparsegpt_one_layer", dict(calib_dataset="c4", calib_samples=8)),
     ("10_sparsegpt_one_shot_pruning", dict(eval_datasets=["wikitext2", "ptb", "c4"], calib_dataset="c4",
                                           calib_samples=8, sparsities=[0.5, 0.9])),
     ("20_qmoe_moe_compression", dict(model_name="peakllm-test/tiny-switch", calib_dataset="c4", eval_dataset="c4",
@@ -153,6 +154,6 @@ def test_notebook_runs_on_a_hub_id_from_the_cache_offline(hub_cache, monkeypatch
                         parameters={"model_name": "peakllm-test/tiny-opt", **params, "device": "cpu",
                                     "results_path": str(results)})
     records = json.loads(results.read_text())
-    scored = [r for r in records if r["metric"] in ("perplexity", "loss")]
+    scored = [r for r in records if r["metric"] in ("perplexity", "loss", "layer_error")]
     assert set(params.get("eval_datasets", [params.get("dataset", params.get("eval_dataset"))])) <= {r.get("dataset") for r in scored}
     assert scored and all(r["value"] == r["value"] for r in scored)  # no NaN

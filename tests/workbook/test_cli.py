@@ -13,10 +13,6 @@ def test_report_subcommand_builds_the_book(tmp_path, capsys):
     assert (tmp_path / "book" / "_build" / "html" / "index.html").exists()
 
 
-def test_pair_check_subcommand_passes_on_the_shipped_notebooks():
-    assert cli.main(["pair", "--check"]) == 0
-
-
 def test_student_subcommand_writes_stubbed_copies_and_replaces_them_only_when_asked(tmp_path, capsys):
     out = tmp_path / "handout"
     assert cli.main(["student", str(out)]) == 0

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from peakllm.core.paths import REPO
+from peakllm.models import structure
 from peakllm.workbook import crosscheck as cc
 
 
@@ -133,7 +134,7 @@ def test_input_hessians_match_the_one_layer_calibration():
     assert calib.shape == (4, 32) and cc.digest(calib) == cc.digest(calib.clone())
     assert cc.digest(calib) != cc.digest(cc.calibration_sets(tok, 32, seeds=[1], samples=4)[1])
     H = cc.input_hessians(model, calib)
-    assert set(H) == set(sequential.all_linear_layers(model))
+    assert set(H) == set(structure.all_linear_layers(model))
     name = "model.decoder.layers.1.fc2"
     one = sequential.calibrate_layer(model, calib, name, lambda layer: obs.Hessian(layer.weight.shape[1]))
     torch.testing.assert_close(H[name], one.H)

@@ -1,83 +1,86 @@
-"""The jupytext pairs paired/NN_*.py: in sync with their notebooks, faithful, and stable."""
+"""The pairs paired/NN_*.py, made by jupytext's own pairing (jupytext.toml, `make pair` =
+`jupytext --sync`): in sync with their notebooks, faithful (every cell, its tags and nbgrader
+metadata, no outputs, no header), and syncable in both directions without touching an output."""
+import os
 import shutil
+import subprocess
+import sys
 
 import jupytext
 import nbformat
+import pytest
 
-from peakllm.workbook import pairing
+from peakllm.core.paths import REPO
 from peakllm.workbook import run as workbook
 
 NOTEBOOKS = workbook.notebooks()
 
 
+def cells(nb) -> list[tuple]:
+    """What a pair must agree on: each cell's type, source, tags and nbgrader metadata."""
+    return [(c.cell_type, c.source, c.metadata.get("tags", []), c.metadata.get("nbgrader")) for c in nb.cells]
+
+
+def script(path):
+    return REPO / "paired" / path.with_suffix(".py").name
+
+
 def test_every_notebook_has_its_script_in_sync():
     assert NOTEBOOKS and all(p.suffix == ".ipynb" for p in NOTEBOOKS)
-    stale = pairing.out_of_sync()
-    assert not stale, f"paired/*.py out of sync with {stale}: run `make pair`"
+    stale = [p.name for p in NOTEBOOKS if not script(p).exists()
+             or cells(jupytext.read(script(p))) != cells(nbformat.read(p, as_version=4))]
+    assert not stale, f"paired/*.py out of sync with {stale}: run `make pair` (jupytext --sync)"
 
 
-def test_script_keeps_cells_and_tags_and_drops_outputs_and_header():
+def test_scripts_have_no_header_and_no_outputs_and_keep_the_parameters_tag():
     for path in NOTEBOOKS:
-        nb = nbformat.read(path, as_version=4)
-        text = pairing.script_for(path)
+        text = script(path).read_text()
         assert text.startswith("# %%"), f"{path.name}: the script has a header"
-        assert "jupytext" not in text.split("# %%")[0] and "kernelspec" not in text
-        back = jupytext.reads(text, fmt="py:percent")
-        assert [(c.cell_type, c.source) for c in back.cells] == [(c.cell_type, c.source) for c in nb.cells]
-        assert [c.metadata.get("tags", []) for c in back.cells] == [c.metadata.get("tags", []) for c in nb.cells]
-        assert all(not c.get("outputs") for c in back.cells)
+        assert "kernelspec" not in text and "jupytext" not in text.split("# %%")[0]
+        assert '# %% tags=["parameters"]\n' in text, path.name
+        assert all(not c.get("outputs") for c in jupytext.read(script(path)).cells)
 
 
-def test_script_keeps_the_parameters_tag():
-    for path in NOTEBOOKS:
-        assert '# %% tags=["parameters"]\n' in pairing.script_for(path), path.name
+@pytest.fixture
+def pair_copy(tmp_path):
+    """A copy of notebook 00 and its script, under the repository's jupytext.toml."""
+    shutil.copy(REPO / "jupytext.toml", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "paired").mkdir()
+    nb = NOTEBOOKS[0]
+    shutil.copy(nb, tmp_path / "notebooks" / nb.name)
+    shutil.copy(script(nb), tmp_path / "paired" / script(nb).name)
+    return tmp_path / "notebooks" / nb.name, tmp_path / "paired" / script(nb).name
 
 
-def test_changed_cell_source_is_out_of_sync(tmp_path):
-    src = NOTEBOOKS[0]
-    nb_path = tmp_path / "notebooks" / src.name
-    nb_path.parent.mkdir()
-    shutil.copy(src, nb_path)
-    assert pairing.out_of_sync([nb_path]) == [src.name]  # no .py yet
-    (script,) = pairing.write_pairs([nb_path])
-    assert script == tmp_path / "paired" / nb_path.with_suffix(".py").name and pairing.out_of_sync([nb_path]) == []
-    before = script.stat().st_mtime_ns
-    pairing.write_pairs([nb_path])
-    assert script.stat().st_mtime_ns == before  # an up-to-date script is not rewritten
+def sync(ipynb):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(ipynb)], cwd=ipynb.parent.parent,
+                   check=True, capture_output=True, env=env)
 
-    nb = nbformat.read(nb_path, as_version=4)
+
+def test_a_script_edit_reaches_the_notebook_with_its_outputs_and_metadata_kept(pair_copy):
+    ipynb, py = pair_copy
+    before = nbformat.read(ipynb, as_version=4)
+    text = py.read_text()
+    i = text.index('# %% tags=["parameters"]\n') + len('# %% tags=["parameters"]\n')
+    py.write_text(text[:i] + "extra_setting = 1  # help: added in the script\n" + text[i:])
+    os.utime(py, (ipynb.stat().st_mtime + 5,) * 2)  # the script is the newer file
+    sync(ipynb)
+    after = nbformat.read(ipynb, as_version=4)
+    params = next(k for k, c in enumerate(after.cells) if "parameters" in c.metadata.get("tags", []))
+    assert after.cells[params].source.startswith("extra_setting = 1")
+    assert [c.get("outputs") for c in after.cells] == [c.get("outputs") for c in before.cells]
+    assert [c.metadata for c in after.cells] == [c.metadata for c in before.cells]  # nbgrader metadata survives
+    assert after.metadata == before.metadata
+
+
+def test_a_notebook_edit_reaches_the_script(pair_copy):
+    ipynb, py = pair_copy
+    nb = nbformat.read(ipynb, as_version=4)
     code = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
     code.source += "\nprint('changed')"
-    nbformat.write(nb, nb_path)
-    assert pairing.out_of_sync([nb_path]) == [src.name]
-    pairing.write_pairs([nb_path])
-    assert pairing.out_of_sync([nb_path]) == [] and "print('changed')" in script.read_text()
-
-
-def test_outputs_and_execution_counts_do_not_unsync(tmp_path):
-    src = NOTEBOOKS[0]
-    nb_path = tmp_path / "notebooks" / src.name
-    nb_path.parent.mkdir()
-    shutil.copy(src, nb_path)
-    pairing.write_pairs([nb_path])
-    nb = nbformat.read(nb_path, as_version=4)
-    for c in nb.cells:
-        if c.cell_type == "code":
-            c.outputs, c.execution_count = [], None
-            c.metadata["execution"] = {"iopub.status.busy": "2020-01-01T00:00:00"}  # as papermill writes
-    nb.metadata["papermill"] = {"duration": 1.0}
-    nbformat.write(nb, nb_path)
-    assert pairing.out_of_sync([nb_path]) == []
-
-
-def test_cli_pair_check(tmp_path, monkeypatch, capsys):
-    from peakllm.workbook import cli
-
-    nb_path = tmp_path / "notebooks" / NOTEBOOKS[0].name
-    nb_path.parent.mkdir()
-    shutil.copy(NOTEBOOKS[0], nb_path)
-    monkeypatch.setattr(workbook, "notebooks", lambda only=None: [nb_path])
-    assert cli.main(["pair", "--check"]) == 1
-    assert nb_path.name in capsys.readouterr().err
-    assert cli.main(["pair"]) == 0 and (tmp_path / "paired" / nb_path.with_suffix(".py").name).exists()
-    assert cli.main(["pair", "--check"]) == 0
+    nbformat.write(nb, ipynb)
+    os.utime(ipynb, (py.stat().st_mtime + 5,) * 2)
+    sync(ipynb)
+    assert "print('changed')" in py.read_text() and cells(jupytext.read(py)) == cells(nb)

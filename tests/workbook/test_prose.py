@@ -20,6 +20,8 @@ from peakllm.workbook.run import notebooks
 DECIMAL = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.]*\d)")  # 3.14, not 2.13.0 (a version) nor v1.5x
 REFERENCE = re.compile(r"(section|sections|table|appendix|§|version|v)\s*$", re.I)  # "section 3.5"
 CODE_SPAN = re.compile(r"`[^`]*`")
+# a notebook's number ("notebook 10.1", "notebooks 10.1 and 10.2", the title "# 10.2 · ...")
+NOTEBOOK = re.compile(r"((notebooks?|part)\s+(\d+(\.\d+)?\s*(,|and|or|to)\s*)*|(^|\n)#\s*)$", re.I)
 
 
 def _text(cell) -> str:
@@ -45,7 +47,8 @@ def measured_numbers(nb: dict, published: set[float]) -> list[tuple[int, str, st
         givens = prose if "exercise" in c.get("metadata", {}).get("tags", []) else ""
         for m in DECIMAL.finditer(prose):
             x = m.group(1)
-            if REFERENCE.search(prose[max(0, m.start() - 12):m.start()]) or float(x) in published:
+            if (REFERENCE.search(prose[max(0, m.start() - 12):m.start()]) or float(x) in published
+                    or NOTEBOOK.search(prose[max(0, m.start() - 40):m.start()])):
                 continue
             if re.search(rf"(?<![\w.]){re.escape(x)}(?![\w.]*\d)", settings) or (givens and x in givens):
                 continue
@@ -69,3 +72,10 @@ def test_a_typed_in_measurement_is_caught_even_when_an_output_shows_it():
     nb = {"cells": [{"cell_type": "code", "source": ["eps = 0.01\nprint(dense)"], "outputs": [{"text": "114.21\n"}]},
                     {"cell_type": "markdown", "source": ["Dense 114.21 at eps 0.01, the paper's 27.66 (section 3.5)."]}]}
     assert [x for _, x, _ in measured_numbers(nb, {27.66})] == ["114.21"]
+
+
+def test_a_notebooks_number_is_a_reference_but_a_measurement_beside_it_is_not():
+    nb = {"cells": [{"cell_type": "markdown", "source": [
+        "# 10.2 · The whole model\n\nAfter notebook 10.1 (and notebooks 10.1 and 10.2), about 2.5 minutes; "
+        "notebook 10 took 3.7 s."]}]}
+    assert [x for _, x, _ in measured_numbers(nb, set())] == ["2.5", "3.7"]

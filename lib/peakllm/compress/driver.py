@@ -20,8 +20,9 @@ import torch
 
 from ..core.perplexity import context_length
 from ..core.timing import Timer
+from ..models.structure import all_linear_layers
 from .obs import Calibration
-from .sequential import all_linear_layers, calibration_tensors, compress_sequentially
+from .sequential import calibration_tensors, compress_sequentially
 
 
 class Untouched(Calibration):

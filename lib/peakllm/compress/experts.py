@@ -1,55 +1,19 @@
-"""Where the experts of a mixture-of-experts model live, whatever the layout.
+"""What each expert of a fused mixture-of-experts module sees, for the compressors' statistics.
 
-Transformers keeps experts in two layouts:
-
-* a ModuleList/ModuleDict of small MLPs built from ``nn.Linear`` (SwitchTransformers, older
-  Mixtral code) -- every expert matrix is an ordinary linear layer;
-* fused 3-D parameters (transformers 5.x Mixtral, Qwen-MoE, OLMoE...): one module holds
-  ``gate_up_proj`` (E, 2I, H) and ``down_proj`` (E, H, I) and is called as
-  ``experts(hidden_states, top_k_index, top_k_weights)``.
-
-For the second layout, ``ExpertMatrix`` presents expert e's slice as a linear layer's
-``weight`` (out x in, a view: writing it writes the model), and ``routed_inputs`` recomputes
-what each expert matrix sees: the tokens the router sent to expert e (for ``gate_up_proj``)
-and act(gate) * up of those tokens (for ``down_proj``). Pruning and quantization code then
-treats every expert matrix like any other linear layer, each with its own calibration inputs.
+Fused experts (transformers 5.x Mixtral, Qwen-MoE, OLMoE; ``models.structure``) are one module
+holding ``gate_up_proj`` (E, 2I, H) and ``down_proj`` (E, H, I), called as
+``experts(hidden_states, top_k_index, top_k_weights)``. ``models.structure.ExpertMatrix``
+presents expert e's slice as a linear layer; ``routed_inputs`` recomputes what each expert
+matrix sees: the tokens the router sent to expert e (for ``gate_up_proj``) and act(gate) * up of
+those tokens (for ``down_proj``), and ``hook_routed_inputs`` feeds them to each matrix's
+collector. Pruning and quantization code then treats every expert matrix like any other linear
+layer, each with its own calibration inputs. ``zeroed`` silences layers for a what-if.
 """
 from __future__ import annotations
 
 import contextlib
 
 import torch
-
-FUSED = ("gate_up_proj", "down_proj")
-
-
-class ExpertMatrix:
-    """Expert ``e``'s matrix inside a fused 3-D parameter, with a linear layer's ``weight``."""
-
-    def __init__(self, param: torch.nn.Parameter, e: int):
-        self.param, self.e = param, e
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.param.data[self.e]  # (out, in), a view into the 3-D parameter
-
-    def __repr__(self):
-        return f"ExpertMatrix(expert={self.e}, shape={tuple(self.weight.shape)})"
-
-
-def is_fused(module: torch.nn.Module) -> bool:
-    return all(isinstance(getattr(module, n, None), torch.nn.Parameter) and getattr(module, n).dim() == 3
-               for n in FUSED)
-
-
-def fused_modules(block: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    return {n: m for n, m in block.named_modules() if is_fused(m)}
-
-
-def expert_matrices(name: str, module: torch.nn.Module) -> dict[str, ExpertMatrix]:
-    """``{"<name>.gate_up_proj.<e>": ..., "<name>.down_proj.<e>": ...}`` for every expert."""
-    return {f"{name}.{p}.{e}": ExpertMatrix(getattr(module, p), e)
-            for e in range(getattr(module, FUSED[0]).shape[0]) for p in FUSED}
 
 
 @torch.no_grad()
@@ -84,12 +48,6 @@ def hook_routed_inputs(module: torch.nn.Module, name: str, collectors: dict, val
             collectors[f"{name}.gate_up_proj.{e}"].add_timed(X_e, keep)
             collectors[f"{name}.down_proj.{e}"].add_timed(Z_e, keep)
     return module.register_forward_hook(hook, with_kwargs=True)
-
-
-def capacity_routers(module: torch.nn.Module) -> dict:
-    """Routers with an expert capacity (Switch Transformers' top-1 router), by name: each returns
-    its one-hot choice (b, t, E) first, all zero for a token dropped over capacity."""
-    return {n: m for n, m in module.named_modules() if hasattr(m, "expert_capacity") and hasattr(m, "num_experts")}
 
 
 @contextlib.contextmanager

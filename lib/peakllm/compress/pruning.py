@@ -13,10 +13,10 @@ import re
 import torch
 
 from ..core.checks import choice
+from ..models.structure import all_linear_layers
 from .baselines import ColumnNorms, magnitude, wanda
 from .driver import compress_model
 from .quant import Quantizer, check_bits
-from .sequential import all_linear_layers
 from .sparsegpt import SparseGPT, check_pattern
 
 PATTERNS = ("unstructured", "2:4", "4:8")

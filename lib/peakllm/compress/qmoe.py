@@ -27,12 +27,12 @@ from __future__ import annotations
 import torch
 
 from ..core.checks import choice
-from .experts import FUSED, ExpertMatrix, capacity_routers, zeroed
+from ..models.moe import routing
+from ..models.structure import FUSED, ExpertMatrix, all_linear_layers, capacity_routers, find_stacks
+from .driver import compress_model
+from .experts import zeroed
 from .gptq import GPTQ, QUANT_METHODS, round_layer
 from .quant import check_bits
-from ..models.moe import routing
-from .driver import compress_model
-from .sequential import all_linear_layers
 
 
 def is_expert(name: str, layer) -> bool:
@@ -190,7 +190,7 @@ def stack_tokens(model, calib) -> dict:
     calibrated on pairs; the one stack of a decoder-only model): every real token, special ones
     included -- what ``token_cap`` counts, as QMoE's reference code does (its ``traintokens``).
     Padding is not counted."""
-    from .sequential import calibration_batches, find_stacks, statistics_masks
+    from .sequential import calibration_batches, statistics_masks
 
     batches = calibration_batches(calib, "cpu", None)
     return {name: int(statistics_masks(model, name, batches, real=True)[0].sum())
@@ -361,7 +361,8 @@ def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, coders=("dic
     bits a row). Returns ``coders`` (coder -> ``FormatBits``), the parameter count, and the
     entropy bound and lzma on the same codes. With ``verify``, every matrix is decoded from its
     bytes and the weights it gives are compared with the model's, bit for bit."""
-    from . import qmoe_format, ternary_coding as tc
+    from . import qmoe_format
+    from . import ternary_coding as tc
 
     mats = {n: m.weight.float() for n, m in check_moe(model).items()}  # name -> (rows, cols)
     for n, W in mats.items():

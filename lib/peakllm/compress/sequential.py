@@ -33,44 +33,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.timing import Timer
-from .experts import capacity_routers, expert_matrices, fused_modules, hook_routed_inputs
+from ..models.structure import all_linear_layers, capacity_routers, find_stacks, fused_modules, linear_layers
+from .experts import hook_routed_inputs
 
-_ROUTER = re.compile(r"(^|\.)(router|gate)(\.|$)")
 _LIST_EXPERT = re.compile(r"^(.*)\.experts\.expert_(\d+)\.")  # Switch: <moe>.experts.expert_<e>.wi
 
 
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the stack of interest has run."""
-
-
-def find_stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
-    """The outermost ModuleLists that contain linear layers, in registration order."""
-    stacks = []
-    for name, mod in model.named_modules():
-        if not isinstance(mod, torch.nn.ModuleList) or len(mod) == 0:
-            continue
-        if any(name.startswith(s + ".") for s, _ in stacks):
-            continue  # nested inside a block (e.g. T5's block.layer)
-        if any(isinstance(m, torch.nn.Linear) for m in mod.modules()):
-            stacks.append((name, mod))
-    if not stacks:
-        raise ValueError(f"{type(model).__name__} has no ModuleList of blocks with linear layers")
-    return stacks
-
-
-def linear_layers(block: torch.nn.Module) -> dict:
-    """The block's linear layers by name, routers excluded, and its fused experts' matrices."""
-    layers = {n: m for n, m in block.named_modules()
-              if isinstance(m, torch.nn.Linear) and not _ROUTER.search(n)}
-    for name, module in fused_modules(block).items():
-        layers |= expert_matrices(name, module)
-    return layers
-
-
-def all_linear_layers(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
-    """Every compressible linear layer of every block, named from the model's root."""
-    return {f"{s}.{i}.{n}": m for s, stack in find_stacks(model)
-            for i, block in enumerate(stack) for n, m in linear_layers(block).items()}
 
 
 def calibration_tensors(calib) -> tuple[torch.Tensor, torch.Tensor]:

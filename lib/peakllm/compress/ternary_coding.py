@@ -46,8 +46,22 @@ import zlib
 import numpy as np
 import torch
 
-from .ternary_stream import (COMPACT_HEADER, COMPACT_MAGIC, HEADER, MAGIC, ROW_BITS, ROW_LAYOUTS, SYMBOLS,  # noqa: F401
-                             Encoded, to_bf16_bits, as_column, from_bits, pack_bits, unpack_bits, compression_ratio)
+from .ternary_stream import (  # noqa: F401
+    COMPACT_HEADER,
+    COMPACT_MAGIC,
+    HEADER,
+    MAGIC,
+    ROW_BITS,
+    ROW_LAYOUTS,
+    SYMBOLS,
+    Encoded,
+    as_column,
+    compression_ratio,
+    from_bits,
+    pack_bits,
+    to_bf16_bits,
+    unpack_bits,
+)
 
 PARSES = ("optimal", "greedy")
 MAX_PAIRS = 18  # n-gram keys are base-10 int64 with one digit (s + 1) per pair

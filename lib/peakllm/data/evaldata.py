@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from . import corpus
 from ..core.checks import choice, positive_int
+from . import corpus
 from .tokenizer import encode
 from .windows import random_windows
 
@@ -48,7 +48,7 @@ def hub_file(name: str) -> Path:
     ``HF_HUB_OFFLINE=1``), else downloaded into it."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    from ..models.loading import HubUnavailable, hub_reachable
+    from ..core.hub import HubUnavailable, hub_reachable
 
     f = HUB_FILES[name]
     cached = try_to_load_from_cache(f.repo, f.filename, revision=f.revision, repo_type="dataset")

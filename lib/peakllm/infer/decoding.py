@@ -35,13 +35,13 @@ import shutil
 import torch
 
 from ..compat import compile_config
+from ..core import memory
 from ..core.checks import choice, positive_int
 from ..core.hardware import resolve_device
-from ..core import memory
-from ..models.loading import DTYPES
 from ..core.roofline import ceilings
 from ..core.timing import best_of
 from ..core.units import nbytes
+from ..models.loading import DTYPES
 from ..models.moe import is_moe, routing
 
 ATTN = ("eager", "sdpa")

@@ -25,7 +25,7 @@ import torch
 
 from ..core.checks import positive_int
 from ..core.hardware import synchronize
-from .decoding import resolve_pad_id, dtype_label, generate, prompt_ids, weight_bytes_read_per_token
+from .decoding import dtype_label, generate, prompt_ids, resolve_pad_id, weight_bytes_read_per_token
 
 
 def prefill_and_decode(model, vocab, prompt_len: int = 32, new_tokens: int = 32, repeats: int = 5,

@@ -27,16 +27,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import socket
 from collections import namedtuple
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
 from ..compat import silence_bitsandbytes
 from ..core.checks import choice
 from ..core.hardware import compute_dtype, default_dtype, resolve_device
+from ..core.hub import HubUnavailable, hub_reachable
 from ..core.paths import DATA, sha256
 from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
 
@@ -85,10 +84,6 @@ TINY_CONFIGS = {
 }
 
 
-class HubUnavailable(RuntimeError):
-    """The name needs the Hugging Face Hub and the Hub cannot be reached."""
-
-
 def packaged_dir(model_name: str) -> Path:
     """The ``model/`` directory of the package that ships ``PACKAGED[model_name]``."""
     p = PACKAGED[model_name]
@@ -129,19 +124,6 @@ def resolve(model_name: str) -> tuple[str, str]:
         return "hub", model_name
     raise ValueError(f"model_name={model_name!r} is neither a shipped model {[*SHORT_NAMES, *PACKAGED]}, "
                      "an existing local directory, nor a Hugging Face Hub id like 'facebook/opt-125m'")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _source(model_name: str) -> tuple[str, dict]:

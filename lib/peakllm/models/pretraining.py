@@ -25,14 +25,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data import corpus
-
 from .. import models
 from ..core.checks import choice, positive_int
 from ..core.hardware import resolve_device
 from ..core.paths import atomic_write_text
 from ..core.perplexity import mean_loss
-from ..data import spans
+from ..data import corpus, spans
 from ..data.tokenizer import encode
 from ..data.windows import window_batches
 from . import checkpointing

@@ -106,7 +106,7 @@ def wrap(model, strategy: str, device: torch.device, counter: CommCounter):
     elif strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        from ..compress.sequential import find_stacks
+        from ..models.structure import find_stacks
 
         units = [block for _, stack in find_stacks(model) for block in stack]
         for block in units:
@@ -121,7 +121,7 @@ def wrap(model, strategy: str, device: torch.device, counter: CommCounter):
 
 def first_block_weight(model) -> str:
     """Name of the weight ``record_shard`` saves: the first linear layer's of the first block."""
-    from ..compress.sequential import find_stacks, linear_layers
+    from ..models.structure import find_stacks, linear_layers
 
     stack_name, stack = find_stacks(model)[0]
     layer_name = next(n for n, m in linear_layers(stack[0]).items() if isinstance(m, torch.nn.Linear))
@@ -204,8 +204,8 @@ def train(strategy: str, model_name: str = "tiny-opt", steps: int = 20, batch_si
     import torch.distributed as dist
 
     from .. import models
-    from ..models.pretraining import token_ids
     from ..data.windows import window_batches
+    from ..models.pretraining import token_ids
 
     cuda = check_device(device)
     dist.init_process_group("nccl" if cuda else "gloo")

@@ -44,14 +44,13 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .. import models
 from ..compat import keep_bnb_cpu_layout, quiet_peft_checkpointing_notice
 from ..core import memory
-
-from .. import models
 from ..core.checks import as_list, choice, positive_int
 from ..core.hardware import bf16_native, resolve_device
-from ..core.timing import Timer
 from ..core.perplexity import mean_nll
+from ..core.timing import Timer
 from ..data.windows import window_batches
 
 RECIPES = ("full", "amp", "checkpointing", "adamw8bit", "lora", "qlora", "qlora-attn")

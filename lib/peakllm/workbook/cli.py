@@ -1,4 +1,4 @@
-"""Command line: ``python -m peakllm {workbook,sweep,report (book),student,grade,pretrain,corpus,manifest,bench,pair,gpucheck}``."""
+"""Command line: ``python -m peakllm {workbook,sweep,report (book),student,grade,pretrain,corpus,manifest,bench,gpucheck}``."""
 from __future__ import annotations
 
 import argparse
@@ -58,8 +58,6 @@ def main(argv=None) -> int:
     be.add_argument("--repeats", type=int, default=3, help="timed runs per layer and method (the median is kept)")
     be.add_argument("--models", default=None, help="comma-separated, from: OPT-125M, OPT-1.3B, switch-base expert")
     be.add_argument("--out", default=None, help="records file (default runs/bench/<device>.json)")
-    pa = sub.add_parser("pair", help="write paired/NN_*.py, the jupytext percent script of every notebook")
-    pa.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks out of sync")
     g = sub.add_parser("gpucheck", help="on a CUDA GPU: the gpu tests, the layer bench and notebooks 10, 21, 22 "
                                          "(device=cuda), summarized in OUT/<card>.json")
     g.add_argument("--out", default=None, help="results folder (default data/results/gpu)")
@@ -67,8 +65,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     if a.cmd == "workbook":
-        from . import run as workbook
         from ..core.paths import REPO
+        from . import run as workbook
 
         if a.store:
             workbook.store(a.notebooks or None)
@@ -112,14 +110,14 @@ def main(argv=None) -> int:
         print("\n".join(failures) or f"every lesson holds in {len(paths)} notebooks' records")
         return 1 if failures else 0
     elif a.cmd == "sweep":
-        from . import sweeps
         from ..core.paths import REPO
+        from . import sweeps
 
         df, _ = sweeps.run(sweeps.load(a.file), a.out or REPO / "runs", a.retry_failed, a.workers)
         print(f"{len(df)} records gathered")
     elif a.cmd in ("report", "book"):
-        from . import book
         from ..core.paths import REPO, relative
+        from . import book
 
         built = book.build(a.run_dir, a.out)
         found = book.verify(built["html"].parent)
@@ -128,8 +126,8 @@ def main(argv=None) -> int:
               f"{built['tables']} paper-vs-ours tables from {built['records']} records of "
               f"{relative(built['source'])}/, built in {built['seconds']:.0f} s")
     elif a.cmd == "student":
-        from . import student
         from ..core.paths import relative
+        from . import student
 
         for path in student.write(a.out_dir, a.overwrite):
             print(relative(path))
@@ -173,8 +171,7 @@ def main(argv=None) -> int:
             return 130
         print(f"{a.model_name}: {r['seconds']:.0f} s, final validation loss {r['log'][-1]['val_loss']}")
     elif a.cmd == "corpus":
-        from ..data import corpus
-        from ..data import tokenizer
+        from ..data import corpus, tokenizer
 
         corpus.build()
         tokenizer.train(corpus.load_split("train"))
@@ -195,23 +192,11 @@ def main(argv=None) -> int:
         rows = bench.run(models, device=dev, dtype=a.dtype, repeats=a.repeats, rec=rec)
         print(bench.table(rows).round(3).to_string())
         print(rec.save(str(a.out or REPO / "runs" / "bench" / f"{dev.type}.json")))
-    elif a.cmd == "pair":
-        from . import pairing
-        from ..core.paths import relative
-
-        if a.check:
-            stale = pairing.out_of_sync()
-            if stale:
-                print(f"out of sync with their .py (run `make pair`): {', '.join(stale)}", file=sys.stderr)
-                return 1
-        else:
-            for path in pairing.write_pairs():
-                print(relative(path))
     elif a.cmd == "gpucheck":
         import json
 
-        from . import gpucheck
         from ..core.paths import relative
+        from . import gpucheck
 
         try:
             path = gpucheck.run(a.out, notebooks=() if a.skip_notebooks else gpucheck.NOTEBOOKS)

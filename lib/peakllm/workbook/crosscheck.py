@@ -7,7 +7,7 @@ there on *our* calibration windows and saves the compressed weights; ``tools/cro
 runs ours here on the same windows and measures both with the same code. This module holds
 what both sides and the notebooks share:
 
-* the protocol (``PROTOCOL``, ``METHODS``): notebook 10's calibration windows (128 random windows
+* the protocol (``PROTOCOL``, ``METHODS``): notebook 10.2's calibration windows (128 random windows
   of the model's context from the shipped train split, one set per calibration seed) and its
   evaluation windows (the first 64 of the test split);
 * the measures: mask agreement (share of weights both call zero, or both keep), grid agreement
@@ -87,7 +87,7 @@ def solver(spec: dict) -> str:
 # ---- the shared protocol ---------------------------------------------------------------------
 
 def calibration_sets(tokenizer, ctx: int, seeds=None, samples: int | None = None) -> dict:
-    """{seed: (samples, ctx) token windows}: notebook 10's calibration sets, drawn the same way."""
+    """{seed: (samples, ctx) token windows}: notebook 10.2's calibration sets, drawn the same way."""
     from ..data import evaldata
 
     seeds = PROTOCOL["seeds"] if seeds is None else seeds
@@ -96,7 +96,7 @@ def calibration_sets(tokenizer, ctx: int, seeds=None, samples: int | None = None
 
 
 def eval_texts(tokenizer, ctx: int, windows: int | None = None) -> tuple[dict, str]:
-    """({dataset: (1, windows * ctx) ids}, scope): notebook 10's evaluation windows."""
+    """({dataset: (1, windows * ctx) ids}, scope): notebook 10.2's evaluation windows."""
     from ..data import evaldata
 
     d = PROTOCOL["eval_dataset"]
@@ -115,7 +115,7 @@ def digest(t: torch.Tensor) -> str:
 
 def linear_weights(model) -> dict[str, torch.Tensor]:
     """{name: weight (out, in), fp32 copy} of every linear layer the compressors touch: the blocks', not the head."""
-    from ..compress.sequential import all_linear_layers
+    from ..models.structure import all_linear_layers
 
     return {n: m.weight.detach().float().cpu().clone() for n, m in all_linear_layers(model).items()}
 
@@ -127,7 +127,8 @@ def input_hessians(model, calib, batch_size: int = 8, padding: bool = False) -> 
     the real tokens as our driver takes them -- or, ``padding=True``, every position, as
     llm-compressor's hooks take them."""
     from ..compress.obs import Hessian
-    from ..compress.sequential import ValidTokens, all_linear_layers, forward_calibration
+    from ..compress.sequential import ValidTokens, forward_calibration
+    from ..models.structure import all_linear_layers
 
     layers = all_linear_layers(model)
     acc = {n: Hessian(m.weight.shape[1], device=m.weight.device) for n, m in layers.items()}
@@ -307,7 +308,7 @@ def load(path=None) -> dict | None:
 
 
 def production_rows(family: str, path=None, variants: bool = True):
-    """The rows of notebook 10 (``family="sparsegpt"``), 21 (``"gptq"``) or 13 (``"minilm"``, its
+    """The rows of notebook 10.2 (``family="sparsegpt"``), 21 (``"gptq"``) or 13 (``"minilm"``, its
     scores in place of perplexity: ``_minilm_rows``): for each setting, ours
     and llm-compressor's perplexity on the same calibration windows (mean ± sd over the seeds);
     on llm-compressor's row, the difference of the means to ours with the workbook's reading of

@@ -1,4 +1,4 @@
-"""Notebook 10's sparsity explorer: one layer pruned at every sparsity, its error and its mask.
+"""Notebook 10.1's layer under the microscope, pruned at every sparsity: its error and its mask.
 
 SparseGPT (Frantar & Alistarh 2023, section 3) judges a pruned layer by its output
 reconstruction error ||(W - Ŵ) X||² on the calibration inputs X. ``layer_sweep`` prunes one
@@ -15,6 +15,21 @@ from __future__ import annotations
 import torch
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+def microscope_layer(model, calib, block: int = 1):
+    """The layer that notebook 10.1 puts under the microscope: the largest linear layer of block
+    ``block`` (clipped to the first stack's length; in OPT the first MLP matrix ``fc1``),
+    calibrated on ``calib`` by the dense model. Returns (name, layer, acc), ``acc`` a
+    ``SparseGPT`` holding the Hessian H of the layer's inputs."""
+    from ..compress import sequential, sparsegpt
+    from ..models import structure
+
+    layers = structure.all_linear_layers(model)
+    stack_name, stack = structure.find_stacks(model)[0]
+    block = min(block, len(stack) - 1)
+    name = max((n for n in layers if n.startswith(f"{stack_name}.{block}.")), key=lambda n: layers[n].weight.numel())
+    return name, layers[name], sequential.calibrate_layer(model, calib, name, sparsegpt.SparseGPT)
 COLORS = {"magnitude": "#bdbdbd", "wanda": "#f3a712", "sparsegpt": "#4c86c6"}
 
 

@@ -238,6 +238,10 @@ def _sparsegpt(f: Figures):
     ppl = lambda m, **q: f.all("perplexity", method=m, dataset="shakespeare", **q)  # noqa: E731
     for q in ({"sparsity": 0.8, "pattern": "unstructured"}, {"pattern": "2:4"}, {"sparsity": 0.5, "pattern": "unstructured"}):
         yield below(f"SparseGPT at {q}", ppl("sparsegpt", **q), "magnitude", ppl("magnitude", **q))
+
+
+@properties("10_sparsegpt_one_layer")
+def _one_layer(f: Figures):
     errors = {m: f.one("layer_error", method=m, sparsity=0.5) for m in ("sparsegpt", "wanda", "magnitude")}
     yield "SparseGPT's one-layer error is the smallest", errors["sparsegpt"] < min(errors["wanda"], errors["magnitude"]), f"{errors}"
 

@@ -37,7 +37,6 @@ from .notebook import TYPES, check_known
 from .run import NOTEBOOKS, notebooks
 
 
-
 @dataclass
 class Sweep:
     name: str
