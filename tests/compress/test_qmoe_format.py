@@ -155,10 +155,10 @@ def test_entropy_limit_is_the_papers():
     assert steps["P(-1) = P(+1)"] == pytest.approx(0.0575)
     assert steps["H (bit/weight)"] == pytest.approx(0.629816, abs=1e-6)
     assert steps["H (bit/weight)"] == pytest.approx(steps["-P(0) log2 P(0)"] + steps["-2 P(1) log2 P(1)"])
-    assert F.entropy_limit(0.885) == pytest.approx(25.40, abs=0.05)
-    assert F.entropy_limit(1 / 3) == pytest.approx(16 / math.log2(3))
+    assert steps["ratio = 16 / H"] == pytest.approx(25.40, abs=0.05)  # the paper's entropy limit
+    assert F.entropy_derivation(1 / 3)["ratio = 16 / H"] == pytest.approx(16 / math.log2(3))
     with pytest.raises(ValueError, match="p0=1.5"):
-        F.entropy_limit(1.5)
+        F.entropy_derivation(1.5)
 
 
 def test_whatif_table():

@@ -108,11 +108,6 @@ def entropy_derivation(p0: float = QMOE_P0, bf16_bits: int = 16) -> dict:
             "-2 P(1) log2 P(1)": nonzero_terms, "H (bit/weight)": H, "ratio = 16 / H": bf16_bits / H}
 
 
-def entropy_limit(p0: float = QMOE_P0) -> float:
-    """Compression ratio against bf16 at the zero-order entropy: 25.40 for p0 = 0.885."""
-    return entropy_derivation(p0)["ratio = 16 / H"]
-
-
 @dataclass(frozen=True, eq=False)
 class FormatBits:
     """One coder over a set of matrices: the encodings and every bit they take."""

@@ -24,10 +24,6 @@ class Timer:
         self.seconds = time.perf_counter() - self._t0
 
 
-def tokens_per_second(n_tokens: int, seconds: float) -> float:
-    return n_tokens / seconds if seconds > 0 else float("inf")
-
-
 def best_of(fn, device="cpu", repeats: int = 3, warmup: int = 1) -> float:
     """The fastest of ``repeats`` timed calls after ``warmup`` untimed ones, in seconds."""
     for _ in range(warmup):

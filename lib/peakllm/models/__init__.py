@@ -1,26 +1,23 @@
-"""Models: one loader (shipped short names, local directories, Hub ids), the recipe that
-pretrained the shipped tiny models, the one reader of mixture-of-experts configs, and what a
-model is made of (``structure``: stacks, linear layers, experts).
+"""Models: one loader (shipped short names, local directories, Hub ids; ``loading``), the shipped
+tiny architectures (``tiny``), bitsandbytes configs (``bnb``), the recipe that pretrained the tiny
+models (``pretraining``), the one reader of mixture-of-experts configs (``moe``), and what a model
+is made of (``structure``: stacks, linear layers, experts).
 
-``peakllm.models.load(...)`` and the other loading names are re-exported from ``loading``.
+``peakllm.models.load(...)`` and the other names below are re-exported from those modules.
 """
+from ..core.hub import HubUnavailable, hub_reachable  # noqa: F401
 from . import moe, structure  # noqa: F401
+from .bnb import QUANTIZATIONS, bnb_config, require_bitsandbytes  # noqa: F401
 from .loading import (  # noqa: F401
-                      DTYPES,
-                      LOAD_DTYPES,
-                      MODELS,
-                      QUANTIZATIONS,
-                      SHORT_NAMES,
-                      TINY_CONFIGS,
-                      HubUnavailable,
-                      bnb_config,
-                      context_length,
-                      count_params,
-                      hub_reachable,
-                      load,
-                      load_model,
-                      load_tokenizer,
-                      new_tiny,
-                      require_bitsandbytes,
-                      resolve,
+    DTYPES,
+    LOAD_DTYPES,
+    MODELS,
+    SHORT_NAMES,
+    context_length,
+    count_params,
+    load,
+    load_model,
+    load_tokenizer,
+    resolve,
 )
+from .tiny import TINY_CONFIGS, new_tiny  # noqa: F401

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
-from ..compat import silence_bitsandbytes
 from ..core.checks import choice
 from ..core.hardware import compute_dtype, default_dtype, resolve_device
 from ..core.hub import HubUnavailable, hub_reachable
 from ..core.paths import DATA, sha256
 from ..core.perplexity import context_length  # noqa: F401  (models.context_length, as readers expect)
+from .bnb import QUANTIZATIONS, bnb_config
 
 MODELS = DATA / "models"
 SHORT_NAMES = ("tiny-opt", "tiny-moe", "tiny-switch")
@@ -54,35 +54,6 @@ PACKAGED = {
                        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
 }
 _VERIFIED: set[Path] = set()  # weights whose sha256 this process has checked
-
-# Architectures of the shipped models (sized for a 2-core CPU: <= 15 MB each, stored in half precision as
-# their Hub counterparts are; trained in fp32).
-TINY_CONFIGS = {
-    "tiny-opt": dict(
-        model_type="opt", vocab_size=4096, hidden_size=256, word_embed_proj_dim=256,
-        num_hidden_layers=4, num_attention_heads=4, ffn_dim=1024, max_position_embeddings=256,
-        do_layer_norm_before=True, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        pad_token_id=1, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True,
-        dtype="float16"),  # stored as facebook/opt-125m is
-    "tiny-moe": dict(
-        model_type="mixtral", vocab_size=4096, hidden_size=192, intermediate_size=256,
-        num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=6, num_local_experts=8,
-        num_experts_per_tok=2, max_position_embeddings=256, router_aux_loss_coef=0.01,
-        tie_word_embeddings=True, pad_token_id=1, bos_token_id=0, eos_token_id=0,
-        dtype="bfloat16"),  # stored as Mixtral is
-    # Switch's layout (an MoE layer every other block, encoder and decoder) at 2 + 2 blocks, 8
-    # experts, and Switch's d_ff = 4 x d_model, so that the experts hold most of a block's weights
-    # and their rows (d_model = 192 in wi, d_ff = 768 in wo) are as long as the repository allows:
-    # QMoE's bits per weight fall with a row's length (more zeros, less row metadata per weight).
-    # 7.0 M parameters, 14 MB of bf16, so the repository still travels to a lent GPU machine.
-    "tiny-switch": dict(
-        model_type="switch_transformers", vocab_size=4096 + 100, d_model=192, d_ff=768, d_kv=64,
-        num_heads=3, num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=1,
-        num_sparse_decoder_layers=1, num_experts=8, expert_capacity=64, router_aux_loss_coef=0.01,
-        dropout_rate=0.0, tie_word_embeddings=True, pad_token_id=1, eos_token_id=0,
-        decoder_start_token_id=1, dtype="bfloat16"),
-}
-
 
 def packaged_dir(model_name: str) -> Path:
     """The ``model/`` directory of the package that ships ``PACKAGED[model_name]``."""
@@ -154,38 +125,6 @@ def load_tokenizer(model_name: str):
     return AutoTokenizer.from_pretrained(where, **kwargs)
 
 
-QUANTIZATIONS = ("none", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq")
-
-
-def require_bitsandbytes(param: str, value, device) -> None:
-    """bitsandbytes installed and able to run on ``device`` (CUDA, or the CPU since 0.49; not
-    Apple's MPS); else one error naming the parameter that asked for it."""
-    import importlib.util
-
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError(f"{param}={value!r} needs bitsandbytes (pip install bitsandbytes)")
-    if torch.device(device).type not in ("cuda", "cpu"):
-        raise RuntimeError(f"{param}={value!r}: bitsandbytes has no kernels for "
-                           f"device={torch.device(device).type!r}; use cpu or a CUDA GPU")
-
-
-def bnb_config(quantization: str, device, compute_dtype: torch.dtype = torch.float32):
-    """``BitsAndBytesConfig`` for LLM.int8() (Dettmers et al. 2022) or 4-bit NF4 / FP4 weights
-    (QLoRA, Dettmers et al. 2023; "-dq": double quantization of the block constants)."""
-    choice("quantization", quantization, QUANTIZATIONS)
-    if quantization == "none":
-        return None
-    require_bitsandbytes("quantization", quantization, device)
-    from transformers import BitsAndBytesConfig
-
-    if quantization == "int8":
-        silence_bitsandbytes()  # LLM.int8() says so at every fp32 matmul
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantization[:3],
-                              bnb_4bit_use_double_quant=quantization.endswith("-dq"),
-                              bnb_4bit_compute_dtype=compute_dtype)
-
-
 def load_model(model_name: str, device: str = "auto", dtype: str = "auto", quantization: str = "none"):
     """A causal LM, a sequence-to-sequence LM, or -- where the config names the bare model class
     of its family, as ``minilm``'s names ``BertModel`` -- that encoder (``AutoModel``), in eval
@@ -231,18 +170,6 @@ def load(model_name: str, device: str = "auto", dtype: str = "auto"):
     """``(model, tokenizer)``: checks the name first, so a typo fails before anything loads."""
     tokenizer = load_tokenizer(model_name)
     return load_model(model_name, device, dtype), tokenizer
-
-
-def new_tiny(model_name: str, seed: int = 0):
-    """A freshly initialised (untrained) shipped architecture, for pretraining and tests."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    choice("model_name", model_name, TINY_CONFIGS)
-    cfg = dict(TINY_CONFIGS[model_name])
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    torch.manual_seed(seed)
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    return auto.from_config(config, dtype=torch.float32)  # trained in fp32 whatever dtype it is stored in
 
 
 def count_params(model) -> dict:

@@ -210,10 +210,10 @@ def gather(sweep: Sweep, root: Path):
 
 
 def markdown(df) -> str:
-    """A DataFrame as a Markdown table (no extra dependency)."""
-    cells = [[str(c) for c in df.columns]] + [[str(v).replace("|", "\\|") for v in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(r) + " |" for r in cells]
-    return "\n".join([lines[0], "|" + "---|" * len(df.columns), *lines[1:]]) + "\n"
+    """A DataFrame as a Markdown table (``report.md_table``), ending with a newline."""
+    from .report import md_table
+
+    return md_table([str(c) for c in df.columns], [list(r) for r in df.itertuples(index=False)]) + "\n"
 
 
 def plot(df, sweep: Sweep, root: Path) -> list[Path]:
