@@ -217,7 +217,7 @@ plt.show()
 import subprocess
 import sys
 
-from peakllm.workbook.run import NOTEBOOKS
+from peakllm.core.paths import NOTEBOOKS
 
 help_text = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", "00_orientation.ipynb"],
                            capture_output=True, text=True, check=True, cwd=NOTEBOOKS).stdout

@@ -41,7 +41,7 @@ from peakllm import models, show_source
 from peakllm.core import checks, memory, roofline
 from peakllm.infer import decoding, latency
 from peakllm.models import shapes
-from peakllm.workbook import gpucheck
+from peakllm.workbook import gpuruns
 
 rec, dev = peakllm.setup("22_fast_decoding", globals())
 batches, no_cache_batches = [int(b) for b in batches], [int(b) for b in no_cache_batches]
@@ -339,7 +339,7 @@ if shape_rows:
 # (`python -m peakllm gpucheck` writes them to `data/results/gpu/`) appear here:
 
 # %%
-gpu_runs = gpucheck.stored_records("22_fast_decoding", ["decode_tokens_per_s", "roofline_fraction", "prefill_ms"])
+gpu_runs = gpuruns.stored_records("22_fast_decoding", ["decode_tokens_per_s", "roofline_fraction", "prefill_ms"])
 if gpu_runs is None:
     print("no GPU run on record yet (python -m peakllm gpucheck on a CUDA machine writes one)")
 else:

@@ -62,9 +62,12 @@ def test_no_import_cycle():
 
 # The order imports follow: a subpackage imports only from those of a lower rank (or its own).
 # compat (version shims) and core (measuring) sit at the bottom; the data, then what a model is;
-# the algorithms (compress, train, infer) side by side, none importing another; the workbook on top.
-RANK = {"compat": 0, "core": 0, "data": 1, "models": 2, "compress": 3, "train": 3, "infer": 3, "workbook": 4,
-        "__main__": 5}  # python -m peakllm
+# the algorithms (compress, train, infer) side by side, none importing another; the notebooks'
+# helpers (workbook) above them, and the command-line tooling (cli) on top.
+RANK = {"compat": 0, "core": 0, "data": 1, "models": 2, "compress": 3, "train": 3, "infer": 3,
+        "workbook": 4,  # what notebooks import at run time
+        "cli": 5,       # the tooling behind python -m peakllm
+        "__main__": 6}
 
 
 def against_the_grain(mods: dict) -> list[str]:
@@ -111,7 +114,7 @@ def test_no_module_over_400_lines():
 
 def test_subpackages_by_role():
     assert {p.name for p in LIB.iterdir() if (p / "__init__.py").exists()} == {
-        "core", "data", "models", "compress", "train", "infer", "workbook"}
+        "core", "data", "models", "compress", "train", "infer", "workbook", "cli"}
 
 
 def test_every_module_imports_and_the_api_resolves():
@@ -171,3 +174,14 @@ def test_no_private_name_crosses_a_module():
                 crossing += [f"{path.relative_to(LIB)}: {node.module}.{a.name}" for a in node.names
                              if a.name.startswith("_") and not a.name.startswith("__")]
     assert not crossing, crossing
+
+
+def test_notebooks_import_no_tooling():
+    """What a notebook imports at run time is the notebooks' helpers (``peakllm.workbook``) and the
+    algorithm subpackages, never the command-line tooling (``peakllm.cli``)."""
+    import re
+
+    root = LIB.parents[1]
+    tooling = {p.name: re.findall(r"^\s*(?:from|import) (peakllm\.cli\b[\w.]*)", p.read_text(), re.M)
+               for p in sorted((root / "paired").glob("*.py"))}
+    assert tooling and not {k: v for k, v in tooling.items() if v}, tooling

@@ -31,12 +31,13 @@ import torch
 from safetensors.torch import load_file
 
 import peakllm
+from peakllm.cli import crosscheck as cc
 from peakllm.compress import gptq, pruning
 from peakllm.core import perplexity, spread
-from peakllm.core.paths import atomic_write_text
+from peakllm.core.paths import REPO, atomic_write_text
 from peakllm.core.timing import Timer
 from peakllm.models import load_model, load_tokenizer
-from peakllm.workbook import crosscheck as cc
+from peakllm.workbook import crosscheck as results
 
 
 def ours(method: str, calib, model_name: str | None = None):
@@ -84,7 +85,7 @@ def save(args, src: Path, **parts) -> None:
 
     from peakllm.core.hardware import cpuinfo
 
-    res = cc.load(args.results) or {}
+    res = results.load(args.results) or {}
     half = "minilm" if "minilm" in parts else "tiny-opt"
     if half == "tiny-opt":  # the tiny-opt half rewrites the whole file but make crosscheck-minilm's part
         res = {k: v for k, v in res.items() if k in ("minilm", "measured")}
@@ -196,7 +197,7 @@ def main_minilm(args) -> int:
             continue
         measure = (cc.mask_agreement if cc.solver(spec) == "sparsegpt"
                    else lambda a, b, bits=spec["bits"]: cc.grid_agreement(dense, a, b, bits))
-        side = {k: {**{sc: [] for sc in cc.SCORES}, "seconds": [], "sparsity": [], "errors": []}
+        side = {k: {**{sc: [] for sc in results.SCORES}, "seconds": [], "sparsity": [], "errors": []}
                 for k in ("ours", "llmcompressor")}
         agree, block0, w_ours_of = [], [], {}
         for s in seeds:
@@ -220,12 +221,12 @@ def main_minilm(args) -> int:
         for k in side:
             side[k]["errors"] = mean_errors(side[k]["errors"])
         side["llmcompressor"]["scores_own_venv"] = {sc: [matched[s]["scores_here"][sc] for s in seeds]
-                                                    for sc in cc.SCORES}
+                                                    for sc in results.SCORES}
         variants = {}
         for r in runs:
             if r["variant"] == "matched":
                 continue
-            v = variants.setdefault(r["variant"], {**{sc: [] for sc in cc.SCORES}, "seeds": [], "seconds": [],
+            v = variants.setdefault(r["variant"], {**{sc: [] for sc in results.SCORES}, "seeds": [], "seconds": [],
                                                    "sparsity": [], "overall": [], "errors": []})
             mv = theirs(src / r["file"], name)
             wv = cc.linear_weights(mv)
@@ -240,13 +241,13 @@ def main_minilm(args) -> int:
             v["errors"] = mean_errors(v["errors"])
             at = [seeds.index(s) for s in v["seeds"]]
             v["agreement"] = {"kind": "grid" if cc.solver(spec) == "gptq" else "mask", "overall": v.pop("overall")}
-            for sc in cc.SCORES:
+            for sc in results.SCORES:
                 v[f"ours (same seeds) {sc}"] = [side["ours"][sc][i] for i in at]
             if len(at) > 1:
-                v["gap"] = {sc: cc.gap_check(v[f"ours (same seeds) {sc}"], v[sc]) for sc in cc.SCORES}
+                v["gap"] = {sc: cc.gap_check(v[f"ours (same seeds) {sc}"], v[sc]) for sc in results.SCORES}
         methods[method] = {
             "setting": spec["setting"], "ours": side["ours"], "llmcompressor": side["llmcompressor"],
-            "gap": {sc: cc.gap_check(side["ours"][sc], side["llmcompressor"][sc]) for sc in cc.SCORES},
+            "gap": {sc: cc.gap_check(side["ours"][sc], side["llmcompressor"][sc]) for sc in results.SCORES},
             "agreement": {"kind": "grid" if cc.solver(spec) == "gptq" else "mask",
                           "overall": [a["overall"] for a in agree],
                           "per_layer": {n: sum(a["per_layer"][n] for a in agree) / len(agree) for n in dense}},
@@ -287,8 +288,8 @@ def main_minilm(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--results", type=Path, default=cc.RESULTS)
-    p.add_argument("--weights", type=Path, default=cc.REPO / "runs" / "crosscheck",
+    p.add_argument("--results", type=Path, default=results.RESULTS)
+    p.add_argument("--weights", type=Path, default=REPO / "runs" / "crosscheck",
                    help="folder of llm-compressor's runs (its llmcompressor/ and llmcompressor-minilm/)")
     p.add_argument("--keep-weights", action="store_true",
                    help="keep llm-compressor's compressed weights (about 370 MB) after results.json is written")

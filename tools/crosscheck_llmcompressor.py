@@ -36,11 +36,12 @@ os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")  # two METRIC lines p
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+from peakllm.cli import crosscheck as cc  # noqa: E402
 from peakllm.core import perplexity  # noqa: E402
+from peakllm.core.paths import REPO  # noqa: E402
 from peakllm.models.loading import load_model, load_tokenizer  # noqa: E402
-from peakllm.workbook import crosscheck as cc  # noqa: E402
 
-OUT = cc.REPO / "runs" / "crosscheck" / "llmcompressor"  # weights: large, never committed
+OUT = REPO / "runs" / "crosscheck" / "llmcompressor"  # weights: large, never committed
 
 
 def modifier(method: str, variant: str = "matched", ignore: list | None = None):
@@ -163,7 +164,7 @@ def run(method: str, seed: int, calib: torch.Tensor, texts: dict, variant: str, 
 
 # ---- MiniLM (notebook 13): a BertModel on padded lines --------------------------------------
 
-MINILM_OUT = cc.REPO / "runs" / "crosscheck" / "llmcompressor-minilm"
+MINILM_OUT = REPO / "runs" / "crosscheck" / "llmcompressor-minilm"
 MINILM_IGNORE = ["re:.*pooler.*"]  # BertModel's pooler: outside the blocks (ours leaves it), unused by the embedding
 
 

@@ -9,12 +9,18 @@ subpackage      role
 ``core``        measuring: paths, checks, units, hardware, timing, roofline, memory,
                 records, reference numbers, perplexity
 ``data``        the shipped corpus, tokenizer, evaluation/calibration sets, random windows
-``models``      one loader (short names, local directories, Hub ids), pretraining, MoE config
+``models``      one loader (short names, local directories, Hub ids), the tiny architectures,
+                bitsandbytes configs, pretraining, MoE config, what a model is made of
 ``compress``    one OBS column sweep serving GPTQ, SparseGPT and QMoE; the sequential driver;
                 baselines, formats, ternary coding
 ``train``       efficient fine-tuning recipes; DDP and FSDP under torchrun
 ``infer``       decoding: KV cache, batching, static cache, roofline
-``workbook``    the notebook scaffold, paper-vs-ours tables, running, sweeps, report, cli
+``workbook``    what notebooks import at run time: the scaffold (setup, records, finish),
+                paper-vs-ours tables, plots and diagrams, labs, lessons, readers of
+                committed results
+``cli``         the tooling behind ``python -m peakllm``: one module per command (run the
+                workbook, sweeps, the book, student copies, grading, pretraining, the GPU
+                check, the cross-check's protocol)
 ==============  ===========================================================================
 
 The public API, importable from the top (loaded on first use, so ``import peakllm`` is cheap):
@@ -42,7 +48,7 @@ __version__ = "0.1.0"
 quiet_tqdm_notice()
 quiet_bnb_kernels_notice()
 
-SUBPACKAGES = ("core", "data", "models", "compress", "train", "infer", "workbook", "compat")
+SUBPACKAGES = ("core", "data", "models", "compress", "train", "infer", "workbook", "cli", "compat")
 _API = {"load": "peakllm.models.loading", "prune": "peakllm.compress.pruning",
         "quantize": "peakllm.compress.gptq", "qmoe_compress": "peakllm.compress.qmoe",
         "perplexity": "peakllm.core.perplexity", "setup": "peakllm.workbook.notebook",

@@ -1,6 +1,6 @@
-"""``python -m peakllm ...``: see ``peakllm.workbook.cli``."""
+"""``python -m peakllm ...``: see ``peakllm.cli``."""
 import sys
 
-from .workbook.cli import main
+from .cli import main
 
 sys.exit(main())

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
+from peakllm import cli
 from peakllm.compress import bench
 from peakllm.core.records import Recorder
-from peakllm.workbook import cli
 
 
 def test_the_papers_shapes():

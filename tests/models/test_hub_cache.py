@@ -143,7 +143,7 @@ def test_notebook_runs_on_a_hub_id_from_the_cache_offline(hub_cache, monkeypatch
     kernel inheriting HF_HUB_OFFLINE / HF_HUB_CACHE): it loads the model and the texts from the cache."""
     import papermill as pm
 
-    from peakllm.workbook.run import NOTEBOOKS
+    from peakllm.cli.run import NOTEBOOKS
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))

@@ -4,11 +4,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from peakllm import models
+from peakllm import cli, models
 from peakllm.data import evaldata, spans
 from peakllm.models import checkpointing, pretraining
 from peakllm.models.pretraining import PretrainConfig, flops_per_token, lr_at, pretrain, read_log, rms_scaled
-from peakllm.workbook import cli
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():

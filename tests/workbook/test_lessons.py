@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from peakllm.cli.run import notebooks
 from peakllm.workbook import lessons
-from peakllm.workbook.run import notebooks
 
 
 def record(metric, value, unit, **q):

@@ -7,8 +7,8 @@ import nbformat
 import papermill
 import pytest
 
-from peakllm.workbook import run as workbook
-from peakllm.workbook import student
+from peakllm.cli import run as workbook
+from peakllm.cli import student
 
 NOTEBOOKS = workbook.notebooks()
 MACHINE_PATH = re.compile(r"(/root/|/tmp/|/home/\w+/|/work/|/Users/)")

@@ -10,8 +10,8 @@ import jupytext
 import nbformat
 import pytest
 
+from peakllm.cli import run as workbook
 from peakllm.core.paths import REPO
-from peakllm.workbook import run as workbook
 
 NOTEBOOKS = workbook.notebooks()
 

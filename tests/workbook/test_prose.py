@@ -14,8 +14,8 @@ import re
 
 import pytest
 
+from peakllm.cli.run import notebooks
 from peakllm.core.reference import paper_numbers
-from peakllm.workbook.run import notebooks
 
 DECIMAL = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.]*\d)")  # 3.14, not 2.13.0 (a version) nor v1.5x
 REFERENCE = re.compile(r"(section|sections|table|appendix|§|version|v)\s*$", re.I)  # "section 3.5"

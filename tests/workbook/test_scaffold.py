@@ -6,8 +6,8 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
+from peakllm.cli.run import notebooks
 from peakllm.workbook import notebook
-from peakllm.workbook.run import notebooks
 
 
 def write_notebook(path, parameters: str, extra_cells=()):
@@ -106,7 +106,7 @@ def test_papermill_with_an_unknown_parameter_stops_at_the_setup_cell(tmp_path):
     fails in the scaffold's cell, before anything heavy runs."""
     import papermill
 
-    from peakllm.workbook.run import NOTEBOOKS
+    from peakllm.cli.run import NOTEBOOKS
 
     out = tmp_path / "out.ipynb"
     with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter 'sparsity'.*did you mean 'sparsities'"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = Path(os.environ.get("PEAKLLM_DATA", REPO / "data"))
+NOTEBOOKS = REPO / "notebooks"  # the workbook: notebooks/NN_name.ipynb
 GPU_RESULTS = DATA / "results" / "gpu"  # python -m peakllm gpucheck: one JSON per CUDA card
 
 

@@ -37,7 +37,7 @@ def _inspect(path: str, mtime: float) -> dict:
 
 def notebook_path(notebook: str) -> Path:
     """The notebook file: beside the kernel (a copy being run) or among the shipped notebooks."""
-    from .run import NOTEBOOKS
+    from ..core.paths import NOTEBOOKS
 
     name = Path(notebook).stem + ".ipynb"
     for path in (Path.cwd() / name, NOTEBOOKS / name):

@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
-from peakllm.workbook import cli, gpucheck
+from peakllm import cli
+from peakllm.cli import gpucheck
+from peakllm.workbook import gpuruns
 
 VERSIONS = {"python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0", "transformers": "5.17.0"}
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="4">
@@ -146,6 +148,6 @@ def test_stored_records_of_a_notebook_name_the_card(tmp_path):
 
     records = [{"metric": "decode_tokens_per_s", "value": 812.0, "dtype": "bfloat16"}, {"metric": "other", "value": 1}]
     (tmp_path / "h100.json").write_text(json.dumps({"card": "NVIDIA H100", "notebooks": {"22_fast_decoding": {"records": records}}}))
-    got = gpucheck.stored_records("22_fast_decoding", ["decode_tokens_per_s"], tmp_path)
+    got = gpuruns.stored_records("22_fast_decoding", ["decode_tokens_per_s"], tmp_path)
     assert got.to_dict("records") == [{"card": "NVIDIA H100", **records[0]}]
-    assert gpucheck.stored_records("10_sparsegpt_one_shot_pruning", ["x"], tmp_path) is None
+    assert gpuruns.stored_records("10_sparsegpt_one_shot_pruning", ["x"], tmp_path) is None

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
+from peakllm.cli import report
 from peakllm.core.records import Recorder
 from peakllm.core.reference import paper_value
-from peakllm.workbook import report
 
 SPARSEGPT = "Frantar & Alistarh, SparseGPT, ICML 2023, arXiv 2301.00774"
 

@@ -167,3 +167,19 @@ def write(out_dir: str | Path, overwrite: bool = False, only: list[str] | None =
     for (src, nb), dst in zip(books.items(), targets):
         nbformat.write(student_copy(nb, src.name), dst)
     return targets
+
+
+def add(sub) -> None:
+    """``python -m peakllm student OUT_DIR [--overwrite]``."""
+    st = sub.add_parser("student", help="copies of the notebooks without solutions or outputs")
+    st.add_argument("out_dir")
+    st.add_argument("--overwrite", action="store_true", help="replace notebooks already in OUT_DIR")
+    st.set_defaults(func=main)
+
+
+def main(a) -> int:
+    from ..core.paths import relative
+
+    for path in write(a.out_dir, a.overwrite):
+        print(relative(path))
+    return 0

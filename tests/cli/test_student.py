@@ -5,8 +5,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from peakllm.workbook import run as workbook
-from peakllm.workbook import student
+from peakllm.cli import run as workbook
+from peakllm.cli import student
 
 SOLVED = """import torch
 

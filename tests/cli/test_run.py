@@ -1,6 +1,6 @@
 import pytest
 
-from peakllm.workbook import run as workbook
+from peakllm.cli import run as workbook
 
 
 def test_workbook_lists_notebooks_and_rejects_unknown():

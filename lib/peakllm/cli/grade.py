@@ -154,3 +154,19 @@ def report(grades: list[Grade]) -> str:
     total, points = sum(g.score for g in grades), sum(g.points for g in grades)
     lines.append(f"total: {total:g} / {points:g} points")
     return "\n".join(lines)
+
+
+def add(sub) -> None:
+    """``python -m peakllm grade NOTEBOOK ... [--out DIR] [--stored] [--overwrite] [--timeout S]``."""
+    gr = sub.add_parser("grade", help="execute learners' notebooks and score their labs by the check cells")
+    gr.add_argument("notebooks", nargs="+", help="the learner's .ipynb files")
+    gr.add_argument("--out", default=None, help="folder of the executed copies and <stem>.grade.json (default runs/grade)")
+    gr.add_argument("--stored", action="store_true", help="grade the outputs stored in the notebooks, execute nothing")
+    gr.add_argument("--overwrite", action="store_true", help="replace executed copies and grades already in OUT")
+    gr.add_argument("--timeout", type=int, default=1200, help="seconds one cell may run (default 1200)")
+    gr.set_defaults(func=main)
+
+
+def main(a) -> int:
+    print(report(grade(a.notebooks, a.out, not a.stored, a.overwrite, a.timeout)))
+    return 0

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.paths import REPO, atomic_write_text, relative
-from .notebook import TYPES, check_known
+from ..workbook.notebook import TYPES, check_known
 from .run import NOTEBOOKS, notebooks
 
 
@@ -251,3 +251,19 @@ def plot(df, sweep: Sweep, root: Path) -> list[Path]:
 
 def pd_numeric(series) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in series.dropna())
+
+
+def add(sub) -> None:
+    """``python -m peakllm sweep FILE [--out DIR] [--retry-failed] [--workers N]``."""
+    s = sub.add_parser("sweep", help="run one notebook over a parameter grid (resumable)")
+    s.add_argument("file", help="sweep file (YAML), e.g. sweeps/sparsity.yaml")
+    s.add_argument("--out", default=None, help="root of the run folders (default runs/)")
+    s.add_argument("--retry-failed", action="store_true", help="run the failed grid points again")
+    s.add_argument("--workers", type=int, default=None, help="runs at once (default: the file's workers)")
+    s.set_defaults(func=main)
+
+
+def main(a) -> int:
+    df, _ = run(load(a.file), a.out or REPO / "runs", a.retry_failed, a.workers)
+    print(f"{len(df)} records gathered")
+    return 0

@@ -11,8 +11,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from peakllm.workbook import run as workbook
-from peakllm.workbook import sweeps as sweep
+from peakllm.cli import run as workbook
+from peakllm.cli import sweeps as sweep
 
 TOY = '''
 import os, time

@@ -1,8 +1,8 @@
 """``python -m peakllm``: every subcommand that runs offline in seconds, through the real entry point."""
 import pytest
 
-from peakllm.workbook import cli
-from peakllm.workbook import run as workbook
+from peakllm import cli
+from peakllm.cli import run as workbook
 
 
 @pytest.mark.slow

@@ -4,9 +4,9 @@ The site is built from executed notebooks, never by executing them: ``runs/defau
 ``make workbook``, else the outputs stored in ``notebooks/`` (a fresh clone has no run). Its
 sources are generated under ``runs/book/src/`` (``_config.yml``, ``_toc.yml``, the landing page
 from ``docs/book/landing.md``, copies of the notebooks, the results page of
-``peakllm.workbook.report`` with its plots, the course plan ``docs/teaching.md``) and Jupyter Book
+``peakllm.cli.report`` with its plots, the course plan ``docs/teaching.md``) and Jupyter Book
 1.x (Sphinx, pure Python) writes the HTML to ``runs/book/_build/html/``. The table of contents
-follows ``peakllm.workbook.run.notebooks()``, grouped by the first digit of each notebook's number
+follows ``peakllm.cli.run.notebooks()``, grouped by the first digit of each notebook's number
 (0: foundations, 1: case study 1, 2: case study 2). Nothing is fetched at build time, and the
 pages need nothing from the network to render: MathJax is served from the site itself.
 """
@@ -227,3 +227,22 @@ def verify(html_dir: str | Path) -> dict:
     if broken or remote:
         raise ValueError(f"broken local references: {broken[:20]}; assets from another host: {remote[:20]}")
     return {"pages": len(pages), "images": n_img}
+
+
+def add(sub) -> None:
+    """``python -m peakllm report`` (alias ``book``) ``[--run-dir DIR] [--out DIR]``."""
+    r = sub.add_parser("report", aliases=["book"], help="the executed workbook as a static Jupyter Book site "
+                                                        "(notebooks, paper-vs-ours results, course plan), built offline")
+    r.add_argument("--run-dir", default=None, help="executed notebooks (default runs/default, else notebooks/)")
+    r.add_argument("--out", default=None, help="folder of the book's sources and build (default runs/book)")
+    r.set_defaults(func=main)
+
+
+def main(a) -> int:
+    built = build(a.run_dir, a.out)
+    found = verify(built["html"].parent)
+    where = relative(built["html"]) if built["html"].resolve().is_relative_to(REPO) else built["html"]
+    print(f"{where}: {found['pages']} pages, {found['images']} images, "
+          f"{built['tables']} paper-vs-ours tables from {built['records']} records of "
+          f"{relative(built['source'])}/, built in {built['seconds']:.0f} s")
+    return 0

@@ -25,10 +25,10 @@ from urllib.parse import urldefrag, urljoin
 
 import pytest
 
+from peakllm.cli import book
+from peakllm.cli import run as workbook
 from peakllm.core.paths import REPO
 from peakllm.core.records import Recorder
-from peakllm.workbook import book
-from peakllm.workbook import run as workbook
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,7 +9,7 @@ A GPU may be lent for a few minutes only, so one run gives as much as it can. On
    and with the static-cache loop replayed as a CUDA graph (``peakllm.infer.graphs``), each set
    against the bound B / W (datasheet bandwidth over the weight bytes read per token);
 4. executes notebooks 10, 21 and 22 with ``device="cuda"`` through the workbook runner
-   (``peakllm.workbook.run``) into ``<out>/<slug>/``, each writing its records there;
+   (``peakllm.cli.run``) into ``<out>/<slug>/``, each writing its records there;
 5. writes ``<out>/<slug>.json`` (``<out>`` by default ``data/results/gpu``, ``<slug>`` the
    card's name as a file name, e.g. ``nvidia-h100-80gb-hbm3``)::
 
@@ -214,14 +214,23 @@ def run(out_dir: str | Path | None = None, notebooks=NOTEBOOKS, bench_dtype: str
     return path
 
 
-def stored_records(notebook: str, metrics: list[str], folder=None):
-    """The records of ``metrics`` that ``notebook`` wrote on every GPU run on record, as a table
-    with the card named; None when no run holds any."""
-    import pandas as pd
+def add(sub) -> None:
+    """``python -m peakllm gpucheck [--out DIR] [--skip-notebooks]``."""
+    g = sub.add_parser("gpucheck", help="on a CUDA GPU: the gpu tests, the layer bench and notebooks 10.2, 21, 22 "
+                                         "(device=cuda), summarized in OUT/<card>.json")
+    g.add_argument("--out", default=None, help="results folder (default data/results/gpu)")
+    g.add_argument("--skip-notebooks", action="store_true", help="only the tests, the bench and the graph decode")
+    g.set_defaults(func=main)
 
-    rows = []
-    for path in sorted(Path(folder or RESULTS).glob("*.json")):
-        run = json.loads(path.read_text())
-        records = run.get("notebooks", {}).get(notebook, {}).get("records") or []
-        rows += [{"card": run.get("card", path.stem), **r} for r in records if r.get("metric") in metrics]
-    return pd.DataFrame(rows) if rows else None
+
+def main(a) -> int:
+    import sys
+
+    try:
+        path = run(a.out, notebooks=() if a.skip_notebooks else NOTEBOOKS)
+    except NoCUDA as e:
+        print(f"gpucheck: {e}", file=sys.stderr)
+        return 2
+    ok = json.loads(path.read_text())["ok"]
+    print(f"{relative(path)}: {'every step passed' if ok else 'a step failed (see the status of each)'}")
+    return 0 if ok else 1

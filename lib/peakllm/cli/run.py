@@ -12,10 +12,9 @@ import re
 import time
 from pathlib import Path
 
-from ..core.paths import REPO, atomic_write_text, relative
+from ..core.paths import NOTEBOOKS, REPO, atomic_write_text, relative
 from ..core.records import gather, to_frame
 
-NOTEBOOKS = REPO / "notebooks"
 BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # a tqdm bar: "47%|████▋     | 22/47 [00:03<..."
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # nested bars move the cursor
 
@@ -113,3 +112,21 @@ def store(only: list[str] | None = None, records: str | Path = REPO / "data" / "
     machine = {"cpu": cpuinfo("model name"), "threads": cpu_threads(), "python": platform.python_version(),
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     atomic_write_text(records / "machine.json", json.dumps(machine, indent=1) + "\n")
+
+
+def add(sub) -> None:
+    """``python -m peakllm workbook [--out DIR] [--store] [NOTEBOOK ...]``."""
+    w = sub.add_parser("workbook", help="execute every notebook with papermill on its defaults")
+    w.add_argument("--out", default=None, help="run directory (default runs/default)")
+    w.add_argument("notebooks", nargs="*", help="only these notebooks (stems), default all")
+    w.add_argument("--store", action="store_true", help="execute notebooks/ in place (their stored outputs) and "
+                                                        "write the reference records to data/results/default")
+    w.set_defaults(func=main)
+
+
+def main(a) -> int:
+    if a.store:
+        store(a.notebooks or None)
+    else:
+        run(a.out or REPO / "runs" / "default", a.notebooks or None)
+    return 0

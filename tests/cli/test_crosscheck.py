@@ -1,5 +1,5 @@
 """The cross-check with llm-compressor, the part that runs in the workbook's venv
-(peakllm.workbook.crosscheck, tools/crosscheck.py): measures, the gap rule, the results file and
+(peakllm.cli.crosscheck and tools/crosscheck.py; the notebooks' rows: peakllm.workbook.crosscheck): measures, the gap rule, the results file and
 the notebooks' "production library" rows. None of it needs llm-compressor."""
 import importlib.util
 import json
@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from peakllm.cli import crosscheck as cc
 from peakllm.core.paths import REPO
 from peakllm.models import structure
-from peakllm.workbook import crosscheck as cc
+from peakllm.workbook import crosscheck as results
 
 
 def _tool():
@@ -36,25 +37,25 @@ def _results(ours=(20.0, 20.4, 19.6), theirs=(20.1, 20.3, 19.9)) -> dict:
 
 
 def test_a_missing_results_file_says_how_to_make_one(tmp_path, capsys):
-    assert cc.production_rows("sparsegpt", tmp_path / "results.json") is None
+    assert results.production_rows("sparsegpt", tmp_path / "results.json") is None
     out = capsys.readouterr().out
     assert "make crosscheck" in out and "results.json not found" in out
-    assert cc.load(tmp_path / "results.json") is None
+    assert results.load(tmp_path / "results.json") is None
 
 
 def test_the_notebooks_read_the_file_the_environment_names(tmp_path, monkeypatch):
     path = tmp_path / "elsewhere.json"
     path.write_text(json.dumps(_results()))
-    monkeypatch.setenv(cc.ENV, str(path))
-    assert cc.results_path() == path and cc.production_rows("gptq") is not None
-    monkeypatch.delenv(cc.ENV)
-    assert cc.results_path() == cc.RESULTS
+    monkeypatch.setenv(results.ENV, str(path))
+    assert results.results_path() == path and results.production_rows("gptq") is not None
+    monkeypatch.delenv(results.ENV)
+    assert results.results_path() == results.RESULTS
 
 
 def test_production_rows_show_both_libraries_per_setting(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_results()))
-    t = cc.production_rows("sparsegpt", path)
+    t = results.production_rows("sparsegpt", path)
     assert isinstance(t, pd.DataFrame) and len(t) == 5  # 50% and 2:4, ours and llm-compressor each; one variant
     assert list(t["setting"]) == ["50% unstructured"] * 3 + ["2:4"] * 2
     assert t["implementation"].str.contains("llm-compressor 9.9").sum() == 3
@@ -62,17 +63,17 @@ def test_production_rows_show_both_libraries_per_setting(tmp_path):
     assert t.loc[0, "vs ours"] == "" and t.loc[1, "vs ours"] == "+0.10 (tie)"  # 20.1 ± 0.2 overlaps 20.0 ± 0.4
     assert t.loc[1, "agreement with ours"] == "85.00% of mask" and t.loc[1, "time"] == "4.0 s"
     assert t.loc[2, "implementation"].endswith("its default targets") and t.loc[2, "vs ours"] == "+11.00 (worse)"
-    assert len(cc.production_rows("sparsegpt", path, variants=False)) == 4
-    g = cc.production_rows("gptq", path)
+    assert len(results.production_rows("sparsegpt", path, variants=False)) == 4
+    g = results.production_rows("gptq", path)
     assert list(g["setting"]) == ["4-bit per-channel"] * 2 and g.loc[1, "agreement with ours"].endswith("of grid")
 
 
 def test_bad_family_and_foreign_files_fail_with_their_names(tmp_path):
     with pytest.raises(ValueError, match="family"):
-        cc.production_rows("wanda", tmp_path / "results.json")
+        results.production_rows("wanda", tmp_path / "results.json")
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(ValueError, match="methods"):
-        cc.load(tmp_path / "other.json")
+        results.load(tmp_path / "other.json")
     with pytest.raises(ValueError, match="method="):
         cc.check_method("awq")
 
@@ -179,7 +180,7 @@ def test_compare_half_end_to_end_with_our_own_weights_standing_in(tmp_path):
                                            "shuffle_calibration_samples")}}
     (src / "meta.json").write_text(json.dumps(meta))
     assert tool.main(["--results", str(tmp_path / "results.json"), "--weights", str(tmp_path)]) == 0
-    res = cc.load(tmp_path / "results.json")
+    res = results.load(tmp_path / "results.json")
     assert set(res["methods"]) == set(cc.METHODS) and res["protocol"]["calib_samples"] == samples
     assert not list(src.glob("*.safetensors")) and (src / "meta.json").exists()  # weights removed once measured
     for m in res["methods"].values():
@@ -190,7 +191,7 @@ def test_compare_half_end_to_end_with_our_own_weights_standing_in(tmp_path):
     assert all(0.5 <= s < 0.51 for s in sparse["ours"]["sparsity"])
     layer = next(iter(sparse["ours"]["errors"].values()))
     assert 0 < layer["output"] < 1 and 0 < layer["weight"] < 1
-    assert len(cc.production_rows("gptq", tmp_path / "results.json")) == 2
+    assert len(results.production_rows("gptq", tmp_path / "results.json")) == 2
 
 
 # ---- MiniLM (notebook 13) ----------------------------------------------------------------------
@@ -201,10 +202,10 @@ def _minilm_part(ours=(0.085, 0.086, 0.084), theirs=(0.0855, 0.0858, 0.0845)) ->
     for name, spec in cc.MINILM_METHODS.items():
         o, t = side(ours), side(theirs)
         methods[name] = {"setting": spec["setting"], "ours": o, "llmcompressor": t,
-                         "gap": {k: cc.gap_check(o[k], t[k]) for k in cc.SCORES},
+                         "gap": {k: cc.gap_check(o[k], t[k]) for k in results.SCORES},
                          "agreement": {"kind": "grid" if cc.solver(spec) == "gptq" else "mask",
                                        "overall": [0.9, 0.9, 0.9]}}
-    v = side((0.2, 0.21, 0.22)) | {f"ours (same seeds) {k}": side(ours)[k] for k in cc.SCORES}
+    v = side((0.2, 0.21, 0.22)) | {f"ours (same seeds) {k}": side(ours)[k] for k in results.SCORES}
     methods["minilm sparsegpt 50%"]["variants"] = {cc.UNPADDED: v}
     return {"versions": {"llmcompressor": {"llmcompressor": "9.9"}}, "methods": methods}
 
@@ -212,20 +213,20 @@ def _minilm_part(ours=(0.085, 0.086, 0.084), theirs=(0.0855, 0.0858, 0.0845)) ->
 def test_minilm_rows_show_both_scores_per_setting(tmp_path, capsys):
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"minilm": _minilm_part()}))
-    t = cc.production_rows("minilm", path)
+    t = results.production_rows("minilm", path)
     assert len(t) == 7 and list(t["setting"][:3]) == ["SparseGPT 50% unstructured"] * 3
     assert t.loc[0, "1 - cos"] == "0.0850 ± 0.0010" and t.loc[0, "recall@1"] == "0.560 ± 0.010"
     assert t.loc[1, "1 - cos vs ours"] == "+0.0003 (tie)" and t.loc[1, "recall@1 vs ours"] == "tie"
     assert t.loc[1, "agreement with ours"] == "90.00% of mask"
     assert t.loc[2, "implementation"].endswith(cc.UNPADDED) and t.loc[2, "1 - cos vs ours"].endswith("(worse)")
     assert t.loc[1, "time"] == "7.0 s" and t["agreement with ours"].str.endswith("of grid").sum() == 1
-    assert len(cc.production_rows("minilm", path, variants=False)) == 6
+    assert len(results.production_rows("minilm", path, variants=False)) == 6
     # a file with only the minilm part has no tiny-opt rows yet: it says how to make them
-    assert cc.production_rows("gptq", path) is None and "make crosscheck " in capsys.readouterr().out
+    assert results.production_rows("gptq", path) is None and "make crosscheck " in capsys.readouterr().out
     # and the other way round
     path.write_text(json.dumps(_results()))
-    assert cc.production_rows("minilm", path) is None and "make crosscheck-minilm" in capsys.readouterr().out
-    assert len(cc.production_rows("sparsegpt", path)) == 5
+    assert results.production_rows("minilm", path) is None and "make crosscheck-minilm" in capsys.readouterr().out
+    assert len(results.production_rows("sparsegpt", path)) == 5
 
 
 def test_a_minilm_gap_outside_two_sds_stays_in_the_file_not_in_the_notebooks_rows(tmp_path):
@@ -233,7 +234,7 @@ def test_a_minilm_gap_outside_two_sds_stays_in_the_file_not_in_the_notebooks_row
     part = _minilm_part(theirs=(0.095, 0.096, 0.094))
     path.write_text(json.dumps({"minilm": part}))
     assert part["methods"]["minilm gptq 4-bit"]["gap"]["1 - cos"]["within"] is False
-    t = cc.production_rows("minilm", path, variants=False)
+    t = results.production_rows("minilm", path, variants=False)
     assert "within 2 sd" not in t.columns  # the notebooks read ties with the workbook's noise rule only
     assert set(t.loc[t["implementation"].str.startswith("production"), "1 - cos vs ours"].str.endswith("(worse)")) == {True}
 
