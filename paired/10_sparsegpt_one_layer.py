@@ -182,8 +182,9 @@ print(f"OPT-175B fc1: one inverse per row ~ {per_row:.1e} multiply-adds; shared 
 # $$U_{j,\,j:} \;=\; \frac{\big[H^{-1}_{(j)}\big]_{j,\,j:}}{\sqrt{\big[H^{-1}_{(j)}\big]_{jj}}},$$
 #
 # so the OBS update of column j, for every row of W at once, is
-# $W_{:,j:} \mathrel{-}= \frac{W_{:,j} - Q_{:,j}}{U_{jj}}\, U_{j,j:}$ -- the line
-# `W1[:, i:] -= err[:, None] * Hinv1[i, i:]` of `obs.ColumnSweep`. Checked on the tiny H, row by row:
+# $W_{:,j:} \mathrel{-}= \frac{W_{:,j} - Q_{:,j}}{U_{jj}}\, U_{j,j:}$ -- in `obs.column_sweep`, the
+# product `err ⊗ Hinv1[i, i:]` (`update`) taken off the block's columns from i on. Checked on the
+# tiny H, row by row:
 
 # %%
 U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)   # (6, 6), H⁻¹ = Uᵀ U
@@ -211,10 +212,12 @@ diagrams.obs_sweep()
 # %% [markdown]
 # In SparseGPT's mask selection, at the start of each block the weights with the lowest
 # saliency w² / U_jj² of the block are marked for removal (U_jj: the diagonal of that Cholesky
-# factor, squared -- not the diagonal of H⁻¹). The whole algorithm, in the library:
+# factor, squared -- not the diagonal of H⁻¹; `sparsegpt.lowest` finds them). The whole algorithm, in
+# the library: the sweep GPTQ and SparseGPT share (its loop takes each column and row of the block as
+# a view made once per block, and works in place), then what SparseGPT adds to it:
 
 # %%
-show_source(obs.ColumnSweep)
+show_source(obs.column_sweep)
 show_source(sparsegpt.SparseGPT)
 
 # %%

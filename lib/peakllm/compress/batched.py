@@ -7,13 +7,12 @@ QMoE (Frantar & Alistarh 2023, arXiv 2310.16795, section 4, "expert grouping" in
 system design) therefore stacks experts of the same shape (16 at a time) and runs one GPTQ
 sweep over the stack: the same number of loop iterations, each doing E experts' work.
 
-``quantize_batched`` is exactly ``GPTQ.quantize`` applied to every (W_e, H_e) independently --
-the same dead-input handling, dampening and inverse (``obs.prepare``, one code for one matrix
-and for a stack; QMoE mode included, ``keep_dead``), the same per-row grid
-(``quant.Quantizer``), the same blocked OBS updates with lazy batch updates -- with every
-tensor operation carrying a leading expert dimension E: batched Cholesky factors, broadcast
-in-block updates and ``torch.bmm`` for the lazy updates. Per-row grids need no batched
-quantizer: a stack (E, rows, columns) is the matrix (E·rows, columns) row for row.
+``quantize_batched`` is exactly ``GPTQ.quantize`` applied to every (W_e, H_e) independently,
+through the same code: the dead-input handling, dampening and inverse of ``obs.prepare`` and
+the sweep of ``obs.column_sweep`` both take a stack (E, rows, columns) as they take one matrix
+(QMoE mode included, ``keep_dead``) -- batched Cholesky factors, broadcast in-block updates and
+a batched product for the lazy updates. Per-row grids need no batched quantizer: a stack
+(E, rows, columns) is the matrix (E·rows, columns) row for row.
 
 ``quantize_group`` is the entry point at the level of ``GPTQ`` collectors (what the sequential
 driver holds); ``time_batched_vs_sequential`` times both ways on random experts.
@@ -25,7 +24,7 @@ import torch
 from ..core.checks import positive_int
 from ..core.timing import Timer
 from .gptq import GPTQ
-from .obs import dead_inputs, inverse_factor, prepare
+from .obs import column_sweep, dead_inputs, inverse_factor, prepare
 from .quant import Quantizer, check_bits
 
 
@@ -63,35 +62,7 @@ def quantize_batched(Ws: torch.Tensor, Hs: torch.Tensor, bits=4, blocksize: int 
     check_bits(bits)
     positive_int("blocksize", blocksize)
     W, Hinv = prepare_batched(Ws, Hs, percdamp, keep_dead)  # (E, rows, columns), (E, columns, columns)
-    return sweep_batched(W, Hinv, bits, blocksize)
-
-
-@torch.no_grad()
-def sweep_batched(W: torch.Tensor, Hinv: torch.Tensor, bits=4, blocksize: int = 128) -> torch.Tensor:
-    """The GPTQ column sweep of ``ColumnSweep.sweep`` on a stack, in place: W (E, rows, columns)
-    fp32 and Hinv (E, columns, columns) upper factors, as ``prepare_batched`` returns them;
-    returns W, quantized. ``bits`` and ``blocksize`` are checked by the callers."""
-    E, rows, columns = W.shape
-    quantizer = Quantizer(bits).fit(W.reshape(E * rows, columns))  # per-row grid: exact on the flattened stack
-
-    for i1 in range(0, columns, blocksize):
-        i2 = min(i1 + blocksize, columns)
-        W1 = W[:, :, i1:i2].clone()                       # (E, rows, B)
-        Q1 = torch.zeros_like(W1)                         # (E, rows, B) the block's final weights
-        Err1 = torch.zeros_like(W1)                       # (E, rows, B) scaled errors, for the lazy update
-        Hinv1 = Hinv[:, i1:i2, i1:i2]                     # (E, B, B)
-        d = Hinv1.diagonal(dim1=-2, dim2=-1)              # (E, B)
-
-        for i in range(i2 - i1):
-            w = W1[:, :, i]                               # (E, rows)
-            q = quantizer.quantize(w.reshape(E * rows)).view(E, rows)  # (E, rows)
-            Q1[:, :, i] = q
-            err = (w - q) / d[:, i, None]                 # (E, rows)
-            W1[:, :, i:] -= err[:, :, None] * Hinv1[:, None, i, i:]  # (E, rows, B - i): OBS update inside the block
-            Err1[:, :, i] = err
-
-        W[:, :, i1:i2] = Q1
-        W[:, :, i2:] -= torch.bmm(Err1, Hinv[:, i1:i2, i2:])  # (E, rows, B) @ (E, B, columns - i2): lazy update
+    column_sweep(W, Hinv, blocksize, Quantizer(bits))      # in place, every operation carrying E
     return W
 
 
@@ -131,8 +102,8 @@ def quantize_group(collectors: list[GPTQ], bits=4, blocksize: int = 128, percdam
     Hs = torch.stack([c.H for c in collectors])                      # (E, columns, columns)
     W = dead_inputs(Ws, Hs, keep_dead)                               # (E, rows, columns) fp32
     Hinv, failed = inverse_factor(Hs, percdamp, keep_dead)           # (E, columns, columns), (E,)
-    Q = sweep_batched(W, Hinv, bits, blocksize)
-    for c, q, f in zip(collectors, Q, failed.tolist()):
+    column_sweep(W, Hinv, blocksize, Quantizer(bits))              # in place: W is now quantized
+    for c, q, f in zip(collectors, W, failed.tolist()):
         c.layer.weight.copy_(q)  # in place: also right for an expert's slice of a fused parameter
         c.fell_back = f          # Hinv_e = I: expert e was rounded
 

@@ -126,13 +126,16 @@ def inverse_factor(H: torch.Tensor, percdamp: float = 0.01, keep_dead: bool = Fa
     if not keep_dead:
         L = torch.linalg.cholesky(H)
         no_failure = torch.zeros(H.shape[:-2], dtype=torch.bool, device=H.device)
-        return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True), no_failure
+        # the upper factor comes back as the transpose of a lower one (column-major): the sweep reads
+        # its rows, so store them contiguous (a copy, the same values)
+        return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).contiguous(), no_failure
     eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
     failed = torch.zeros(H.shape[:-2], dtype=torch.bool, device=H.device)  # () or (E,)
     while True:  # a failed H is replaced by I once, and I never fails
         H = torch.where(failed[..., None, None], eye, H)
         L, info = torch.linalg.cholesky_ex(H)
         Hinv, info_inv = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
+        Hinv = Hinv.contiguous()  # rows contiguous, as in dense mode
         bad = (info != 0) | (info_inv != 0) | ~torch.isfinite(Hinv).flatten(-2).all(-1)
         if not (bad & ~failed).any():
             return Hinv, failed
@@ -154,21 +157,71 @@ def prepare(W: torch.Tensor, H: torch.Tensor, percdamp: float = 0.01, keep_dead:
     return dead_inputs(W, H, keep_dead), inverse_factor(H, percdamp, keep_dead)[0]
 
 
+@torch.no_grad()
+def column_sweep(W: torch.Tensor, Hinv: torch.Tensor, blocksize: int = 128, quantizer=None, select=None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The OBS column sweep of GPTQ Algorithm 1 and SparseGPT Algorithm 1, in place on W.
+
+    W (..., rows, columns) fp32 and Hinv (..., columns, columns) its upper Cholesky factors, as
+    ``prepare`` returns them: one matrix, or a stack of E experts (QMoE's batched execution; every
+    operation below carries the leading dimension, and the lazy update is a batched product).
+    Columns left to right in blocks of B = ``blocksize``; column i of a block becomes q_i
+    (``mask`` -> 0, else rounded by ``quantizer``, fitted here on the rows), its scaled error
+    err_i = (w_i - q_i) / [Hinv]_ii moves onto the block's later columns, W[..., i:] -=
+    err_i · Hinv[i, i:], and after the block the errors reach the rest in one product,
+    W[..., i2:] -= Err1 · Hinv[i1:i2, i2:]. ``select(W1, d, i, mask1)`` may mark more of the block's
+    mask at each column (SparseGPT's mask selection; one matrix only). ``mask`` (..., rows,
+    columns), True = remove, seeds the mask; returns the final mask.
+    """
+    columns = W.shape[-1]
+    if quantizer is not None:
+        quantizer.fit(W.reshape(-1, columns))  # per-row grid: a stack is its rows, expert after expert
+    mask = torch.zeros_like(W, dtype=torch.bool) if mask is None else mask.to(W.device).clone()  # True = pruned
+    lead = W.shape[:-1]                                   # (..., rows)
+    masked = select is not None or bool(mask.any())       # else every column is only rounded
+    scratch = torch.empty(W[..., :blocksize].numel(), dtype=W.dtype, device=W.device)  # one OBS update, reused
+
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        W1 = W[..., i1:i2].clone()                        # (..., rows, B)
+        Q1 = torch.zeros_like(W1)                         # the block's final weights
+        Err1 = torch.zeros_like(W1)                       # scaled errors, for the lazy update
+        Hinv1 = Hinv[..., i1:i2, i1:i2]                   # (..., B, B)
+        d = Hinv1.diagonal(dim1=-2, dim2=-1)              # (..., B)
+        mask1 = mask[..., i1:i2].clone()                  # (..., rows, B), True = remove
+        # the block's columns and Hinv1's rows as views, made once: the loop below does no indexing
+        w_, m_, q_, err_ = W1.unbind(-1), mask1.unbind(-1), Q1.unbind(-1), Err1.unbind(-1)  # each (..., rows)
+        d_, h_ = d.unsqueeze(-1).unbind(-2), Hinv1.unbind(-2)  # (..., 1) and (..., B) per column
+
+        for i in range(i2 - i1):
+            if select is not None:
+                select(W1, d, i, mask1)                   # marks in place: m_ sees it
+            w, m = w_[i], m_[i]                           # column i, as the updates so far left it
+            if masked:
+                q = w.masked_fill(m, 0.0)
+                if quantizer is not None:
+                    q = torch.where(m, q, quantizer.quantize(q.reshape(-1)).view_as(q))
+            else:                                         # nothing removed (GPTQ): round, or keep
+                q = w if quantizer is None else quantizer.quantize(w.reshape(-1)).view_as(w)
+            q_[i].copy_(q)
+            err = torch.sub(w, q, out=err_[i]).div_(d_[i])  # (..., rows): (w - q) / [Hinv]_ii, kept in Err1
+            rest = i2 - i1 - i
+            update = scratch[: err.numel() * rest].view(*lead, rest)  # (..., rows, B - i)
+            torch.mul(err.unsqueeze(-1), h_[i].narrow(-1, i, rest).unsqueeze(-2), out=update)
+            W1.narrow(-1, i, rest).sub_(update)           # OBS update inside the block
+
+        W[..., i1:i2] = Q1
+        mask[..., i1:i2] = mask1
+        W[..., i2:] -= torch.matmul(Err1, Hinv[..., i1:i2, i2:])  # lazy update of the rest
+    return mask
+
+
 class ColumnSweep(Hessian):
-    """One linear layer ``y = W x`` swept column by column with OBS updates.
-
-    ``add_batch`` the layer's calibration inputs, then ``sweep``: GPTQ Algorithm 1 and SparseGPT
-    Algorithm 1 are this loop with a grid (``quantizer``) and/or a mask rule (``select``):
-
-    * columns left to right in blocks of B = ``blocksize``; inside a block, column i's weights
-      become q_i (masked -> 0, else rounded to the grid), and its scaled error
-      err_i = (w_i - q_i) / [Hinv]_ii moves onto the block's later columns,
-      W[:, i:] -= err_i · Hinv[i, i:]  (OBS update, one Cholesky row serves every row of W);
-    * after the block, its errors reach the remaining columns in one product (lazy batch
-      update, GPTQ section 3.2): W[:, i2:] -= Err1 · Hinv[i1:i2, i2:].
-
-    ``select(W1, d, i, mask1)`` is called at every column i of a block (W1 its current weights,
-    d = diag(Hinv1)) and may mark more of ``mask1`` for removal (SparseGPT's mask selection).
+    """One linear layer ``y = W x``: ``add_batch`` its calibration inputs (the ``Hessian``), then
+    ``sweep`` it with ``column_sweep``. GPTQ Algorithm 1 and SparseGPT Algorithm 1 are that sweep
+    with a grid (``quantizer``) and/or a mask rule (``select(W1, d, i, mask1)``, called at every
+    column i of a block -- W1 its current weights, d = diag(Hinv1) -- may mark more of ``mask1``
+    for removal: SparseGPT's mask selection).
 
     ``keep_dead``: QMoE mode (``prepare``), for an expert matrix -- dead inputs keep their
     weights, and an H with no Cholesky factor makes the sweep plain rounding, which
@@ -194,36 +247,7 @@ class ColumnSweep(Hessian):
         W = dead_inputs(W0, self.H, self.keep_dead)  # (rows, columns) fp32
         Hinv, failed = inverse_factor(self.H, percdamp, self.keep_dead)  # upper, (columns, columns)
         self.fell_back = bool(failed)  # Hinv = I: the sweep below is plain rounding
-        if quantizer is not None:
-            quantizer.fit(W)
-        mask = (torch.zeros_like(W, dtype=torch.bool) if mask is None  # True = pruned
-                else mask.to(W.device).clone())
-
-        for i1 in range(0, columns, blocksize):
-            i2 = min(i1 + blocksize, columns)
-            W1 = W[:, i1:i2].clone()                          # (rows, B)
-            Q1 = torch.zeros_like(W1)                         # the block's final weights
-            Err1 = torch.zeros_like(W1)                       # scaled errors, for the lazy update
-            Hinv1 = Hinv[i1:i2, i1:i2]                        # (B, B)
-            d = torch.diag(Hinv1)                             # (B,)
-            mask1 = mask[:, i1:i2].clone()                    # (rows, B), True = remove
-
-            for i in range(i2 - i1):
-                if select is not None:
-                    select(W1, d, i, mask1)
-                w = W1[:, i]                                  # (rows,)
-                q = w.masked_fill(mask1[:, i], 0.0)
-                if quantizer is not None:
-                    q = torch.where(mask1[:, i], q, quantizer.quantize(q))
-                Q1[:, i] = q
-                err = (w - q) / d[i]                          # (rows,)
-                W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]  # OBS update inside the block
-                Err1[:, i] = err
-
-            W[:, i1:i2] = Q1
-            mask[:, i1:i2] = mask1
-            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]              # lazy update of the rest
-
+        mask = column_sweep(W, Hinv, blocksize, quantizer, select, mask)
         W0.copy_(W)  # in place: also right for an expert's slice of a fused parameter
         return mask
 

@@ -50,14 +50,14 @@ class Quantizer:
         return self
 
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
-        """Nearest grid value of each weight; ``w`` is (rows,) or (rows, k)."""
+        """Nearest grid value of each weight; ``w`` is (rows,) -- one column, as the sweep rounds
+        them -- or (rows, k). One new tensor, worked on in place: the sweep calls this per column."""
         col = w.dim() == 1
         w = w[:, None] if col else w
         if self.bits == "ternary":
             q = torch.where(w > self.wmax / 2, self.wmax, torch.where(w < self.wmin / 2, self.wmin, 0.0))
-        else:
-            q = torch.clamp(torch.round(w / self.scale) + self.zero, 0, self.maxq)
-            q = self.scale * (q - self.zero)
+        else:  # scale · (clamp(round(w / scale) + zero, 0, maxq) - zero)
+            q = torch.div(w, self.scale).round_().add_(self.zero).clamp_(0, self.maxq).sub_(self.zero).mul_(self.scale)
         return q[:, 0] if col else q
 
 
