@@ -45,7 +45,8 @@ import torch
 
 import peakllm
 from peakllm import models, show_source
-from peakllm.compress import batched, obs, qmoe, qmoe_format, quant, ternary_coding
+from peakllm.compress import obs, quant
+from peakllm.compress.qmoe import algorithm, batched, coding, paper
 from peakllm.core import checks, spread
 from peakllm.data import evaldata, spans
 from peakllm.infer import speak
@@ -57,7 +58,7 @@ from tqdm.auto import tqdm  # after peakllm, which quiets tqdm's notice about mi
 
 rec, dev = peakllm.setup("20_qmoe_moe_compression", globals())
 bits, grid_bits = quant.parse_bits(bits), [quant.parse_bits(b) for b in grid_bits]
-checks.choice("method", method, qmoe.QUANT_METHODS)
+checks.choice("method", method, algorithm.QUANT_METHODS)
 checks.choice("calib_dataset", calib_dataset, evaldata.CALIBRATION_DATASETS)
 checks.choice("eval_dataset", eval_dataset, evaldata.EVAL_DATASETS)
 seeds = checks.seeds("seeds", seeds)
@@ -75,11 +76,11 @@ checks.in_range("dict_log2", dict_log2, 4, 24, high_inclusive=True)
 # experts only; attention, embeddings and routers stay in bf16.
 
 # %%
-model, tokenizer, checkpoint_capacity = qmoe.load(model_name, str(dev), expert_capacity)  # routers drop no token (section 2)
+model, tokenizer, checkpoint_capacity = algorithm.load(model_name, str(dev), expert_capacity)  # routers drop no token (section 2)
 config = model.config
 E, k = models.moe.routing(model.config)
-share = qmoe.experts_share(model)
-shapes = sorted({tuple(m.weight.shape) for m in qmoe.expert_layers(model).values()})
+share = algorithm.experts_share(model)
+shapes = sorted({tuple(m.weight.shape) for m in algorithm.expert_layers(model).values()})
 print(f"{type(model).__name__}: {E} experts per MoE layer, {k} per token; expert matrices (rows x columns): {shapes}")
 pd.DataFrame([{"part": "experts", "parameters": share["experts"], "share": round(share["share"], 3)},
               {"part": "everything else (attention, embeddings, routers, norms)", "parameters": share["dense"],
@@ -88,7 +89,7 @@ pd.DataFrame([{"part": "experts", "parameters": share["experts"], "share": round
 # %% [markdown]
 # **What the experts carry.** Before compressing anything, measure what there is to lose: the
 # loss with every expert's output removed (each expert matrix zeroed, so every MoE layer adds
-# nothing to its residual stream; `qmoe.experts_removed`). If that costs little, no rounding of the
+# nothing to its residual stream; `algorithm.experts_removed`). If that costs little, no rounding of the
 # experts can cost much, and RTN and GPTQ cannot differ. For an encoder-decoder, three more numbers
 # on the hidden (span) tokens alone say whether the model does its task (`models.probes`): its loss
 # with the right encoder, with another window's encoder (what reading the context is worth), and a
@@ -99,9 +100,9 @@ pd.DataFrame([{"part": "experts", "parameters": share["experts"], "share": round
 test_ids = evaldata.eval_ids(eval_dataset, tokenizer)
 sentinel = spans.first_sentinel(tokenizer)  # T5's <extra_id_0>: the span-corruption loss
 n_windows = eval_windows or None
-dense_loss = qmoe.eval_loss(model, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
-with qmoe.experts_removed(model):  # every expert matrix zero inside the block, restored after
-    removed_loss = qmoe.eval_loss(model, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
+dense_loss = algorithm.eval_loss(model, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
+with algorithm.experts_removed(model):  # every expert matrix zero inside the block, restored after
+    removed_loss = algorithm.eval_loss(model, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
 rec.add("loss", round(dense_loss, 4), "nats", method="dense", bits="32", dataset=eval_dataset)
 rec.add("loss", round(removed_loss, 4), "nats", method="experts_removed", dataset=eval_dataset)
 carry = {"loss, dense": dense_loss, "loss, experts removed": removed_loss}
@@ -140,7 +141,7 @@ peakllm.say(text)
 #
 # GPTQ needs, for each matrix, the inputs it sees. An expert sees only the tokens the router sends
 # it, so each expert matrix gets its **own** Hessian from its routed tokens. QMoE adds four rules,
-# all in `qmoe.calibration_pairs`, `qmoe.no_token_dropped` and `qmoe.compress`:
+# all in `algorithm.calibration_pairs`, `algorithm.no_token_dropped` and `algorithm.compress`:
 #
 # * **the model's own task**: a Switch Transformer is an encoder-decoder trained on T5's span
 #   corruption, so it is calibrated (and evaluated) on span-corrupted pairs: the encoder reads the
@@ -149,7 +150,7 @@ peakllm.say(text)
 #   pass but are kept out of the Hessians; in the decoder the paper skips "the token directly
 #   *before* such a special token as this is the one used to predict the latter" -- the position
 #   that predicts a sentinel, not the one that reads it (the reference code shifts the mask left by
-#   one and drops the last position; `qmoe.decoder_token_mask`);
+#   one and drops the last position; `algorithm.decoder_token_mask`);
 # * **no token dropped**: transformers' Switch lets an expert take at most `expert_capacity`
 #   tokens of a sequence and passes the rest on through the residual only; QMoE raises the capacity;
 # * **a cap per expert**: no expert folds in more than `max_tokens_mult` times the mean number of
@@ -159,7 +160,7 @@ peakllm.say(text)
 
 # %%
 seqlen = calib_seqlen if model.config.is_encoder_decoder else min(calib_seqlen, models.context_length(model))
-calibs = {s: qmoe.calibration_pairs(evaldata.calibration(calib_dataset, tokenizer, nsamples=calib_samples,
+calibs = {s: algorithm.calibration_pairs(evaldata.calibration(calib_dataset, tokenizer, nsamples=calib_samples,
                                                          seqlen=seqlen, seed=s), tokenizer, model, seed=s)
           for s in seeds}  # one calibration set per seed
 calib = calibs[seeds[0]]
@@ -167,18 +168,18 @@ if "decoder_input_ids" in calib:
     print("one calibration pair, its first tokens:")
     print("  encoder reads :", repr(tokenizer.decode(calib["input_ids"][0, :48])))
     print("  decoder writes:", repr(tokenizer.decode(calib["decoder_input_ids"][0, :16])))
-tokens = qmoe.stack_tokens(model, calib)
-dropped = qmoe.dropped_tokens(model, calib, capacity=checkpoint_capacity) if checkpoint_capacity else None
+tokens = algorithm.stack_tokens(model, calib)
+dropped = algorithm.dropped_tokens(model, calib, capacity=checkpoint_capacity) if checkpoint_capacity else None
 cap_rows = []
 for stack, n in tokens.items():
-    cap = qmoe.token_cap(model.config, n, max_tokens_mult)
+    cap = algorithm.token_cap(model.config, n, max_tokens_mult)
     cap_rows.append({"stack": stack, "tokens in the Hessians": n, "mean per expert (N k / E)": round(n * k / E),
                      "cap": cap, "cap / N": round(cap / n, 3) if cap else None})
 display(pd.DataFrame(cap_rows).set_index("stack"))
 if dropped:
     print(f"at the checkpoint's expert capacity ({checkpoint_capacity} tokens per expert and sequence) the routers drop "
           f"{dropped['dropped']:,} of {dropped['routed']:,} routed tokens ({dropped['dropped'] / dropped['routed']:.1%}); "
-          f"at {expert_capacity}: {qmoe.dropped_tokens(model, calib)['dropped']}")
+          f"at {expert_capacity}: {algorithm.dropped_tokens(model, calib)['dropped']}")
 print(f"the cap lets one expert take at most {max_tokens_mult:g} x {k}/{E} = {max_tokens_mult * k / E:.3g} of its stack's tokens"
       + (": it can never bind" if max_tokens_mult * k / E >= 1 else ""))
 
@@ -201,9 +202,9 @@ print(f"the cap lets one expert take at most {max_tokens_mult:g} x {k}/{E} = {ma
 # compare the output error ||W X - Ŵ X||² / ||W X||² of round-to-nearest and of GPTQ.
 
 # %%
-names = list(qmoe.expert_layers(model))
+names = list(algorithm.expert_layers(model))
 name = names[len(names) // 4]
-probe = qmoe.calibrate_expert(model, calib, name)
+probe = algorithm.calibrate_expert(model, calib, name)
 W0 = probe.layer.weight.detach().clone()
 signal = obs.layer_error(W0, torch.zeros_like(W0), probe.H)
 one = []
@@ -224,13 +225,13 @@ pd.DataFrame(one).set_index("bits")
 # %% [markdown]
 # ## 4. All experts: loss on held-out text
 #
-# `qmoe.compress` runs the sequential driver of notebook 10.2 over the blocks; in every block each
+# `algorithm.compress` runs the sequential driver of notebook 10.2 over the blocks; in every block each
 # expert matrix is quantized from its own routed tokens, and nothing else in the model changes.
 # With `batch_experts` the experts of one shape go through one batched GPTQ sweep (section 7
 # times it). Each run starts from a fresh load of the checkpoint, so one working copy is in memory.
 
 # %%
-show_source(qmoe.compress)
+show_source(algorithm.compress)
 
 # %%
 del model, probe  # from here on, one working copy at a time
@@ -239,22 +240,22 @@ spoken = {}  # one prompt's masked span, filled greedily by each model
 grid = sorted(set(grid_bits) | {bits}, key=lambda b: (b != "ternary", b))
 runs = [(b, m, s) for b in grid for m in ["rtn", "gptq"] for s in (seeds if m == "gptq" else seeds[:1])]
 for b, m, s in tqdm(runs, desc="RTN and GPTQ"):
-    mm, _, _ = qmoe.load(model_name, str(dev), expert_capacity)  # a fresh working copy
+    mm, _, _ = algorithm.load(model_name, str(dev), expert_capacity)  # a fresh working copy
     if not spoken:
         spoken["dense"] = speak.speak(mm, tokenizer, span=4)
-    report = qmoe.compress(mm, calibs[s], bits=b, method=m, percdamp=percdamp, max_tokens_mult=max_tokens_mult,
+    report = algorithm.compress(mm, calibs[s], bits=b, method=m, percdamp=percdamp, max_tokens_mult=max_tokens_mult,
                            progress=False, batch_experts=batch_experts)
-    loss = qmoe.eval_loss(mm, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
+    loss = algorithm.eval_loss(mm, test_ids, eval_seqlen, max_windows=n_windows, sentinel=sentinel)
     seed_rows.append({"method": m, "bits": str(b), "seed": s if m == "gptq" else None, "loss": loss})
     rec.add("loss", round(loss, 4), "nats", method=m, bits=str(b), seed=s if m == "gptq" else None, dataset=eval_dataset)
     if s == seeds[0]:  # the first seed's runs serve the sections below
         reports[(m, b)] = report
         spoken[f"{m} {b}" + ("" if b == "ternary" else "-bit")] = speak.speak(mm, tokenizer, span=4)
-        variants[(m, b)] = {"loss": loss, "zeros": qmoe.zero_share(mm), "zeros by row": qmoe.zero_share(mm, by_row_length=True)}
+        variants[(m, b)] = {"loss": loss, "zeros": algorithm.zero_share(mm), "zeros by row": algorithm.zero_share(mm, by_row_length=True)}
         if b == "ternary":  # for sections 5 and 6, before this copy goes
-            zcols[m] = qmoe.zero_share_by_column(mm, bins=8)
+            zcols[m] = algorithm.zero_share_by_column(mm, bins=8)
             if m == method and bits == "ternary":
-                storage = qmoe.encode_experts(mm, size=2 ** dict_log2, max_pairs=max_pairs)
+                storage = algorithm.encode_experts(mm, size=2 ** dict_log2, max_pairs=max_pairs)
     del mm
 runs_df = pd.DataFrame(seed_rows)
 loss_table = spread.table(runs_df, ["method", "bits"], "loss", digits=4)
@@ -285,12 +286,12 @@ if one_rtn > 0.2 and inc_rtn < 0.25 * removed_by:
     print(f"Ternary RTN leaves a relative error of {one_rtn:.2f} on section 3's expert, yet moves the loss by only "
           f"{inc_rtn:+.3f} of the {removed_by:+.3f} that removing the experts costs: an expert's output is one term of "
           "the residual sum, and most of its error lies in directions the next layers read little.")
-hist = qmoe.routing_histogram(reports.get(("gptq", bits), []))
+hist = algorithm.routing_histogram(reports.get(("gptq", bits), []))
 if len(hist):
     piv = hist.pivot_table(index="expert", columns="layer", values="routed", sort=False)
     ax = piv.plot.bar(figsize=(9, 3), title="calibration tokens the router sent to each expert (first seed)")
     for stack, n in tokens.items():
-        cap = qmoe.token_cap(config, n, max_tokens_mult) if max_tokens_mult else None
+        cap = algorithm.token_cap(config, n, max_tokens_mult) if max_tokens_mult else None
         if cap and cap < n:  # a cap no expert can reach is not drawn
             ax.axhline(cap, ls=":", color="k", lw=0.8)
             ax.annotate(f"cap, {stack.split('.')[0]}", (0, cap), fontsize=7, va="bottom")
@@ -335,17 +336,17 @@ pd.DataFrame(zrows).set_index("method") if zrows else print("no ternary variant 
 # Both take the ternary weights in pairs (9 symbols) and replace sequences of pairs by
 # fixed-width codewords, so a GPU decodes every row independently:
 #
-# * **QMoE's format** (`qmoe_format.qmoe_dictionary`): a *fixed* dictionary of the 2^16 most
+# * **QMoE's format** (`paper.qmoe_dictionary`): a *fixed* dictionary of the 2^16 most
 #   probable sequences of 1-14 pairs if weights were independent with P(0) = 0.885, greedy
 #   longest-match parsing, 16-bit codewords, and per row a 32-bit offset plus bf16 wmin and wmax
 #   (64 bits);
-# * **ours** (`ternary_coding.DictionaryCode.fit`): a dictionary of 2^`dict_log2` entries fitted
+# * **ours** (`coding.DictionaryCode.fit`): a dictionary of 2^`dict_log2` entries fitted
 #   to this model's codes, the fewest codewords per row (optimal parsing), `dict_log2`-bit
 #   codewords, and per row bf16 wmin and wmax plus the row's codeword *count* in a few bits (its
 #   offset is the running sum of the counts, computed once at load time).
 #
 # Every matrix is written to bytes, read back, decoded and compared with the model's weights
-# (`qmoe.encode_experts`, run on the headline model in section 4 before its copy was freed).
+# (`algorithm.encode_experts`, run on the headline model in section 4 before its copy was freed).
 
 # %%
 diagrams.qmoe_layout()
@@ -364,7 +365,7 @@ diagrams.qmoe_layout()
 # %%
 q_row = torch.sign(W_ternary[0]).to(torch.int8).numpy()  # (cols,) codes of row 0: -1, 0, +1
 S = 3 * (q_row[0::2] + 1) + (q_row[1::2] + 1)  # (cols / 2,) pair symbols 0..8
-D = qmoe_format.qmoe_dictionary()  # 2^16 entries, each a sequence of 1-14 pairs
+D = paper.qmoe_dictionary()  # 2^16 entries, each a sequence of 1-14 pairs
 entry_of = {tuple(D.table[e, :D.lengths[e]]): e for e in range(len(D))}  # sequence -> codeword
 words, p = [], 0
 while p < len(S):  # greedy: the longest sequence of the dictionary that starts at p
@@ -379,13 +380,13 @@ print(f"bits = 16 x {len(words)} + 64 = {row_bits}: {row_bits / len(q_row):.3f} 
 lib = D.encode(q_row[None])  # the library's encoder on the same row
 assert (decoded == S).all() and words == lib.codes.tolist() and row_bits == lib.code_bits + lib.row_bits
 assert (D.decode(lib).numpy()[0] == q_row).all()
-print("by hand = qmoe_format's encoder, codeword for codeword and bit for bit; decoded exactly")
+print("by hand = qmoe.paper's encoder, codeword for codeword and bit for bit; decoded exactly")
 
 # %%
-peakllm.show_doc(qmoe_format, start="Bit accounting", stop="Entropy limit")
+peakllm.show_doc(paper, start="Bit accounting", stop="Entropy limit")
 
 # %%
-if storage is not None:  # qmoe.encode_experts ran on the headline model in section 4
+if storage is not None:  # algorithm.encode_experts ran on the headline model in section 4
     coders = storage["coders"]
     print(f"decoded {coders['dictionary'].verified} expert matrices with each coder: bit-exact")
     srows = [{"coder": "entropy bound (zero order)", "codes": storage["entropy"]},
@@ -397,7 +398,7 @@ if storage is not None:  # qmoe.encode_experts ran on the headline model in sect
         for counts in ("codes", "rows", "all"):
             rec.add("bits_per_param", round(fb.bits_per_param(counts), 4), "bit", scope="experts", coder=c, counts=counts)
         # the whole checkpoint: the dense part stays in bf16, as in the paper's 0.807 bit
-        full = qmoe.checkpoint_bits(share, fb.bits_per_param("all"))
+        full = algorithm.checkpoint_bits(share, fb.bits_per_param("all"))
         rec.add("bits_per_param", round(full, 4), "bit", scope="full", coder=c, counts="all")
         rec.add("compression_ratio", round(16 / fb.bits_per_param("all"), 2), "x", scope="experts", coder=c)
         rec.add("compression_ratio", round(16 / full, 2), "x", scope="full", coder=c)
@@ -441,8 +442,8 @@ if storage is not None:
 # what the zeros are worth, and is not set against 21.11x, which was measured on longer rows.
 
 # %%
-c2048 = {r["coder"]: r for r in qmoe_format.paper_statistics_whatif(
-    p0=0.885, shapes=tuple(qmoe_format.C2048_SHAPES.values()), row_fraction=1 / 32, size=2 ** dict_log2)
+c2048 = {r["coder"]: r for r in paper.paper_statistics_whatif(
+    p0=0.885, shapes=tuple(paper.C2048_SHAPES.values()), row_fraction=1 / 32, size=2 ** dict_log2)
     if r["matrix"] == "all"}  # rows of 2,080 and 6,144 weights; bits per weight do not depend on the row count
 ratio_c2048 = c2048["qmoe"]["ratio (codes + rows)"]
 rec.add("compression_ratio", round(ratio_c2048, 2), "x", scope="experts", coder="qmoe", codes="iid P(0)=0.885",
@@ -456,7 +457,7 @@ display(pd.DataFrame([{"codes": "i.i.d. ternary, P(0) = 0.885, switch-c-2048 sha
 p0s = sorted({0.885, 0.857} | ({round(variants[(method, "ternary")]["zeros"], 3)} if ("gptq", "ternary") in variants else set()))
 what = []
 for p0 in tqdm(p0s, desc="i.i.d. codes at switch-base shapes"):
-    for r in qmoe_format.paper_statistics_whatif(p0=p0, size=2 ** dict_log2):
+    for r in paper.paper_statistics_whatif(p0=p0, size=2 ** dict_log2):
         if r["matrix"] == "all" and r["coder"] in ("dictionary", "qmoe", "entropy (prior)"):
             what.append({"P(0)": p0, "coder": r["coder"], "codes + rows": round(r["codes + rows"], 4),
                          "ratio vs bf16": round(r["ratio (codes + rows)"], 2)})
@@ -482,7 +483,7 @@ what.pivot(index="P(0)", columns="coder", values="codes + rows")
 # $$H = -P(0)\log_2 P(0) - 2\,P(\pm1)\log_2 P(\pm1), \qquad \text{ratio} = 16 / H .$$
 
 # %%
-steps = qmoe_format.entropy_derivation(0.885)
+steps = paper.entropy_derivation(0.885)
 pd.Series({k: round(v, 6) for k, v in steps.items()}, name="switch-c-2048's statistics").to_frame()
 
 # %% [markdown]
@@ -528,7 +529,7 @@ table = [paper]
 if storage is not None:
     for c, label in (("qmoe", "QMoE's format"), ("dictionary", "our coder")):
         fb = coders[c]
-        full = qmoe.checkpoint_bits(share, fb.bits_per_param("all"))
+        full = algorithm.checkpoint_bits(share, fb.bits_per_param("all"))
         row = ours | {"ratio experts": round(16 / fb.bits_per_param("all"), 2), "ratio full": round(16 / full, 2)}
         table.append(pd.DataFrame([row], index=pd.Index([f"ours: {model_name}, {label}"], name="model")))
 else:
@@ -544,7 +545,7 @@ if storage is not None:
     for c, label in (("qmoe", "ours, QMoE's format"), ("dictionary", "ours, our coder")):
         b = coders[c].bits_per_param("all")
         bit_rows[0][label] = round(b, 3)
-        bit_rows[1][label] = round(qmoe.checkpoint_bits(share, b), 3)
+        bit_rows[1][label] = round(algorithm.checkpoint_bits(share, b), 3)
 pd.DataFrame(bit_rows).set_index("figure")
 
 # %% [markdown]
@@ -681,15 +682,15 @@ peakllm.say(bullets)
 #   an input no routed token fired keeps its weights);
 # * `U_lab` (cols x cols): the upper Cholesky factor of $(H + \lambda I)^{-1}$, with
 #   $\lambda$ = `percdamp` times the mean of $H$'s diagonal and $H = 2 X X^\top / n$ over the tokens
-#   the router sends this expert (`qmoe.calibrate_expert`, then `obs.prepare(..., keep_dead=True)`).
+#   the router sends this expert (`algorithm.calibrate_expert`, then `obs.prepare(..., keep_dead=True)`).
 #
 # **Hints.**
 #
 # * Work on a clone of `W`; find $w_{\min}$ and $w_{\max}$ once, one value per row, before the loop.
 # * Keep the inequalities strict, as above: a weight exactly at half an extreme goes to 0.
 # * You do not need GPTQ's lazy batches: they regroup the same updates for speed.
-# * QMoE then stores each row's $w_{\min}$ and $w_{\max}$ in bf16 (`qmoe.snap_ternary_scales`,
-#   applied by `qmoe.compress` after the sweep). Leave that step out: the check compares before it,
+# * QMoE then stores each row's $w_{\min}$ and $w_{\max}$ in bf16 (`algorithm.snap_ternary_scales`,
+#   applied by `algorithm.compress` after the sweep). Leave that step out: the check compares before it,
 #   as section 3 does.
 #
 # The check runs the library's ternary GPTQ (`batched.quantize_batched`, the sweep section 4 ran)
@@ -698,10 +699,10 @@ peakllm.say(bullets)
 
 # %% nbgrader={"grade": false, "grade_id": "lab-20-ternary-gptq", "locked": false, "schema_version": 3, "solution": true}
 # The lab's expert: section 3's, from a fresh load of the checkpoint and the same calibration pairs
-model_lab, _, _ = qmoe.load(model_name, str(dev), expert_capacity)
-names_lab = list(qmoe.expert_layers(model_lab))
+model_lab, _, _ = algorithm.load(model_name, str(dev), expert_capacity)
+names_lab = list(algorithm.expert_layers(model_lab))
 name_lab = names_lab[len(names_lab) // 4]                            # section 3's expert matrix
-probe_lab = qmoe.calibrate_expert(model_lab, calib, name_lab)        # the library's collector of its routed tokens
+probe_lab = algorithm.calibrate_expert(model_lab, calib, name_lab)        # the library's collector of its routed tokens
 W0_lab = probe_lab.layer.weight.detach().float().cpu().clone()       # (rows, cols) the dense expert
 H_lab, n_lab = probe_lab.H.cpu(), probe_lab.n                        # (cols, cols) H = 2 X X^T / n
 del model_lab, probe_lab                                             # one working copy at a time
@@ -783,7 +784,7 @@ print(f"H = {H_row:.3f} bit per weight; QMoE's format spent {row_bits / len(q_ro
 
 # %% nbgrader={"grade": true, "grade_id": "ex20-1-check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false} tags=["check"]
 assert isinstance(H_row, float) and 0 <= H_row <= np.log2(3)
-assert abs(H_row - ternary_coding.entropy_bits(q_row[None])) < 1e-9, "H_row differs from the library's entropy"
+assert abs(H_row - coding.entropy_bits(q_row[None])) < 1e-9, "H_row differs from the library's entropy"
 print("check passed")
 
 # %% [markdown]

@@ -50,7 +50,7 @@ quiet_bnb_kernels_notice()
 
 SUBPACKAGES = ("core", "data", "models", "compress", "train", "infer", "workbook", "cli", "compat")
 _API = {"load": "peakllm.models.loading", "prune": "peakllm.compress.pruning",
-        "quantize": "peakllm.compress.gptq", "qmoe_compress": "peakllm.compress.qmoe",
+        "quantize": "peakllm.compress.gptq", "qmoe_compress": "peakllm.compress.qmoe.algorithm",
         "perplexity": "peakllm.core.perplexity", "setup": "peakllm.workbook.notebook",
         "finish": "peakllm.workbook.notebook", "show_source": "peakllm.workbook.notebook",
         "say": "peakllm.workbook.notebook", "show_doc": "peakllm.workbook.notebook"}

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from peakllm.compress.batched import prepare_batched, quantize_batched, quantize_group, time_batched_vs_sequential
 from peakllm.compress.gptq import GPTQ
 from peakllm.compress.obs import dampened, prepare
+from peakllm.compress.qmoe.batched import prepare_batched, quantize_batched, quantize_group, time_batched_vs_sequential
 from peakllm.compress.quant import rtn
 
 E, ROWS, COLS, DEAD = 4, 64, 96, 17  # expert 2's input DEAD is always zero

@@ -4,8 +4,9 @@ it, one indexing expression per step -- so that making the sweep faster changed 
 import pytest
 import torch
 
-from peakllm.compress import batched, obs, quant, sparsegpt
+from peakllm.compress import obs, quant, sparsegpt
 from peakllm.compress.bench import random_hessian
+from peakllm.compress.qmoe import batched
 
 
 def textbook(W, Hinv, blocksize, quantizer=None, select=None, mask=None):

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from peakllm.compress import driver, gptq, obs, pruning, qmoe, quant, sparsegpt
+from peakllm.compress import driver, gptq, obs, pruning, quant, sparsegpt
+from peakllm.compress.qmoe import algorithm as qmoe
 from peakllm.models.structure import all_linear_layers
 
 

@@ -1,8 +1,8 @@
-"""QMoE (peakllm.compress.qmoe): expert-only GPTQ through the router, ternary storage below one bit."""
+"""QMoE (peakllm.compress.qmoe.algorithm): expert-only GPTQ through the router, ternary storage below one bit."""
 import pytest
 import torch
 
-from peakllm.compress import qmoe
+from peakllm.compress.qmoe import algorithm as qmoe
 from peakllm.models.structure import all_linear_layers
 
 

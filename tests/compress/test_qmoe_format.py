@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from peakllm.compress import qmoe_format as F
-from peakllm.compress.qmoe_format import iid_codes
-from peakllm.compress.ternary_coding import COMPACT_HEADER, DictionaryCode, Encoded
+from peakllm.compress.qmoe import paper as F
+from peakllm.compress.qmoe.coding import COMPACT_HEADER, DictionaryCode, Encoded
+from peakllm.compress.qmoe.paper import iid_codes
 
 P885 = (0.0575, 0.885, 0.0575)
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from peakllm.compress.quant import Quantizer
-from peakllm.compress.ternary_coding import (
+from peakllm.compress.qmoe.coding import (
     COMPACT_HEADER,
     HEADER,
     DictionaryCode,
@@ -17,6 +16,7 @@ from peakllm.compress.ternary_coding import (
     lzma_bits,
     ternary_codes,
 )
+from peakllm.compress.quant import Quantizer
 
 
 def iid(rows, cols, p0, seed=0):

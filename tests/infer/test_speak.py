@@ -15,7 +15,7 @@ def test_a_decoder_continues_the_prompt_and_the_same_model_says_the_same():
 
 
 def test_a_span_model_fills_the_masked_middle_of_the_prompt():
-    from peakllm.compress import qmoe
+    from peakllm.compress.qmoe import algorithm as qmoe
 
     m, tok, _ = qmoe.load("tiny-switch", "cpu", 1024)
     out = speak.speak(m, tok, span=4, new_tokens=8)

@@ -4,7 +4,7 @@ import io
 import pytest
 from matplotlib.figure import Figure
 
-from peakllm.compress.qmoe_format import QMOE_P0, iid_codes, qmoe_dictionary
+from peakllm.compress.qmoe.paper import QMOE_P0, iid_codes, qmoe_dictionary
 from peakllm.workbook import diagrams
 
 

@@ -33,7 +33,7 @@ first one (google/switch-base-8: 32099, 32098, ...); ``with_sentinels`` gives ou
 tokenizer the same 100. n and s depend only on L, so every window of L tokens gives an input of
 L - n + s + 1 and a target of n + s + 1 tokens (``pair_lengths``): windows batch without
 padding. The one transform serves pretraining (``models.pretraining``), QMoE's calibration
-(``compress.qmoe.calibration_pairs``) and the evaluation loss (``core.perplexity.mean_loss``,
+(``compress.qmoe.algorithm.calibration_pairs``) and the evaluation loss (``core.perplexity.mean_loss``,
 given ``objective``); ``sentinel_mask`` marks the sentinels.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@
 * ``lora_side_path``: LoRA (Hu et al. 2021, section 4.1, Figure 1): frozen W₀ beside the
   trainable A (Gaussian init) and B (zero init), scaled by α / r;
 * ``qmoe_layout``: QMoE's storage of one expert matrix (Frantar & Alistarh 2023, section 5), as
-  ``compress.ternary_coding`` / ``ternary_stream`` write it: ternary codes in pairs, pairs parsed
+  ``compress.qmoe.coding`` / ``compress.qmoe.stream`` write it: ternary codes in pairs, pairs parsed
   greedily into entries of the fixed 2^16-entry dictionary, 16-bit codewords in one stream,
   per row a 32-bit offset and bf16 wmin / wmax.
 
@@ -145,15 +145,15 @@ def lora_side_path() -> Figure:
 
 def qmoe_layout(rows: int = 4, cols: int = 40, seed: int = 4) -> Figure:
     """One expert matrix as QMoE stores it: a row's codes -> pair symbols -> greedy parse in the
-    fixed dictionary (``qmoe_format.qmoe_dictionary``) -> 16-bit codewords; below, the
-    ``"offsets"`` layout of ``ternary_stream.Encoded.to_bytes``: header, per row a u32 offset
+    fixed dictionary (``qmoe.paper.qmoe_dictionary``) -> 16-bit codewords; below, the
+    ``"offsets"`` layout of ``qmoe.stream.Encoded.to_bytes``: header, per row a u32 offset
     and bf16 wmin / wmax (64 bits), then the codewords of all rows in one stream.
 
     The matrix: ``rows`` x ``cols`` i.i.d. codes at QMoE's P(0) = 0.885 (``iid_codes``, ``seed``);
     row 0 is drawn in full. Symbols, parse, codewords and counts are the library's own."""
-    from ..compress.qmoe_format import QMOE_P0, iid_codes, qmoe_dictionary
-    from ..compress.ternary_coding import pair_symbols
-    from ..compress.ternary_stream import HEADER, ROW_BITS
+    from ..compress.qmoe.coding import pair_symbols
+    from ..compress.qmoe.paper import QMOE_P0, iid_codes, qmoe_dictionary
+    from ..compress.qmoe.stream import HEADER, ROW_BITS
 
     if not (2 <= rows <= 8 and 2 <= cols <= 48 and cols % 2 == 0):
         raise ValueError(f"rows={rows}, cols={cols}: draw 2..8 rows of an even 2..48 columns")

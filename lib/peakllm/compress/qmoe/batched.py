@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import torch
 
-from ..core.checks import positive_int
-from ..core.timing import Timer
-from .gptq import GPTQ
-from .obs import column_sweep, dead_inputs, inverse_factor, prepare
-from .quant import Quantizer, check_bits
+from ...core.checks import positive_int
+from ...core.timing import Timer
+from ..gptq import GPTQ
+from ..obs import column_sweep, dead_inputs, inverse_factor, prepare
+from ..quant import Quantizer, check_bits
 
 
 def _check_stack(Ws: torch.Tensor, Hs: torch.Tensor) -> None:
@@ -117,7 +117,7 @@ def time_batched_vs_sequential(E: int = 16, rows: int = 512, cols: int = 256, bi
     one untimed warm-up on a tiny group), the weights restored between runs (outside the timer). Returns {"sequential_s", "batched_s", "speedup"} (speedup =
     sequential / batched). A benchmark, not a test: timings depend on the machine.
     """
-    from .bench import random_hessian
+    from ..bench import random_hessian
 
     check_bits(bits)
     for name, value in (("E", E), ("rows", rows), ("cols", cols), ("repeats", repeats)):

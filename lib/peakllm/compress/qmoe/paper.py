@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .ternary_coding import SYMBOLS, DictionaryCode, Encoded, as_codes, check_parameters, entropy_bits
+from .coding import SYMBOLS, DictionaryCode, Encoded, as_codes, check_parameters, entropy_bits
 
 QMOE_P0, QMOE_SIZE, QMOE_MAX_PAIRS = 0.885, 2 ** 16, 14
 PAPER_IID_RATIO, PAPER_C2048_RATIO, PAPER_ENTROPY_RATIO = 21.11, 20.07, 25.40  # QMoE, section 5

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import torch
 
-from ..core.checks import choice
-from ..models.moe import routing
-from ..models.structure import FUSED, ExpertMatrix, all_linear_layers, capacity_routers, find_stacks
-from .driver import compress_model
-from .experts import zeroed
-from .gptq import GPTQ, QUANT_METHODS, round_layer
-from .quant import check_bits
+from ...core.checks import choice
+from ...models.moe import routing
+from ...models.structure import FUSED, ExpertMatrix, all_linear_layers, capacity_routers, find_stacks
+from ..driver import compress_model
+from ..experts import zeroed
+from ..gptq import GPTQ, QUANT_METHODS, round_layer
+from ..quant import check_bits
 
 
 def is_expert(name: str, layer) -> bool:
@@ -116,7 +116,7 @@ def calibration_pairs(windows: torch.Tensor, tokenizer, model, seed: int = 0) ->
     corrupted window, the decoder the target shifted right behind the decoder-start token
     (``decoder_input_ids``).
     """
-    from ..data import spans
+    from ...data import spans
 
     if not getattr(model.config, "is_encoder_decoder", False):
         return {"input_ids": windows, "attention_mask": torch.ones_like(windows),
@@ -152,7 +152,7 @@ def dropped_tokens(model, calib, capacity: int | None = None, batch_size: int = 
     """Tokens the Switch routers drop on ``calib`` at expert capacity ``capacity`` (None: as the
     model is set now): {"routed": tokens that reached a router, "dropped": those over capacity}.
     A dropped token skips the expert layer (only the residual carries it on)."""
-    from .sequential import forward_calibration
+    from ..sequential import forward_calibration
 
     routers = list(capacity_routers(model).values())
     before = [r.expert_capacity for r in routers]
@@ -176,7 +176,7 @@ def load(model_name: str, device: str = "auto", expert_capacity: int = 1024):
     """The MoE to compress as QMoE runs it: (model, tokenizer, the checkpoint's expert capacity --
     None for a family without one), every Switch router set to drop no token. A notebook loads
     afresh for each compression, so one working copy is in memory at a time."""
-    from ..models.loading import load as load_model
+    from ...models.loading import load as load_model
 
     model, tokenizer = load_model(model_name, device=device)
     check_moe(model)
@@ -190,7 +190,7 @@ def stack_tokens(model, calib) -> dict:
     calibrated on pairs; the one stack of a decoder-only model): every real token, special ones
     included -- what ``token_cap`` counts, as QMoE's reference code does (its ``traintokens``).
     Padding is not counted."""
-    from .sequential import calibration_batches, statistics_masks
+    from ..sequential import calibration_batches, statistics_masks
 
     batches = calibration_batches(calib, "cpu", None)
     return {name: int(statistics_masks(model, name, batches, real=True)[0].sum())
@@ -203,9 +203,9 @@ def calibrate_expert(model, calib: torch.Tensor, name: str, batch_size: int = 8)
     model's router sends to it (for a fused expert, through ``experts.hook_routed_inputs``)."""
     from collections import defaultdict
 
-    from .driver import Untouched
-    from .experts import hook_routed_inputs
-    from .sequential import ValidTokens, forward_calibration
+    from ..driver import Untouched
+    from ..experts import hook_routed_inputs
+    from ..sequential import ValidTokens, forward_calibration
 
     layers = check_moe(model)
     if name not in layers:
@@ -361,8 +361,8 @@ def encode_experts(model, size: int = 2 ** 12, max_pairs: int = 14, coders=("dic
     bits a row). Returns ``coders`` (coder -> ``FormatBits``), the parameter count, and the
     entropy bound and lzma on the same codes. With ``verify``, every matrix is decoded from its
     bytes and the weights it gives are compared with the model's, bit for bit."""
-    from . import qmoe_format
-    from . import ternary_coding as tc
+    from . import coding as tc
+    from . import paper as qmoe_format
 
     mats = {n: m.weight.float() for n, m in check_moe(model).items()}  # name -> (rows, cols)
     for n, W in mats.items():
@@ -388,8 +388,8 @@ def eval_loss(model, ids: torch.Tensor, seqlen: int, batch_size: int = 8, max_wi
     """The loss QMoE reports: the model's own objective per predicted token (``perplexity.mean_loss``):
     span corruption for Switch (C4 masked-LM loss in the paper; ``sentinel`` the id of
     <extra_id_0>, default the vocabulary's last), next-token loss for a causal MoE."""
-    from ..core.perplexity import mean_loss
-    from ..data.spans import objective
+    from ...core.perplexity import mean_loss
+    from ...data.spans import objective
 
     pairs = objective(model.config, sentinel) if getattr(model.config, "is_encoder_decoder", False) else None
     return mean_loss(model, ids, seqlen, batch_size, max_windows, pairs)

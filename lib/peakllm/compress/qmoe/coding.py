@@ -46,7 +46,7 @@ import zlib
 import numpy as np
 import torch
 
-from .ternary_stream import (  # noqa: F401
+from .stream import (  # noqa: F401
     COMPACT_HEADER,
     COMPACT_MAGIC,
     HEADER,
