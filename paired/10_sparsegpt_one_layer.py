@@ -55,9 +55,8 @@ checks.in_range("calib_samples", calib_samples, 1, 10**6)
 # %%
 model, tokenizer = models.load(model_name, device=device)
 ctx = models.context_length(model)
-seqlen = calib_seqlen or ctx
-perplexity.check_seqlen(model, seqlen)  # calibration windows must fit the context
-N = sum(p.numel() for p in model.parameters())
+seqlen = perplexity.check_seqlen(model, calib_seqlen or None)  # 0: the context; longer fails
+N = models.count_params(model)["total"]
 one_pass = 2 * N * calib_samples * seqlen          # forward FLOPs over the calibration set
 retrain = 6 * N * 1e9                               # one epoch over 1 B tokens, forward + backward
 print(f"{model_name}: N = {N:,} parameters, context {ctx}")

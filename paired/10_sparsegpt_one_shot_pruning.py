@@ -73,9 +73,8 @@ checks.in_range("eval_windows", eval_windows, 0, 10**9)
 # %%
 model, tokenizer = models.load(model_name, device=device)
 ctx = models.context_length(model)
-seqlen = calib_seqlen or ctx
-perplexity.check_seqlen(model, seqlen)  # calibration windows must fit the context
-N = sum(p.numel() for p in model.parameters())
+seqlen = perplexity.check_seqlen(model, calib_seqlen or None)  # 0: the context; longer fails
+N = models.count_params(model)["total"]
 print(f"{model_name}: N = {N:,} parameters, context {ctx}")
 calibs = {s: evaldata.calibration(calib_dataset, tokenizer, calib_samples, seqlen, seed=s) for s in seeds}
 calib = calibs[seeds[0]]

@@ -7,12 +7,12 @@ with their total. For before/after claims, run it under two trees in turn on the
 """
 import copy
 import statistics
-import time
 
 import torch
 
 from peakllm import models
 from peakllm.compress import gptq, pruning
+from peakllm.core.timing import Timer
 from peakllm.data import evaldata
 
 RUNS = {
@@ -30,9 +30,9 @@ if __name__ == "__main__":
     for name, run in RUNS.items():
         times = []
         for _ in range(2):
-            m = copy.deepcopy(model)
-            t = time.perf_counter()
-            run(m, calib)
-            times.append(time.perf_counter() - t)
+            m = copy.deepcopy(model)  # outside the timer
+            with Timer("cpu") as t:
+                run(m, calib)
+            times.append(t.seconds)
         seconds[name] = statistics.median(times)
     print(" ".join(f"{k}: {v:.3f} s" for k, v in seconds.items()), f"| total {sum(seconds.values()):.3f} s")

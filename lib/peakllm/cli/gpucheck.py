@@ -8,7 +8,7 @@ A GPU may be lent for a few minutes only, so one run gives as much as it can. On
 3. decodes 128 tokens at batch 1 on OPT-1.3B's shape in bf16 (random weights) with ``generate``
    and with the static-cache loop replayed as a CUDA graph (``peakllm.infer.graphs``), each set
    against the bound B / W (datasheet bandwidth over the weight bytes read per token);
-4. executes notebooks 10, 21 and 22 with ``device="cuda"`` through the workbook runner
+4. executes notebooks 10.2, 21 and 22 with ``device="cuda"`` through the workbook runner
    (``peakllm.cli.run``) into ``<out>/<slug>/``, each writing its records there;
 5. writes ``<out>/<slug>.json`` (``<out>`` by default ``data/results/gpu``, ``<slug>`` the
    card's name as a file name, e.g. ``nvidia-h100-80gb-hbm3``)::
@@ -224,8 +224,6 @@ def add(sub) -> None:
 
 
 def main(a) -> int:
-    import sys
-
     try:
         path = run(a.out, notebooks=() if a.skip_notebooks else NOTEBOOKS)
     except NoCUDA as e:

@@ -1,5 +1,5 @@
 """Timers that synchronize the device (a GPU runs asynchronously: without a sync a timer
-measures the kernel launch, not the work), and throughput in tokens per second."""
+measures the kernel launch, not the work), and the fastest or median of repeated calls."""
 from __future__ import annotations
 
 import time
@@ -24,8 +24,8 @@ class Timer:
         self.seconds = time.perf_counter() - self._t0
 
 
-def best_of(fn, device="cpu", repeats: int = 3, warmup: int = 1) -> float:
-    """The fastest of ``repeats`` timed calls after ``warmup`` untimed ones, in seconds."""
+def timed_calls(fn, device="cpu", repeats: int = 3, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` device-synchronized calls of ``fn``, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -33,7 +33,12 @@ def best_of(fn, device="cpu", repeats: int = 3, warmup: int = 1) -> float:
         with Timer(device) as t:
             fn()
         times.append(t.seconds)
-    return min(times)
+    return times
+
+
+def best_of(fn, device="cpu", repeats: int = 3, warmup: int = 1) -> float:
+    """The fastest of ``repeats`` timed calls after ``warmup`` untimed ones, in seconds."""
+    return min(timed_calls(fn, device, repeats, warmup))
 
 
 def median_of(fn, device="cpu", repeats: int = 5, warmup: int = 1) -> float:
@@ -41,11 +46,4 @@ def median_of(fn, device="cpu", repeats: int = 5, warmup: int = 1) -> float:
     that one slow call (another process, a page fault) does not move."""
     import statistics
 
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        with Timer(device) as t:
-            fn()
-        times.append(t.seconds)
-    return statistics.median(times)
+    return statistics.median(timed_calls(fn, device, repeats, warmup))
